@@ -1,0 +1,52 @@
+"""Share one token and money budget between many concurrent LLM calls, never overspending it.
+
+A single actor task owns each budget; every other task sends it messages and
+awaits the reply, so check-and-deduct is atomic without locks, on asyncio and
+trio alike.
+"""
+
+from __future__ import annotations
+
+from ._amounts import AXES as AXES
+from ._amounts import Amounts as Amounts
+from ._budget import Budget as Budget
+from ._budget import Reservation as Reservation
+from ._budget import open_budget as open_budget
+from ._errors import AlreadySettled as AlreadySettled
+from ._errors import BudgetBroken as BudgetBroken
+from ._errors import BudgetClosed as BudgetClosed
+from ._errors import BudgetExceeded as BudgetExceeded
+from ._errors import InvalidAmount as InvalidAmount
+from ._errors import InvalidAmountType as InvalidAmountType
+from ._errors import RequestTooLarge as RequestTooLarge
+from ._errors import ReservationError as ReservationError
+from ._errors import TreasurerError as TreasurerError
+from ._errors import UnknownAxis as UnknownAxis
+from ._types import Caps as Caps
+from ._types import Snapshot as Snapshot
+from ._types import Statistics as Statistics
+from ._types import Totals as Totals
+from ._types import Usage as Usage
+
+__all__ = (
+    "AXES",
+    "AlreadySettled",
+    "Amounts",
+    "Budget",
+    "BudgetBroken",
+    "BudgetClosed",
+    "BudgetExceeded",
+    "Caps",
+    "InvalidAmount",
+    "InvalidAmountType",
+    "RequestTooLarge",
+    "Reservation",
+    "ReservationError",
+    "Snapshot",
+    "Statistics",
+    "Totals",
+    "TreasurerError",
+    "UnknownAxis",
+    "Usage",
+    "open_budget",
+)

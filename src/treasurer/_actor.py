@@ -1,0 +1,312 @@
+"""The budget actor: the one task that owns a ledger.
+
+Callers put ``(op, a, b, slot)`` messages in a bounded anyio memory stream.
+The actor wakes once per batch, drains every waiting message, applies each to
+the ledger in arrival order, delivers the replies, and publishes an immutable
+state tuple for synchronous reads. Nothing else touches the ledger, so no
+check-and-deduct can interleave with another, and there is no lock.
+
+Two kinds of message:
+
+* requests (reserve, record, reset) are skipped if their caller was cancelled
+  before the actor reached them, so a cancelled request has no effect; a
+  caller cancelled *after* its request was granted hands the grant back
+  (``_undo``), as anyio's CapacityLimiter does;
+* settlements (commit, release, refund, undo) always take effect, even when
+  the caller is cancelled or the budget is closing, because the spend or the
+  release they describe has already happened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import structlog
+from anyio import ClosedResourceError, EndOfStream, WouldBlock
+
+from ._amounts import AXES, CapVector, Vector, to_public
+from ._errors import BudgetBroken, BudgetClosed, BudgetExceeded
+from ._ledger import Ledger, State
+from ._slots import Slot, slot_factory
+from ._types import Snapshot, Statistics
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+# Requests (may be refused; skipped when abandoned).
+RESERVE: Final = 0
+RECORD: Final = 1
+RESET: Final = 2
+# Settlements (always applied).
+COMMIT: Final = 3
+RELEASE: Final = 4
+ADJUST: Final = 5
+UNRECORD: Final = 6
+_FIRST_SETTLEMENT: Final = COMMIT
+
+Message = tuple[int, Any, Any, Slot | None]
+
+DEFAULT_MAILBOX_SIZE: Final = 4096
+_names = itertools.count(1)
+
+
+def _describe(amount: Vector | tuple[int, ...]) -> dict[str, object]:
+    return {AXES[axis]: to_public(axis, value) for axis, value in enumerate(amount) if value}
+
+
+class BudgetCore:
+    """Mailbox, actor loop and published state of one budget."""
+
+    def __init__(self, caps: CapVector, *, name: str | None, mailbox_size: int) -> None:
+        self.name: Final = name or f"budget-{next(_names)}"
+        self.caps: Final = caps
+        self.ledger = Ledger(caps, self.name)
+        send, receive = anyio.create_memory_object_stream[Message](mailbox_size)
+        self._send: MemoryObjectSendStream[Message] = send
+        self._receive: MemoryObjectReceiveStream[Message] = receive
+        self._mailbox_size = mailbox_size
+        # Settlements that found the mailbox full; the actor must be busy then,
+        # and takes these at the end of its current batch.
+        self._overflow: deque[Message] = deque()
+        self._new_slot: Callable[[], Slot] = slot_factory()
+        self.log = structlog.get_logger("treasurer").bind(budget=self.name)
+        self.state: State = self.ledger.state()
+        self._snapshot_cache: tuple[State, Snapshot] | None = None
+        self.closed = False
+        self._failure: BaseException | None = None
+        self._messages_served = 0
+        self._batches_served = 0
+        self._peak_batch = 0
+        self._waiting = 0
+        self._pending: list[Message] = []
+        # Test seam: called with each batch before it is applied.
+        self._batch_hook: Callable[[list[Message]], None] | None = None
+
+    # -- caller side ---------------------------------------------------------------
+
+    def closed_error(self) -> BudgetClosed:
+        if self._failure is not None:
+            error = BudgetBroken(f"budget {self.name!r} failed: {self._failure!r}")
+            error.__cause__ = self._failure
+            return error
+        return BudgetClosed(f"budget {self.name!r} is closed")
+
+    async def request(self, op: int, a: object = None, b: object = None) -> Any:
+        """Send a request and wait for its reply; raise a reply that is an error."""
+        if self.closed:
+            raise self.closed_error()
+        slot = self._new_slot()
+        message = (op, a, b, slot)
+        try:
+            self._send.send_nowait(message)
+        except WouldBlock:
+            try:
+                await self._send.send(message)  # cancelled here: nothing was sent
+            except (ClosedResourceError, anyio.BrokenResourceError):
+                raise self.closed_error() from None
+        except (ClosedResourceError, anyio.BrokenResourceError):  # pragma: no cover - raced close
+            raise self.closed_error() from None
+        self._waiting += 1
+        try:
+            reply = await slot.wait()
+        except BaseException:
+            # Cancelled after the actor answered (asyncio can do this): give back
+            # what was granted, so a cancelled request leaves nothing behind.
+            delivered, reply = slot.delivered()
+            if delivered:
+                self._undo(op, a, reply)
+            raise
+        finally:
+            self._waiting -= 1
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def _undo(self, op: int, amount: object, reply: object) -> None:
+        if isinstance(reply, BaseException) or self.closed:
+            return
+        if op == RESERVE:
+            self.post(RELEASE, reply)
+        elif op == RECORD:
+            self.post(UNRECORD, amount)
+
+    def post(self, op: int, a: object = None, b: object = None, *, ack: bool = False) -> Slot | None:
+        """Send a settlement without waiting; it cannot be refused.
+
+        Never blocks and never raises for a full mailbox, so it works in a
+        cancelled scope and from ``__aexit__``. With ``ack`` it returns a slot
+        that is answered once the settlement is applied.
+        """
+        if self.closed:
+            raise self.closed_error()
+        slot = self._new_slot() if ack else None
+        message = (op, a, b, slot)
+        try:
+            self._send.send_nowait(message)
+        except WouldBlock:
+            self._overflow.append(message)
+        return slot
+
+    # -- reads ---------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        state = self.state
+        cached = self._snapshot_cache
+        if cached is not None and cached[0] is state:
+            return cached[1]
+        snapshot = Snapshot._build(self.caps, *state)
+        self._snapshot_cache = (state, snapshot)
+        return snapshot
+
+    def statistics(self) -> Statistics:
+        return Statistics(
+            mailbox_depth=self._send.statistics().current_buffer_used + len(self._overflow),
+            mailbox_size=self._mailbox_size,
+            messages_served=self._messages_served,
+            batches_served=self._batches_served,
+            peak_batch_size=self._peak_batch,
+            open_reservations=self.state[3],
+            tasks_waiting=self._waiting,
+        )
+
+    # -- the actor -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve batches until the mailbox is closed and drained."""
+        receive = self._receive
+        caps = {AXES[axis]: to_public(axis, cap) for axis, cap in enumerate(self.caps) if cap is not None}
+        self.log.info("budget opened", caps=caps)
+        try:
+            while True:
+                try:
+                    first = await receive.receive()
+                except EndOfStream:
+                    break
+                batch = self._pending = [first]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (WouldBlock, EndOfStream):
+                        break
+                if self._overflow:
+                    batch.extend(self._overflow)
+                    self._overflow.clear()
+                self._serve(batch)
+                self._pending = []
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:
+            self._failure = exc
+            self.log.error("budget actor failed", exc_info=exc)
+            raise self.closed_error() from exc
+        finally:
+            self._shutdown()
+
+    def _serve(self, batch: list[Message]) -> None:
+        if self._batch_hook is not None:
+            self._batch_hook(batch)
+        ledger = self.ledger
+        log = self.log
+        closing = self.closed
+        for op, a, b, slot in batch:
+            if op < _FIRST_SETTLEMENT:
+                assert slot is not None
+                if slot.abandoned:
+                    continue
+                if closing:
+                    slot.deliver(self.closed_error())
+                    continue
+            reply = self._apply(ledger, log, op, a, b)
+            if slot is not None:
+                slot.deliver(reply)
+        self.state = ledger.state()
+        count = len(batch)
+        self._messages_served += count
+        self._batches_served += 1
+        if count > self._peak_batch:
+            self._peak_batch = count
+
+    @staticmethod
+    def _apply(ledger: Ledger, log: Any, op: int, a: Any, b: Any) -> object:
+        if op == RESERVE:
+            reply: object = ledger.reserve(a)
+            if isinstance(reply, BudgetExceeded):
+                log.info("request refused", op="reserve", cap=reply.cap, error=str(reply))
+            else:
+                log.debug("reservation granted", reservation=reply, **_describe(a))
+            return reply
+        if op == COMMIT:
+            reply = ledger.commit(a, b)
+            log.debug("reservation committed", reservation=a, **_describe(b))
+            return reply
+        if op == RELEASE:
+            reply = ledger.release(a)
+            log.debug("reservation released", reservation=a)
+            return reply
+        if op == RECORD:
+            refusal = ledger.record(a)
+            if refusal is not None:
+                log.info("request refused", op="record", cap=refusal.cap, error=str(refusal))
+                return refusal
+            log.debug("usage recorded", **_describe(a))
+            return ledger.state()
+        if op == ADJUST:
+            ledger.adjust(a)
+            log.debug("usage adjusted", credit=_describe(a))
+            return None
+        if op == UNRECORD:
+            ledger.unrecord(a)
+            log.debug("usage recorded by a cancelled caller was taken back", **_describe(a))
+            return None
+        if op == RESET:
+            ledger.reset()
+            log.info("budget reset")
+            return None
+        raise AssertionError(f"unknown op {op}")  # pragma: no cover
+
+    def _shutdown(self) -> None:
+        """Stop serving: apply pending settlements, refuse pending requests.
+
+        Synchronous, so it runs to the end even in a cancelled task.
+        """
+        self.closed = True
+        # A batch cut short by a failure: its delivered slots ignore a second answer,
+        # and its settlements are not applied again (nothing is, after a failure).
+        pending = self._pending
+        self._pending = []
+        while True:
+            try:
+                pending.append(self._receive.receive_nowait())
+            except (WouldBlock, EndOfStream, ClosedResourceError):
+                break
+        self._receive.close()  # a sender still blocked on a full mailbox fails at once
+        pending.extend(self._overflow)
+        self._overflow.clear()
+        error = self.closed_error()
+        for op, a, b, slot in pending:
+            if op >= _FIRST_SETTLEMENT and self._failure is None:
+                reply = self._apply(self.ledger, self.log, op, a, b)
+                if slot is not None:
+                    slot.deliver(reply)
+            elif slot is not None:
+                slot.deliver(error)
+        self.state = self.ledger.state()
+        snapshot = self.snapshot()
+        level = logging.ERROR if self._failure is not None else logging.INFO
+        self.log.log(
+            level,
+            "budget closed",
+            calls=snapshot.calls,
+            open_reservations=snapshot.open_reservations,
+            **_describe(self.state[0]),
+        )
+
+    def close(self) -> None:
+        """Refuse new calls; the actor finishes what is queued, then stops."""
+        self.closed = True
+        self._send.close()

@@ -1,0 +1,151 @@
+"""Axes, and turning user input into exact integer amount vectors.
+
+Internally an amount is a tuple of five ints in axis order. USD is held as
+integer nano-dollars (1e-9 USD) so sums are exact: ``0.1 + 0.1 + 0.1`` fits a
+``0.3`` cap. A charge finer than a nano-dollar is rounded up and a cap is
+rounded down, so rounding can never let spend past a cap.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from typing import Final, TypedDict
+
+from ._errors import InvalidAmount, InvalidAmountType, UnknownAxis
+
+INPUT: Final = 0
+OUTPUT: Final = 1
+TOKENS: Final = 2
+USD: Final = 3
+REQUESTS: Final = 4
+
+AXES: Final = ("input_tokens", "output_tokens", "tokens", "usd", "requests")
+AXIS_INDEX: Final = {name: index for index, name in enumerate(AXES)}
+
+NANOS_PER_USD: Final = 10**9
+_NANO_EXPONENT: Final = 9
+
+Vector = tuple[int, int, int, int, int]
+CapVector = tuple[int | None, int | None, int | None, int | None, int | None]
+ZERO: Final[Vector] = (0, 0, 0, 0, 0)
+
+Money = int | float | Decimal
+
+
+class Amounts(TypedDict, total=False):
+    """The axis keywords every call takes. Omitted axes count as zero.
+
+    ``tokens`` is the total; it defaults to ``input_tokens + output_tokens``
+    and, if given with them, must be at least their sum (the rest is usage
+    not split into input and output). ``requests`` defaults to one per call.
+    """
+
+    input_tokens: int
+    output_tokens: int
+    tokens: int
+    usd: Money
+    requests: int
+
+
+def count(value: object, name: str) -> int:
+    """Validate a token or request count."""
+    if type(value) is int:
+        if value < 0:
+            raise InvalidAmount(f"{name} must be >= 0, got {value}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidAmountType(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    return count(int(value), name)
+
+
+def usd_to_nanos(value: object, name: str = "usd", *, round_up: bool = True) -> int:
+    """Convert a USD amount to integer nano-dollars, exactly.
+
+    Floats are read by their shortest repr, so ``0.1`` means one tenth.
+    """
+    if isinstance(value, bool):
+        raise InvalidAmountType(f"{name} must be a number of dollars, got bool {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise InvalidAmount(f"{name} must be >= 0, got {value}")
+        return value * NANOS_PER_USD
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidAmount(f"{name} must be a finite number, got {value}")
+        exact = Decimal(repr(value))
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise InvalidAmount(f"{name} must be a finite number, got {value}")
+        exact = value
+    else:
+        raise InvalidAmountType(
+            f"{name} must be an int, float or Decimal, got {type(value).__name__} {value!r}"
+        )
+    if exact < 0:
+        raise InvalidAmount(f"{name} must be >= 0, got {value}")
+    try:
+        scaled = exact.scaleb(_NANO_EXPONENT).to_integral_value(
+            rounding=ROUND_CEILING if round_up else ROUND_FLOOR
+        )
+    except InvalidOperation as exc:  # pragma: no cover - only for absurd exponents
+        raise InvalidAmount(f"{name} is out of range: {value}") from exc
+    return int(scaled)
+
+
+def nanos_to_usd(nanos: int) -> Decimal:
+    """Integer nano-dollars as an exact, normalized Decimal number of dollars."""
+    if nanos == 0:
+        return Decimal(0)
+    result = Decimal(nanos).scaleb(-_NANO_EXPONENT)
+    # Drop trailing zeros but never switch to exponent notation for whole dollars.
+    normalized = result.normalize()
+    return normalized if normalized.as_tuple().exponent <= 0 else normalized.quantize(Decimal(1))
+
+
+def to_public(axis: int, value: int) -> int | Decimal:
+    """An internal axis value in the unit users see."""
+    return nanos_to_usd(value) if axis == USD else value
+
+
+def parse(amounts: dict[str, object], *, default_requests: int = 1) -> Vector:
+    """Turn axis keywords into a validated amount vector, or raise."""
+    input_tokens = output_tokens = usd = 0
+    tokens: int | None = None
+    requests = default_requests
+    for name, value in amounts.items():
+        if name == "tokens":
+            tokens = count(value, name)
+        elif name == "usd":
+            usd = usd_to_nanos(value)
+        elif name == "input_tokens":
+            input_tokens = count(value, name)
+        elif name == "output_tokens":
+            output_tokens = count(value, name)
+        elif name == "requests":
+            requests = count(value, name)
+        else:
+            raise UnknownAxis(f"unknown axis {name!r}; expected one of {', '.join(AXES)}")
+    split = input_tokens + output_tokens
+    if tokens is None:
+        tokens = split
+    elif tokens < split:
+        raise InvalidAmount(
+            f"tokens ({tokens}) must be >= input_tokens + output_tokens ({split})"
+        )
+    return (input_tokens, output_tokens, tokens, usd, requests)
+
+
+def parse_caps(caps: dict[str, object]) -> CapVector:
+    """Validate cap keywords; ``None`` (or omitted) leaves an axis unbounded."""
+    values: list[int | None] = [None] * len(AXES)
+    for name, value in caps.items():
+        index = AXIS_INDEX.get(name)
+        if index is None:
+            raise UnknownAxis(f"unknown cap {name!r}; expected one of {', '.join(AXES)}")
+        if value is None:
+            continue
+        values[index] = (
+            usd_to_nanos(value, name, round_up=False) if index == USD else count(value, name)
+        )
+    return (values[0], values[1], values[2], values[3], values[4])

@@ -1,0 +1,294 @@
+"""What users hold: ``open_budget``, the ``Budget`` handle and ``Reservation``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Final, Unpack
+
+import anyio
+
+from ._actor import (
+    ADJUST,
+    COMMIT,
+    DEFAULT_MAILBOX_SIZE,
+    RECORD,
+    RELEASE,
+    RESERVE,
+    RESET,
+    BudgetCore,
+)
+from ._amounts import REQUESTS, TOKENS, Amounts, Money, Vector, count, parse, parse_caps
+from ._errors import (
+    AlreadySettled,
+    BudgetExceeded,
+    InvalidAmount,
+    InvalidAmountType,
+    RequestTooLarge,
+    ReservationError,
+)
+from ._ledger import State
+from ._slots import Slot
+from ._types import Caps, Snapshot, Statistics, Totals, Usage
+
+_NEW: Final = 0
+_OPEN: Final = 1
+_SETTLED: Final = 2
+
+
+class Reservation:
+    """Budget held for one call: commit what it really used, or it is released.
+
+    Use it as ``async with budget.reserve(...) as r:``. Entering waits for the
+    actor and raises :class:`BudgetExceeded` at once if the request does not
+    fit. Leaving the block without :meth:`commit` (normally, by an exception,
+    or by cancellation) releases it. It settles exactly once.
+    """
+
+    __slots__ = ("_ack", "_amount", "_core", "_id", "_state")
+
+    def __init__(self, core: BudgetCore, amount: Vector) -> None:
+        self._core = core
+        self._amount = amount
+        self._id = 0
+        self._state = _NEW
+        self._ack: Slot | None = None
+
+    @property
+    def id(self) -> int:
+        """The actor's number for this reservation (0 until granted)."""
+        return self._id
+
+    @property
+    def amount(self) -> Usage:
+        """What the reservation holds."""
+        return Usage._from_vector(self._amount)
+
+    @property
+    def settled(self) -> bool:
+        """Whether it was committed or released."""
+        return self._state == _SETTLED
+
+    async def __aenter__(self) -> Reservation:
+        if self._state != _NEW:
+            raise ReservationError("a reservation can be entered only once")
+        self._id = await self._core.request(RESERVE, self._amount)
+        self._state = _OPEN
+        return self
+
+    def commit(self, **actual: Unpack[Amounts]) -> None:
+        """Record what the call really used; it may be below or above the estimate.
+
+        Omitted axes count as zero, except ``requests``, which defaults to what
+        was reserved. Spend above the estimate is recorded even past a cap:
+        it happened. Synchronous and never blocks, so it works anywhere,
+        including in a cancelled scope.
+        """
+        self._check_open()
+        usage = parse(dict(actual), default_requests=self._amount[REQUESTS])
+        self._ack = self._core.post(COMMIT, self._id, usage, ack=True)
+        self._state = _SETTLED
+
+    def release(self) -> None:
+        """Give the whole reservation back without recording usage."""
+        self._check_open()
+        self._release_quietly()
+
+    def _check_open(self) -> None:
+        if self._state == _SETTLED:
+            raise AlreadySettled(f"reservation {self._id} was already settled")
+        if self._state == _NEW:
+            raise ReservationError("the reservation was not granted; use it with `async with`")
+
+    def _release_quietly(self) -> None:
+        self._state = _SETTLED
+        if not self._core.closed:  # a closed budget has nothing left to leak
+            self._core.post(RELEASE, self._id)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._state == _OPEN:
+            self._release_quietly()
+            return
+        ack, self._ack = self._ack, None
+        if ack is not None and exc_type is None:
+            # Read-your-writes: after the block, snapshots include the commit.
+            reply = await ack.wait()
+            if isinstance(reply, BaseException):  # pragma: no cover - ledger bug guard
+                raise reply
+
+    def __del__(self) -> None:
+        if self._state == _OPEN:
+            warnings.warn(
+                f"reservation {self._id} of budget {self._core.name!r} was never settled",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+
+    def __repr__(self) -> str:
+        state = ("new", "open", "settled")[self._state]
+        return f"<Reservation {self._id} {state} of {self._core.name!r}: {self.amount}>"
+
+
+class Budget:
+    """A handle on a budget; cheap to pass to every task.
+
+    Every method talks to the budget's actor, so concurrent calls never
+    interleave inside a check-and-deduct. Reads (:attr:`remaining`,
+    :meth:`snapshot`, :meth:`totals`) never block: they return the state the
+    actor published after its last batch.
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: BudgetCore) -> None:
+        self._core = core
+
+    @property
+    def name(self) -> str:
+        """The name bound to every log event of this budget."""
+        return self._core.name
+
+    @property
+    def caps(self) -> Caps:
+        """The caps the budget was opened with."""
+        return Caps._from_vector(self._core.caps)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the budget has stopped serving calls."""
+        return self._core.closed
+
+    # -- the TokenBudget style: consume and refund ---------------------------------
+
+    async def consume(self, tokens: int | None = None, /, **amounts: Unpack[Amounts]) -> bool:
+        """Atomically check and deduct; ``False`` (and no change) if it does not fit.
+
+        ``consume(300)`` takes 300 from the ``tokens`` axis; keywords work as
+        in :meth:`record`. A request larger than a cap itself raises
+        :class:`RequestTooLarge`, since it could never succeed.
+        """
+        values: dict[str, object] = dict(amounts)
+        if tokens is not None:
+            if "tokens" in values:
+                raise InvalidAmountType("tokens given both positionally and by keyword")
+            values["tokens"] = tokens
+        try:
+            await self._core.request(RECORD, parse(values))
+        except RequestTooLarge:
+            raise
+        except BudgetExceeded:
+            return False
+        return True
+
+    async def refund(self, actual_used: int, estimated: int) -> None:
+        """Return ``estimated - actual_used`` tokens after a call made with consume.
+
+        If the call used more than estimated, the difference is charged, even
+        past the cap: that spend happened. Applied even if the caller is
+        cancelled while waiting for it.
+        """
+        actual = count(actual_used, "actual_used")
+        estimate = count(estimated, "estimated")
+        credit = [0, 0, 0, 0, 0]
+        credit[TOKENS] = estimate - actual
+        ack = self._core.post(ADJUST, tuple(credit), ack=True)
+        assert ack is not None
+        await ack.wait()
+
+    @property
+    def remaining(self) -> int | None:
+        """Tokens left: the ``tokens`` cap minus used and reserved (``None`` if uncapped)."""
+        cap = self._core.caps[TOKENS]
+        if cap is None:
+            return None
+        used, reserved = self._core.state[0], self._core.state[1]
+        return cap - used[TOKENS] - reserved[TOKENS]
+
+    # -- the pool style: record, reserve, snapshot, reset --------------------------
+
+    async def record(self, **amounts: Unpack[Amounts]) -> Totals:
+        """Charge usage at once if it fits every cap, and return the new totals.
+
+        Raises :class:`BudgetExceeded` (changing nothing) if it does not fit.
+        """
+        state: State = await self._core.request(RECORD, parse(dict(amounts)))
+        return Totals._from_vector(state[0], state[2])
+
+    def reserve(self, **amounts: Unpack[Amounts]) -> Reservation:
+        """Hold an estimate for one call; use as ``async with budget.reserve(...) as r``.
+
+        The amounts are validated here, so bad input raises before anything is sent.
+        """
+        return Reservation(self._core, parse(dict(amounts)))
+
+    async def reset(self) -> None:
+        """Zero all usage. Open reservations stay reserved, so settling them
+        later can never push the budget past its caps."""
+        await self._core.request(RESET)
+
+    def snapshot(self) -> Snapshot:
+        """Everything at once, consistent as of the actor's last batch."""
+        return self._core.snapshot()
+
+    def totals(self) -> Totals:
+        """Usage recorded so far and the number of calls."""
+        state = self._core.state
+        return Totals._from_vector(state[0], state[2])
+
+    def statistics(self) -> Statistics:
+        """Mailbox depth, batches served, open reservations, tasks waiting."""
+        return self._core.statistics()
+
+    def __repr__(self) -> str:
+        return f"<Budget {self.name!r} {self._core.ledger!r}>"
+
+
+@asynccontextmanager
+async def open_budget(
+    *,
+    name: str | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    tokens: int | None = None,
+    usd: Money | None = None,
+    requests: int | None = None,
+    max_tokens: int | None = None,
+    mailbox_size: int = DEFAULT_MAILBOX_SIZE,
+) -> AsyncIterator[Budget]:
+    """Open a budget whose actor lives as long as the ``async with`` block.
+
+    Each cap is optional (omitted means unbounded). ``tokens`` caps input plus
+    output tokens; ``max_tokens`` is an alias of it for code coming from a
+    ``TokenBudget(max_tokens=...)``. After the block, every call raises
+    :class:`BudgetClosed`.
+    """
+    if max_tokens is not None:
+        if tokens is not None:
+            raise InvalidAmount("give either tokens or its alias max_tokens, not both")
+        tokens = max_tokens
+    caps = parse_caps(
+        {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "tokens": tokens,
+            "usd": usd,
+            "requests": requests,
+        }
+    )
+    if count(mailbox_size, "mailbox_size") < 1:
+        raise InvalidAmount("mailbox_size must be >= 1")
+    core = BudgetCore(caps, name=name, mailbox_size=mailbox_size)
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(core.run, name=f"treasurer actor {core.name}")
+        try:
+            yield Budget(core)
+        finally:
+            core.close()

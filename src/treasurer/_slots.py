@@ -1,0 +1,134 @@
+"""One-shot reply slots: where the actor puts the answer a caller awaits.
+
+The public API is anyio-portable; this is the one place that is not. A slot on
+asyncio is a bare Future, on trio a parked task: each costs a fraction of an
+``anyio.Event`` (see PERF-NOTES.md), and both report whether the waiter gave
+up (was cancelled) before the answer came, which is what lets the actor skip
+an abandoned request and lets a caller hand back a grant it never saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import sniffio
+
+if TYPE_CHECKING:
+    import trio
+
+
+class Slot(Protocol):
+    """What the actor and the caller need from a reply slot."""
+
+    @property
+    def abandoned(self) -> bool:
+        """The waiter was cancelled before an answer was delivered."""
+
+    def deliver(self, value: object) -> None:
+        """Hand ``value`` to the waiter (ignored if it has gone)."""
+
+    def wait(self) -> Awaitable[object]:
+        """Wait for the answer."""
+
+    def delivered(self) -> tuple[bool, object]:
+        """``(True, value)`` if an answer was delivered, else ``(False, None)``."""
+
+
+class AsyncioSlot:
+    """A Future. Cancelling the waiting task cancels it, which marks it abandoned."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: asyncio.Future[object]) -> None:
+        self._future = future
+
+    @property
+    def abandoned(self) -> bool:
+        return self._future.cancelled()
+
+    def deliver(self, value: object) -> None:
+        if not self._future.done():
+            self._future.set_result(value)
+
+    def wait(self) -> Awaitable[object]:
+        return self._future
+
+    def delivered(self) -> tuple[bool, object]:
+        future = self._future
+        if future.done() and not future.cancelled():
+            return True, future.result()
+        return False, None
+
+
+_PENDING: Final = 0
+_DELIVERED: Final = 1
+_ABANDONED: Final = 2
+
+
+class TrioSlot:
+    """A parked trio task; trio's abort callback marks the slot abandoned."""
+
+    __slots__ = ("_state", "_task", "_value")
+
+    def __init__(self) -> None:
+        self._state = _PENDING
+        self._task: trio.lowlevel.Task | None = None
+        self._value: object = None
+
+    @property
+    def abandoned(self) -> bool:
+        return self._state == _ABANDONED
+
+    def deliver(self, value: object) -> None:
+        if self._state != _PENDING:
+            return
+        self._value = value
+        self._state = _DELIVERED
+        task = self._task
+        if task is not None:
+            self._task = None
+            _trio().lowlevel.reschedule(task, _outcome_value(value))
+
+    async def wait(self) -> object:
+        trio = _trio()
+        if self._state == _DELIVERED:
+            await trio.lowlevel.checkpoint()
+            return self._value
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._task = None
+            self._state = _ABANDONED
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def delivered(self) -> tuple[bool, object]:
+        if self._state == _DELIVERED:
+            return True, self._value
+        return False, None
+
+
+def _trio() -> Any:
+    import trio
+
+    return trio
+
+
+def _outcome_value(value: object) -> Any:
+    import outcome
+
+    return outcome.Value(value)
+
+
+def slot_factory() -> Callable[[], Slot]:
+    """A function making slots for the event loop running now."""
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        create_future = asyncio.get_running_loop().create_future
+        return lambda: AsyncioSlot(create_future())
+    if library == "trio":
+        return TrioSlot
+    raise RuntimeError(f"treasurer runs on asyncio or trio, not {library!r}")  # pragma: no cover

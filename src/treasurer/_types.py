@@ -1,0 +1,148 @@
+"""Immutable values handed to users: caps, totals, snapshots, statistics."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import attrs
+
+from ._amounts import REQUESTS, TOKENS, USD, CapVector, Vector, nanos_to_usd
+
+
+def _remaining(cap: int | None, used: int, reserved: int) -> int | None:
+    return None if cap is None else cap - used - reserved
+
+
+def _usd_or_none(nanos: int | None) -> Decimal | None:
+    return None if nanos is None else nanos_to_usd(nanos)
+
+
+@attrs.frozen
+class Caps:
+    """The budget's caps; ``None`` means unbounded."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    tokens: int | None = None
+    usd: Decimal | None = None
+    requests: int | None = None
+
+    @classmethod
+    def _from_vector(cls, caps: CapVector) -> Caps:
+        return cls(caps[0], caps[1], caps[2], _usd_or_none(caps[3]), caps[4])
+
+
+@attrs.frozen
+class Usage:
+    """An amount on every axis: what a reservation holds or a call used."""
+
+    input_tokens: int
+    output_tokens: int
+    tokens: int
+    usd: Decimal
+    requests: int
+
+    @classmethod
+    def _from_vector(cls, amount: Vector) -> Usage:
+        return cls(amount[0], amount[1], amount[2], nanos_to_usd(amount[3]), amount[4])
+
+
+@attrs.frozen
+class Totals:
+    """Usage recorded so far (not counting open reservations)."""
+
+    input_tokens: int
+    output_tokens: int
+    tokens: int
+    usd: Decimal
+    requests: int
+    calls: int
+
+    @property
+    def total_tokens(self) -> int:
+        """Alias of ``tokens``, the name other pools use."""
+        return self.tokens
+
+    @classmethod
+    def _from_vector(cls, used: Vector, calls: int) -> Totals:
+        return cls(used[0], used[1], used[2], nanos_to_usd(used[3]), used[4], calls)
+
+
+@attrs.frozen
+class Snapshot:
+    """A consistent view of the budget, published by its actor after each batch.
+
+    ``*_remaining`` is ``cap - used - reserved`` (``None`` when the axis has no
+    cap). It goes negative only when actual usage committed above an estimate
+    overran the cap: that spend happened and is never dropped.
+    """
+
+    caps: Caps
+    calls: int
+    open_reservations: int
+    input_tokens_used: int
+    input_tokens_reserved: int
+    input_tokens_remaining: int | None
+    output_tokens_used: int
+    output_tokens_reserved: int
+    output_tokens_remaining: int | None
+    tokens_used: int
+    tokens_reserved: int
+    tokens_remaining: int | None
+    usd_used: Decimal
+    usd_reserved: Decimal
+    usd_remaining: Decimal | None
+    requests_used: int
+    requests_reserved: int
+    requests_remaining: int | None
+
+    @classmethod
+    def _build(
+        cls, caps: CapVector, used: Vector, reserved: Vector, calls: int, open_reservations: int
+    ) -> Snapshot:
+        remaining = [_remaining(caps[i], used[i], reserved[i]) for i in range(len(caps))]
+        return cls(
+            Caps._from_vector(caps),
+            calls,
+            open_reservations,
+            used[0],
+            reserved[0],
+            remaining[0],
+            used[1],
+            reserved[1],
+            remaining[1],
+            used[TOKENS],
+            reserved[TOKENS],
+            remaining[TOKENS],
+            nanos_to_usd(used[USD]),
+            nanos_to_usd(reserved[USD]),
+            _usd_or_none(remaining[USD]),
+            used[REQUESTS],
+            reserved[REQUESTS],
+            remaining[REQUESTS],
+        )
+
+    @property
+    def totals(self) -> Totals:
+        """The used amounts as :class:`Totals`."""
+        return Totals(
+            self.input_tokens_used,
+            self.output_tokens_used,
+            self.tokens_used,
+            self.usd_used,
+            self.requests_used,
+            self.calls,
+        )
+
+
+@attrs.frozen
+class Statistics:
+    """Live figures about the budget's actor, for monitoring and tuning."""
+
+    mailbox_depth: int
+    mailbox_size: int
+    messages_served: int
+    batches_served: int
+    peak_batch_size: int
+    open_reservations: int
+    tasks_waiting: int

@@ -135,7 +135,9 @@ class BudgetCore:
         elif op == RECORD:
             self.post(UNRECORD, amount)
 
-    def post(self, op: int, a: object = None, b: object = None, *, ack: bool = False) -> Slot | None:
+    def post(
+        self, op: int, a: object = None, b: object = None, *, ack: bool = False
+    ) -> Slot | None:
         """Send a settlement without waiting; it cannot be refused.
 
         Never blocks and never raises for a full mailbox, so it works in a
@@ -179,7 +181,11 @@ class BudgetCore:
     async def run(self) -> None:
         """Serve batches until the mailbox is closed and drained."""
         receive = self._receive
-        caps = {AXES[axis]: to_public(axis, cap) for axis, cap in enumerate(self.caps) if cap is not None}
+        caps = {
+            AXES[axis]: to_public(axis, cap)
+            for axis, cap in enumerate(self.caps)
+            if cap is not None
+        }
         self.log.info("budget opened", caps=caps)
         try:
             while True:
@@ -202,7 +208,7 @@ class BudgetCore:
             raise
         except BaseException as exc:
             self._failure = exc
-            self.log.error("budget actor failed", exc_info=exc)
+            self.log.exception("budget actor failed")
             raise self.closed_error() from exc
         finally:
             self._shutdown()

@@ -25,6 +25,7 @@ AXIS_INDEX: Final = {name: index for index, name in enumerate(AXES)}
 
 NANOS_PER_USD: Final = 10**9
 _NANO_EXPONENT: Final = 9
+_ONE: Final = Decimal(1)
 
 Vector = tuple[int, int, int, int, int]
 CapVector = tuple[int | None, int | None, int | None, int | None, int | None]
@@ -97,10 +98,9 @@ def nanos_to_usd(nanos: int) -> Decimal:
     """Integer nano-dollars as an exact, normalized Decimal number of dollars."""
     if nanos == 0:
         return Decimal(0)
-    result = Decimal(nanos).scaleb(-_NANO_EXPONENT)
-    # Drop trailing zeros but never switch to exponent notation for whole dollars.
-    normalized = result.normalize()
-    return normalized if normalized.as_tuple().exponent <= 0 else normalized.quantize(Decimal(1))
+    result = Decimal(nanos).scaleb(-_NANO_EXPONENT).normalize()
+    # Drop trailing zeros, but show whole dollars as "10", not "1E+1".
+    return result.quantize(_ONE) if result == result.to_integral_value() else result
 
 
 def to_public(axis: int, value: int) -> int | Decimal:
@@ -130,9 +130,7 @@ def parse(amounts: dict[str, object], *, default_requests: int = 1) -> Vector:
     if tokens is None:
         tokens = split
     elif tokens < split:
-        raise InvalidAmount(
-            f"tokens ({tokens}) must be >= input_tokens + output_tokens ({split})"
-        )
+        raise InvalidAmount(f"tokens ({tokens}) must be >= input_tokens + output_tokens ({split})")
     return (input_tokens, output_tokens, tokens, usd, requests)
 
 

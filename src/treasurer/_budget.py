@@ -23,6 +23,7 @@ from ._actor import (
 from ._amounts import REQUESTS, TOKENS, Amounts, Money, Vector, count, parse, parse_caps
 from ._errors import (
     AlreadySettled,
+    BudgetClosed,
     BudgetExceeded,
     InvalidAmount,
     InvalidAmountType,
@@ -105,7 +106,7 @@ class Reservation:
     def _release_quietly(self) -> None:
         self._state = _SETTLED
         if not self._core.closed:  # a closed budget has nothing left to leak
-            self._core.post(RELEASE, self._id)
+            self._ack = self._core.post(RELEASE, self._id, ack=True)
 
     async def __aexit__(
         self,
@@ -115,13 +116,20 @@ class Reservation:
     ) -> None:
         if self._state == _OPEN:
             self._release_quietly()
-            return
         ack, self._ack = self._ack, None
-        if ack is not None and exc_type is None:
-            # Read-your-writes: after the block, snapshots include the commit.
+        if ack is None:
+            return
+        # Read-your-writes: once the block is left, snapshots include the settlement.
+        # It is already queued and takes effect whatever happens to this wait; when
+        # the block failed, shield the wait so the original error is what propagates
+        # (the actor answers every slot, even while shutting down, so this cannot hang).
+        if exc_type is None:
             reply = await ack.wait()
-            if isinstance(reply, BaseException):  # pragma: no cover - ledger bug guard
-                raise reply
+        else:
+            with anyio.CancelScope(shield=True):
+                reply = await ack.wait()
+        if isinstance(reply, BaseException) and not isinstance(reply, BudgetClosed):
+            raise reply  # pragma: no cover - a ledger bug, never expected
 
     def __del__(self) -> None:
         if self._state == _OPEN:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from ._amounts import AXES, CapVector, Vector, to_public
-from ._errors import BudgetExceeded, ReservationError, RequestTooLarge
+from ._errors import BudgetExceeded, RequestTooLarge, ReservationError
 
 State = tuple[Vector, Vector, int, int]
 """What the actor publishes: used, reserved, calls, open reservations."""
@@ -149,4 +149,3 @@ class Ledger:
             used = to_public(axis, self.used[axis])
             parts.append(f"{name}={used}+{to_public(axis, self.reserved[axis])}/{shown}")
         return f"<Ledger {self.name!r} {' '.join(parts)} open={len(self.reservations)}>"
-

@@ -98,7 +98,7 @@ class TrioSlot:
             return self._value
         self._task = trio.lowlevel.current_task()
 
-        def abort(_: Any) -> trio.lowlevel.Abort:
+        def abort(_: object) -> Any:
             self._task = None
             self._state = _ABANDONED
             return trio.lowlevel.Abort.SUCCEEDED

@@ -1,0 +1,366 @@
+"""The Budget API on both event loops: the seed examples with their exact figures."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import anyio
+from anyio import wait_all_tasks_blocked
+import pytest
+from anyio.lowlevel import checkpoint
+
+import treasurer
+
+pytestmark = pytest.mark.anyio
+
+
+class TestSeedExamples:
+    async def test_five_consumers_of_300_from_1000(self) -> None:
+        """Exactly three of five concurrent consumers succeed; refunds of half leave 550."""
+        outcomes: list[bool] = []
+
+        async def call(budget: treasurer.Budget) -> None:
+            ok = await budget.consume(300)
+            outcomes.append(ok)
+            if ok:
+                await anyio.sleep(0.01)
+                await budget.refund(150, 300)
+
+        async with treasurer.open_budget(tokens=1000) as budget:
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(call, budget)
+            assert sorted(outcomes) == [False, False, True, True, True]
+            assert budget.remaining == 550
+
+    async def test_max_tokens_alias(self) -> None:
+        """``open_budget(max_tokens=...)`` is the TokenBudget spelling of ``tokens=``."""
+        async with treasurer.open_budget(max_tokens=1000) as budget:
+            assert budget.caps.tokens == 1000
+            assert await budget.consume(300)
+            await budget.refund(150, 300)
+            assert budget.remaining == 850
+
+    async def test_token_and_usd_pool(self) -> None:
+        """record, reserve/commit, snapshot and reset with the pool's exact figures."""
+        async with treasurer.open_budget(tokens=1_000_000, usd=10.0) as pool:
+            totals = await pool.record(tokens=1200, usd=0.0036)
+            assert totals == treasurer.Totals(0, 0, 1200, Decimal("0.0036"), 1, 1)
+            snap = pool.snapshot()
+            assert snap.tokens_used == 1200
+            assert snap.tokens_remaining == 998800
+            assert snap.usd_used == Decimal("0.0036")
+            assert snap.usd_remaining == Decimal("9.9964")
+
+            async with pool.reserve(tokens=2000, usd=0.012) as r:
+                held = pool.snapshot()
+                assert held.tokens_reserved == 2000
+                assert held.usd_reserved == Decimal("0.012")
+                assert held.tokens_remaining == 1_000_000 - 1200 - 2000
+                r.commit(tokens=1800, usd=0.0108)
+            snap = pool.snapshot()
+            assert snap.tokens_used == 3000
+            assert snap.tokens_reserved == 0
+            assert snap.usd_used == Decimal("0.0144")
+            assert snap.calls == 2
+
+            await pool.reset()
+            snap = pool.snapshot()
+            assert (snap.tokens_used, snap.usd_used, snap.calls) == (0, Decimal(0), 0)
+            assert snap.tokens_remaining == 1_000_000
+
+    async def test_four_axis_caps(self) -> None:
+        """A record over the input cap raises BudgetExceeded naming it, totals unchanged."""
+        async with treasurer.open_budget(input_tokens=10_000, output_tokens=5_000, usd=1.0) as pool:
+            totals = await pool.record(input_tokens=1000, output_tokens=500, usd=0.05)
+            assert (totals.input_tokens, totals.output_tokens, totals.tokens) == (1000, 500, 1500)
+            assert totals.total_tokens == 1500
+            assert totals.usd == Decimal("0.05")
+            with pytest.raises(treasurer.BudgetExceeded) as caught:
+                await pool.record(input_tokens=20_000)
+            error = caught.value
+            assert error.cap == "input_tokens"
+            assert error.limit == 10_000
+            assert error.attempted == 21_000
+            assert error.requested == 20_000
+            assert error.available == 9_000
+            assert "input_tokens" in str(error)
+            assert "21000" in str(error)
+            assert pool.totals() == totals
+
+    async def test_exact_money(self) -> None:
+        """Three records of $0.10 fit a $0.30 cap exactly; a fourth cent does not."""
+        async with treasurer.open_budget(usd=0.3) as pool:
+            for _ in range(3):
+                await pool.record(usd=0.1)
+            assert pool.snapshot().usd_remaining == 0
+            with pytest.raises(treasurer.BudgetExceeded) as caught:
+                await pool.record(usd=0.01)
+            assert caught.value.cap == "usd"
+            assert caught.value.limit == Decimal("0.3")
+            assert caught.value.attempted == Decimal("0.31")
+
+
+class TestReservations:
+    async def test_refused_at_once(self) -> None:
+        """A reservation that does not fit raises on entry and holds nothing."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            async with budget.reserve(tokens=60):
+                with pytest.raises(treasurer.BudgetExceeded) as caught:
+                    async with budget.reserve(tokens=50):
+                        pytest.fail("must not be entered")  # pragma: no cover
+                assert caught.value.available == 40
+                assert budget.snapshot().tokens_reserved == 60
+            assert budget.snapshot().tokens_reserved == 0
+
+    async def test_released_without_commit(self) -> None:
+        """Leaving the block without commit releases the reservation and charges nothing."""
+        async with treasurer.open_budget(tokens=100, usd=1) as budget:
+            async with budget.reserve(tokens=60, usd=0.5) as r:
+                assert r.amount.tokens == 60
+                assert r.amount.usd == Decimal("0.5")
+            assert r.settled
+            snap = budget.snapshot()
+            assert (snap.tokens_used, snap.tokens_reserved, snap.open_reservations) == (0, 0, 0)
+
+    async def test_released_on_exception(self) -> None:
+        """An exception in the block releases the reservation and propagates."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            with pytest.raises(KeyError):
+                async with budget.reserve(tokens=60):
+                    raise KeyError("provider error")
+            await checkpoint()
+            assert budget.snapshot().tokens_reserved == 0
+            assert await budget.consume(100)
+
+    async def test_commit_above_estimate_is_never_dropped(self) -> None:
+        """Actual usage above the reservation is recorded past the cap and blocks later calls."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            async with budget.reserve(tokens=90) as r:
+                r.commit(tokens=130)
+            snap = budget.snapshot()
+            assert snap.tokens_used == 130
+            assert snap.tokens_remaining == -30
+            assert budget.remaining == -30
+            with pytest.raises(treasurer.BudgetExceeded):
+                await budget.record(tokens=1)
+            assert not await budget.consume(1)
+
+    async def test_commit_below_estimate_returns_the_rest(self) -> None:
+        """Committing less than reserved frees the difference."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            async with budget.reserve(tokens=90) as r:
+                r.commit(tokens=10)
+            assert budget.remaining == 90
+
+    async def test_commit_defaults(self) -> None:
+        """Omitted axes commit as zero; requests default to what was reserved."""
+        async with treasurer.open_budget(requests=10) as budget:
+            async with budget.reserve(input_tokens=10, output_tokens=5, usd=1) as r:
+                r.commit(input_tokens=7)
+            snap = budget.snapshot()
+            assert (snap.input_tokens_used, snap.output_tokens_used, snap.tokens_used) == (7, 0, 7)
+            assert snap.usd_used == 0
+            assert snap.requests_used == 1
+            assert snap.requests_remaining == 9
+
+    async def test_settles_exactly_once(self) -> None:
+        """A second commit or release raises AlreadySettled and changes nothing."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            async with budget.reserve(tokens=50) as r:
+                r.commit(tokens=40)
+                with pytest.raises(treasurer.AlreadySettled):
+                    r.commit(tokens=1)
+                with pytest.raises(treasurer.AlreadySettled):
+                    r.release()
+            assert budget.snapshot().tokens_used == 40
+            with pytest.raises(treasurer.AlreadySettled, match="already settled"):
+                r.commit(tokens=1)
+
+    async def test_explicit_release(self) -> None:
+        """release() gives everything back at once."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            async with budget.reserve(tokens=50) as r:
+                r.release()
+                await checkpoint()
+                assert budget.snapshot().tokens_reserved == 0
+            assert budget.remaining == 100
+
+    async def test_not_entered(self) -> None:
+        """Committing a reservation that was never entered is a clear error."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            reservation = budget.reserve(tokens=5)
+            with pytest.raises(treasurer.ReservationError, match="async with"):
+                reservation.commit(tokens=1)
+            assert reservation.id == 0
+            assert "new" in repr(reservation)
+
+    async def test_entered_once(self) -> None:
+        """A reservation object cannot be entered twice."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            reservation = budget.reserve(tokens=5)
+            async with reservation:
+                pass
+            with pytest.raises(treasurer.ReservationError, match="once"):
+                async with reservation:
+                    pass  # pragma: no cover
+
+    async def test_reset_keeps_open_reservations(self) -> None:
+        """After reset, an open reservation still holds, so settling it cannot overspend."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            await budget.record(tokens=30)
+            async with budget.reserve(tokens=60) as r:
+                await budget.reset()
+                snap = budget.snapshot()
+                assert (snap.tokens_used, snap.tokens_reserved) == (0, 60)
+                assert not await budget.consume(41)
+                r.commit(tokens=60)
+            assert budget.snapshot().tokens_used == 60
+            assert budget.remaining == 40
+
+    async def test_unsettled_reservation_warns(self) -> None:
+        """A granted reservation dropped without settling warns with ResourceWarning."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            reservation = budget.reserve(tokens=5)
+            await reservation.__aenter__()
+            with pytest.warns(ResourceWarning, match="never settled"):
+                reservation.__del__()
+            reservation.release()
+
+
+class TestTokensAxis:
+    async def test_tokens_default_to_input_plus_output(self) -> None:
+        """Input and output tokens both count toward the total tokens cap."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            await budget.record(input_tokens=60, output_tokens=30)
+            assert budget.remaining == 10
+            with pytest.raises(treasurer.BudgetExceeded) as caught:
+                await budget.record(input_tokens=6, output_tokens=5)
+            assert caught.value.cap == "tokens"
+
+    async def test_first_cap_in_axis_order_is_named(self) -> None:
+        """When several caps refuse, the error names the first in axis order."""
+        async with treasurer.open_budget(output_tokens=10, usd=0.01) as budget:
+            await budget.record(output_tokens=8, usd=0.008)
+            with pytest.raises(treasurer.BudgetExceeded) as caught:
+                await budget.record(output_tokens=5, usd=0.005)
+            assert caught.value.cap == "output_tokens"
+            with pytest.raises(treasurer.BudgetExceeded) as caught:
+                await budget.record(output_tokens=1, usd=0.005)
+            assert caught.value.cap == "usd"
+
+    async def test_too_large_wins_over_does_not_fit(self) -> None:
+        """A request larger than any cap itself is RequestTooLarge, whatever else fails."""
+        async with treasurer.open_budget(output_tokens=10, usd=0.01) as budget:
+            await budget.record(output_tokens=8)
+            with pytest.raises(treasurer.RequestTooLarge) as caught:
+                await budget.record(output_tokens=5, usd=0.02)
+            assert caught.value.cap == "usd"
+            assert isinstance(caught.value, ValueError)
+
+    async def test_requests_axis(self) -> None:
+        """Every record, consume and reservation counts one request unless told otherwise."""
+        async with treasurer.open_budget(requests=3) as budget:
+            await budget.record(tokens=1)
+            assert await budget.consume(1)
+            async with budget.reserve(tokens=1) as r:
+                assert not await budget.consume(1)
+                r.commit(tokens=1)
+            assert budget.snapshot().requests_used == 3
+            assert budget.remaining is None
+            await budget.record(tokens=5, requests=0)
+            assert budget.totals().calls == 4
+
+
+class TestReads:
+    async def test_snapshot_is_immutable_and_cached(self) -> None:
+        """A snapshot is frozen, and one is built once per published state."""
+        async with treasurer.open_budget(tokens=10) as budget:
+            first = budget.snapshot()
+            assert budget.snapshot() is first
+            with pytest.raises(AttributeError):
+                first.tokens_used = 5  # type: ignore[misc]
+            await budget.record(tokens=1)
+            second = budget.snapshot()
+            assert second is not first
+            assert (first.tokens_used, second.tokens_used) == (0, 1)
+            assert second.totals == budget.totals()
+
+    async def test_snapshot_lists_caps(self) -> None:
+        """The snapshot carries the caps the budget was opened with."""
+        async with treasurer.open_budget(tokens=10, usd=1, requests=2) as budget:
+            assert budget.snapshot().caps == treasurer.Caps(tokens=10, usd=Decimal(1), requests=2)
+            assert budget.snapshot().caps == budget.caps
+
+    async def test_statistics(self) -> None:
+        """statistics() counts batches, peak batch size, waiting tasks and open reservations."""
+        async with treasurer.open_budget(tokens=1000, mailbox_size=64, name="stats") as budget:
+            assert budget.name == "stats"
+            assert "stats" in repr(budget)
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(budget.consume, 1)
+                await wait_all_tasks_blocked()
+            async with budget.reserve(tokens=1):
+                stats = budget.statistics()
+            assert stats.open_reservations == 1
+            assert stats.mailbox_size == 64
+            assert stats.mailbox_depth == 0
+            assert stats.tasks_waiting == 0
+            assert stats.messages_served == 21
+            assert 2 <= stats.batches_served <= 21
+            assert stats.peak_batch_size >= 2
+
+    async def test_reads_never_see_a_half_applied_batch(self) -> None:
+        """Between batches, reserved always equals the sum of the granted open reservations."""
+        async with treasurer.open_budget(tokens=10_000) as budget:
+            held: dict[int, int] = {}
+            violations: list[str] = []
+
+            async def worker(size: int) -> None:
+                async with budget.reserve(tokens=size) as r:
+                    held[r.id] = size
+                    snap = budget.snapshot()
+                    # Our own grant is visible, and used + reserved never passes the cap.
+                    if (
+                        snap.tokens_reserved < size
+                        or snap.tokens_used + snap.tokens_reserved > 10_000
+                    ):
+                        violations.append(repr(snap))
+                    await checkpoint()
+                    del held[r.id]
+                    r.commit(tokens=size)
+
+            async with anyio.create_task_group() as tg:
+                for size in range(1, 101):
+                    tg.start_soon(worker, size)
+            assert violations == []
+            assert budget.snapshot().tokens_used == sum(range(1, 101))
+
+
+class TestLogging:
+    async def test_structured_events_with_budget_name(
+        self, captured_logs: list[dict[str, object]]
+    ) -> None:
+        """reserve, settle, refuse and close are logged as structlog events with the name bound."""
+        async with treasurer.open_budget(tokens=10, name="logged") as budget:
+            async with budget.reserve(tokens=5) as r:
+                r.commit(tokens=4)
+            async with budget.reserve(tokens=5):
+                pass
+            assert not await budget.consume(7)
+        logs = captured_logs
+        events = [entry["event"] for entry in logs]
+        assert events == [
+            "budget opened",
+            "reservation granted",
+            "reservation committed",
+            "reservation granted",
+            "reservation released",
+            "request refused",
+            "budget closed",
+        ]
+        assert {entry["budget"] for entry in logs} == {"logged"}
+        assert logs[1]["tokens"] == 5
+        assert logs[5]["cap"] == "tokens"
+        assert logs[-1]["tokens"] == 4

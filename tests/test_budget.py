@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import anyio
-from anyio import wait_all_tasks_blocked
 import pytest
+from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 import treasurer

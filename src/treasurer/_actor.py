@@ -84,8 +84,10 @@ class BudgetCore:
         self._peak_batch = 0
         self._waiting = 0
         self._pending: list[Message] = []
-        # Test seam: called with each batch before it is applied.
-        self._batch_hook: Callable[[list[Message]], None] | None = None
+        # Test seams for exact interleavings: called with each batch before it is
+        # applied and after its replies are delivered.
+        self._before_batch: Callable[[list[Message]], None] | None = None
+        self._after_batch: Callable[[list[Message]], None] | None = None
 
     # -- caller side ---------------------------------------------------------------
 
@@ -214,8 +216,8 @@ class BudgetCore:
             self._shutdown()
 
     def _serve(self, batch: list[Message]) -> None:
-        if self._batch_hook is not None:
-            self._batch_hook(batch)
+        if self._before_batch is not None:
+            self._before_batch(batch)
         ledger = self.ledger
         log = self.log
         closing = self.closed
@@ -231,6 +233,8 @@ class BudgetCore:
             if slot is not None:
                 slot.deliver(reply)
         self.state = ledger.state()
+        if self._after_batch is not None:
+            self._after_batch(batch)
         count = len(batch)
         self._messages_served += count
         self._batches_served += 1

@@ -294,9 +294,18 @@ async def open_budget(
     if count(mailbox_size, "mailbox_size") < 1:
         raise InvalidAmount("mailbox_size must be >= 1")
     core = BudgetCore(caps, name=name, mailbox_size=mailbox_size)
+    body_error: BaseException | None = None
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(core.run, name=f"treasurer actor {core.name}")
         try:
             yield Budget(core)
+        except anyio.get_cancelled_exc_class():
+            raise  # belongs to a cancel scope; the task group must see it
+        except BaseException as exc:
+            # Raised after the task group, so the block's own error reaches the
+            # caller as itself, not wrapped in an ExceptionGroup.
+            body_error = exc
         finally:
             core.close()
+    if body_error is not None:
+        raise body_error

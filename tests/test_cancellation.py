@@ -1,0 +1,349 @@
+"""Cancellation at every await point, closing, and actor failure leave nothing behind.
+
+Exact interleavings come from the actor's test seams (called with each batch
+before it is applied and after its replies are delivered) and from
+``wait_all_tasks_blocked``, never from sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+from anyio.lowlevel import checkpoint
+
+import treasurer
+from treasurer._actor import ADJUST, RECORD, RESERVE, BudgetCore, Message
+
+pytestmark = pytest.mark.anyio
+
+MARK = 7  # the victim's token count, to find its message in a batch
+
+
+def core_of(budget: treasurer.Budget) -> BudgetCore:
+    return budget._core
+
+
+def when_batch_holds(op: int, action: Callable[[], None]) -> Callable[[list[Message]], None]:
+    """A hook that runs ``action`` once, on the first batch holding the victim's message."""
+    done = False
+
+    def hook(batch: list[Message]) -> None:
+        nonlocal done
+        if not done and any(m[0] == op and m[1][2] == MARK for m in batch):
+            done = True
+            action()
+
+    return hook
+
+
+def assert_nothing_held(budget: treasurer.Budget, used: int = 0) -> None:
+    snap = budget.snapshot()
+    assert snap.open_reservations == 0
+    assert snap.tokens_reserved == 0
+    assert snap.tokens_used == used
+    assert budget.statistics().tasks_waiting == 0
+
+
+class TestCancelledReserve:
+    async def test_before_the_call(self) -> None:
+        """A reserve in an already-cancelled scope raises and holds nothing."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                async with budget.reserve(tokens=MARK):
+                    pytest.fail("must not be entered")  # pragma: no cover
+            assert scope.cancelled_caught
+            await wait_all_tasks_blocked()
+            assert_nothing_held(budget)
+
+    async def test_while_waiting_for_mailbox_room(self) -> None:
+        """A caller cancelled while the mailbox is full has sent nothing."""
+        async with treasurer.open_budget(tokens=100, mailbox_size=1) as budget:
+            core_of(budget).post(ADJUST, (0, 0, 0, 0, 0))  # fills the mailbox; actor not run yet
+            with anyio.move_on_after(0) as scope:
+                await budget.consume(MARK)
+            assert scope.cancelled_caught
+            await wait_all_tasks_blocked()
+            assert_nothing_held(budget)
+            assert budget.statistics().messages_served == 1
+
+    async def test_sent_but_not_yet_served(self) -> None:
+        """A request whose caller is cancelled before the actor reaches it is skipped."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            scope = anyio.CancelScope()
+            core_of(budget)._before_batch = when_batch_holds(RESERVE, scope.cancel)
+            with scope:
+                async with budget.reserve(tokens=MARK):
+                    pytest.fail("must not be entered")  # pragma: no cover
+            assert scope.cancelled_caught
+            await wait_all_tasks_blocked()
+            assert_nothing_held(budget)
+
+    async def test_granted_then_cancelled_by_a_scope(self) -> None:
+        """A cancel scope firing right after the grant leaves nothing held.
+
+        anyio delivers the grant first on both loops; the cancellation lands at
+        the next checkpoint, inside the block, and the exit releases.
+        """
+        async with treasurer.open_budget(tokens=100) as budget:
+            scope = anyio.CancelScope()
+            core_of(budget)._after_batch = when_batch_holds(RESERVE, scope.cancel)
+            with scope:
+                async with budget.reserve(tokens=MARK):
+                    await checkpoint()
+                    pytest.fail("must be cancelled")  # pragma: no cover
+            assert scope.cancelled_caught
+            await wait_all_tasks_blocked()
+            assert_nothing_held(budget)
+
+    @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+    @pytest.mark.parametrize("op", [RESERVE, RECORD], ids=["reserve", "consume"])
+    async def test_granted_but_reply_not_seen(self, op: int) -> None:
+        """A native asyncio cancel landing after the grant hands the grant back.
+
+        ``task.cancel()`` (asyncio.timeout, wait_for, asyncio.TaskGroup) raises
+        CancelledError in the caller even though the actor already answered;
+        the caller must give back what it never saw, as anyio's CapacityLimiter does.
+        """
+        entered: list[bool] = []
+
+        async with treasurer.open_budget(tokens=100) as budget:
+
+            async def victim() -> None:
+                if op == RESERVE:
+                    async with budget.reserve(tokens=MARK):
+                        entered.append(True)  # pragma: no cover
+                else:
+                    entered.append(await budget.consume(MARK))  # pragma: no cover
+
+            task = asyncio.ensure_future(victim())
+            core_of(budget)._after_batch = when_batch_holds(op, task.cancel)
+            await asyncio.wait([task])
+            assert task.cancelled()
+            assert entered == []
+            await wait_all_tasks_blocked()
+            assert_nothing_held(budget)
+            assert budget.totals().calls == 0
+
+    async def test_during_the_llm_call(self) -> None:
+        """Cancelling the call inside the block releases the reservation."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    async with budget.reserve(tokens=MARK):
+                        await anyio.sleep_forever()
+
+                tg.start_soon(call)
+                await wait_all_tasks_blocked()
+                assert budget.snapshot().tokens_reserved == MARK
+                tg.cancel_scope.cancel()
+            await wait_all_tasks_blocked()
+            assert_nothing_held(budget)
+
+    async def test_during_settle(self) -> None:
+        """A commit made before cancellation takes effect even though the exit is cancelled."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            with anyio.CancelScope() as scope:
+                async with budget.reserve(tokens=MARK) as r:
+                    r.commit(tokens=5)
+                    scope.cancel()
+                await checkpoint()
+                pytest.fail("must be cancelled")  # pragma: no cover
+            assert scope.cancelled_caught
+            await wait_all_tasks_blocked()
+            assert_nothing_held(budget, used=5)
+
+    @pytest.mark.parametrize("commit", [True, False], ids=["commit", "release"])
+    async def test_block_failing_in_a_cancelled_scope(self, commit: bool) -> None:
+        """A block failing in a cancelled scope settles, and its own error propagates."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            with anyio.CancelScope() as scope:
+                with pytest.raises(LookupError):
+                    async with budget.reserve(tokens=MARK) as r:
+                        scope.cancel()
+                        if commit:
+                            r.commit(tokens=3)
+                        raise LookupError("provider error")
+            # The settlement was acknowledged before the error left the block.
+            assert_nothing_held(budget, used=3 if commit else 0)
+
+
+class TestCancelledConsumeAndRecord:
+    async def test_consume_seen_then_cancelled(self) -> None:
+        """A consume whose caller saw True stands, even if a cancel follows at once."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            scope = anyio.CancelScope()
+            core_of(budget)._after_batch = when_batch_holds(RECORD, scope.cancel)
+            seen: list[bool] = []
+            with scope:
+                seen.append(await budget.consume(MARK))
+                await checkpoint()
+            assert scope.cancelled_caught
+            assert seen == [True]
+            assert_nothing_held(budget, used=MARK)
+
+    async def test_record_sent_but_not_served(self) -> None:
+        """A record whose caller is cancelled before the actor reaches it changes nothing."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            scope = anyio.CancelScope()
+            core_of(budget)._before_batch = when_batch_holds(RECORD, scope.cancel)
+            with scope:
+                await budget.record(tokens=MARK)
+            assert scope.cancelled_caught
+            await wait_all_tasks_blocked()
+            assert_nothing_held(budget)
+
+    async def test_refund_applies_even_if_cancelled(self) -> None:
+        """A refund is a settlement: it takes effect even when its caller is cancelled."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            assert await budget.consume(50)
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await budget.refund(20, 50)
+            await wait_all_tasks_blocked()
+            assert budget.remaining == 80
+
+
+class TestBackPressure:
+    async def test_many_callers_through_a_tiny_mailbox(self) -> None:
+        """With a mailbox of one, hundreds of callers still each get a correct answer."""
+        async with treasurer.open_budget(tokens=250, mailbox_size=1) as budget:
+            results: list[bool] = []
+
+            async def call() -> None:
+                results.append(await budget.consume(1))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(300):
+                    tg.start_soon(call)
+            assert results.count(True) == 250
+            assert budget.remaining == 0
+
+    async def test_settlements_never_block_on_a_full_mailbox(self) -> None:
+        """Commits overflow a full mailbox instead of blocking, and are all applied."""
+        async with treasurer.open_budget(tokens=1000, mailbox_size=2) as budget:
+            reservations = []
+            for _ in range(10):
+                r = budget.reserve(tokens=10)
+                reservations.append(await r.__aenter__())
+            for r in reservations:
+                r.commit(tokens=9)  # synchronous: the actor cannot run in between
+            # Two fill the mailbox, the rest overflow; one may have gone straight
+            # to the actor if it was already waiting to receive.
+            assert budget.statistics().mailbox_depth in (9, 10)
+            assert core_of(budget)._overflow
+            await wait_all_tasks_blocked()
+            assert_nothing_held(budget, used=90)
+
+
+class TestClosing:
+    async def test_calls_after_close_fail_at_once(self) -> None:
+        """After the block every call raises BudgetClosed at once; reads still work."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            await budget.record(tokens=10)
+        assert budget.closed
+        with anyio.fail_after(1):
+            with pytest.raises(treasurer.BudgetClosed, match="closed"):
+                await budget.consume(1)
+            with pytest.raises(treasurer.BudgetClosed):
+                await budget.record(tokens=1)
+            with pytest.raises(treasurer.BudgetClosed):
+                async with budget.reserve(tokens=1):
+                    pass  # pragma: no cover
+            with pytest.raises(treasurer.BudgetClosed):
+                await budget.refund(1, 2)
+            with pytest.raises(treasurer.BudgetClosed):
+                await budget.reset()
+        assert budget.remaining == 90
+        assert isinstance(treasurer.BudgetClosed("x"), RuntimeError)
+
+    async def test_reservation_outliving_its_budget(self) -> None:
+        """Committing after close raises BudgetClosed; releasing is a quiet no-op."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            first = await budget.reserve(tokens=10).__aenter__()
+            second = await budget.reserve(tokens=10).__aenter__()
+        with pytest.raises(treasurer.BudgetClosed):
+            first.commit(tokens=5)
+        second.release()
+        await first.__aexit__(None, None, None)
+        assert first.settled
+        assert second.settled
+
+    async def test_requests_pending_at_close_are_refused(self) -> None:
+        """A request already queued when the budget closes gets BudgetClosed, not a hang."""
+        errors: list[BaseException] = []
+        async with anyio.create_task_group() as outer:
+            async with treasurer.open_budget(tokens=100) as budget:
+                core = core_of(budget)
+                core._before_batch = when_batch_holds(RECORD, core.close)
+
+                async def outsider() -> None:
+                    try:
+                        await budget.record(tokens=MARK)
+                    except treasurer.BudgetClosed as exc:
+                        errors.append(exc)
+
+                outer.start_soon(outsider)
+                with anyio.fail_after(5):
+                    await wait_all_tasks_blocked()
+        assert len(errors) == 1
+        assert budget.totals().tokens == 0
+
+    async def test_settlements_pending_at_close_are_applied(self) -> None:
+        """Commits still queued when the block ends are applied before the actor stops."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            r = await budget.reserve(tokens=10).__aenter__()
+            r.commit(tokens=8)
+        assert_nothing_held(budget, used=8)
+
+    async def test_body_error_stops_the_actor_cleanly(self) -> None:
+        """An error in the block propagates unchanged and the budget closes."""
+        with pytest.raises(KeyError):
+            async with treasurer.open_budget(tokens=100) as budget:
+                await budget.record(tokens=1)
+                raise KeyError("boom")
+        assert budget.closed
+
+
+class TestActorFailure:
+    async def test_every_pending_and_later_call_fails(self) -> None:
+        """If the actor dies, its pending caller and all later calls get BudgetBroken at once."""
+        caught: list[BaseException] = []
+        victim_errors: list[BaseException] = []
+
+        def explode() -> None:
+            raise ZeroDivisionError("ledger bug")
+
+        async def victim(budget: treasurer.Budget) -> None:
+            try:
+                await budget.consume(MARK)
+            except treasurer.BudgetBroken as exc:
+                victim_errors.append(exc)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as outer:
+                try:
+                    async with treasurer.open_budget(tokens=100) as budget:
+                        reservation = await budget.reserve(tokens=1).__aenter__()
+                        core_of(budget)._before_batch = when_batch_holds(RECORD, explode)
+                        outer.start_soon(victim, budget)
+                        await anyio.sleep_forever()
+                except* treasurer.BudgetBroken as group:
+                    caught.extend(group.exceptions)
+        assert len(caught) == 1
+        assert isinstance(caught[0].__cause__, ZeroDivisionError)
+        assert len(victim_errors) == 1
+        assert "ledger bug" in str(victim_errors[0])
+        with pytest.raises(treasurer.BudgetBroken) as later:
+            await budget.consume(1)
+        assert isinstance(later.value.__cause__, ZeroDivisionError)
+        assert isinstance(later.value, treasurer.BudgetClosed)
+        with pytest.raises(treasurer.BudgetBroken):
+            reservation.commit(tokens=1)
+        reservation.release()
+        assert budget.snapshot().open_reservations == 1  # state as the actor last published it

@@ -173,6 +173,48 @@ class TestCancelledReserve:
             assert_nothing_held(budget, used=3 if commit else 0)
 
 
+class TestSendRace:
+    @pytest.mark.parametrize("op", [RESERVE, RECORD], ids=["reserve", "consume"])
+    async def test_cancelled_sender_whose_item_was_taken(self, op: int) -> None:
+        """anyio's send() may raise a cancel after the actor took the item: nothing leaks.
+
+        The test plays the actor by hand (no actor task), so it can take a
+        blocked sender's item after the sender was cancelled but before the
+        sender runs again, which is the order the real actor can hit.
+        """
+        core = BudgetCore(((None,) * 2 + (100,) + (None,) * 2), name="race", mailbox_size=1)
+        budget = treasurer.Budget(core)
+        core.post(ADJUST, (0, 0, 0, 0, 0))  # the mailbox is full
+        scope = anyio.CancelScope()
+
+        async def victim() -> None:
+            with scope:
+                if op == RESERVE:
+                    async with budget.reserve(tokens=MARK):
+                        pytest.fail("must not be entered")  # pragma: no cover
+                else:
+                    await budget.consume(MARK)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(victim)
+            await wait_all_tasks_blocked()  # the victim waits for mailbox room
+            scope.cancel()
+            # Before the victim runs again, "the actor" drains and serves.
+            batch = [core._receive.receive_nowait(), core._receive.receive_nowait()]
+            core._serve(batch)
+            assert core.ledger.used[2] + core.ledger.reserved[2] == MARK  # granted
+        assert scope.cancelled_caught
+        # The victim handed back what it was granted but never saw.
+        core._serve([core._receive.receive_nowait()])
+        assert core.ledger.used == [0] * 5
+        assert core.ledger.reserved == [0] * 5
+        assert core.ledger.reservations == {}
+        assert core.ledger.calls == 0
+        assert core._waiting == 0
+        core.close()
+        core._receive.close()
+
+
 class TestCancelledConsumeAndRecord:
     async def test_consume_seen_then_cancelled(self) -> None:
         """A consume whose caller saw True stands, even if a cancel follows at once."""

@@ -70,8 +70,8 @@ class BudgetCore:
         self._send: MemoryObjectSendStream[Message] = send
         self._receive: MemoryObjectReceiveStream[Message] = receive
         self._mailbox_size = mailbox_size
-        # Settlements that found the mailbox full; the actor must be busy then,
-        # and takes these at the end of its current batch.
+        # Settlements that found the mailbox full. The mailbox is never full while
+        # the actor waits to receive, so it will wake and take these first.
         self._overflow: deque[Message] = deque()
         self._new_slot: Callable[[], Slot] = slot_factory()
         self.log = structlog.get_logger("treasurer").bind(budget=self.name)
@@ -104,24 +104,24 @@ class BudgetCore:
             raise self.closed_error()
         slot = self._new_slot()
         message = (op, a, b, slot)
-        try:
-            self._send.send_nowait(message)
-        except WouldBlock:
-            try:
-                await self._send.send(message)  # cancelled here: nothing was sent
-            except (ClosedResourceError, anyio.BrokenResourceError):
-                raise self.closed_error() from None
-        except (ClosedResourceError, anyio.BrokenResourceError):  # pragma: no cover - raced close
-            raise self.closed_error() from None
         self._waiting += 1
         try:
+            try:
+                self._send.send_nowait(message)
+            except WouldBlock:
+                # Mailbox full. Note: anyio's send() can raise a cancellation even
+                # after the actor took the item, so "send raised" does not mean
+                # "not sent"; the handler below covers both cases.
+                await self._send.send(message)
             reply = await slot.wait()
-        except BaseException:
-            # Cancelled after the actor answered (asyncio can do this): give back
-            # what was granted, so a cancelled request leaves nothing behind.
-            delivered, reply = slot.delivered()
-            if delivered:
-                self._undo(op, a, reply)
+        except BaseException as exc:
+            # Whatever the actor has not reached yet, it now skips; whatever it
+            # already granted (asyncio can cancel a caller after the answer) is
+            # handed back, as anyio's CapacityLimiter does.
+            if slot.abandon():
+                self._undo(op, a, slot.delivered()[1])
+            if isinstance(exc, ClosedResourceError | anyio.BrokenResourceError):
+                raise self.closed_error() from None
             raise
         finally:
             self._waiting -= 1
@@ -195,15 +195,16 @@ class BudgetCore:
                     first = await receive.receive()
                 except EndOfStream:
                     break
-                batch = self._pending = [first]
+                # Settlements that overflowed were posted while everything now in
+                # the mailbox was still pending, so applying them first is a valid
+                # order, and one that never refuses a request they made room for.
+                batch = self._pending = [*self._overflow, first]
+                self._overflow.clear()
                 while True:
                     try:
                         batch.append(receive.receive_nowait())
                     except (WouldBlock, EndOfStream):
                         break
-                if self._overflow:
-                    batch.extend(self._overflow)
-                    self._overflow.clear()
                 self._serve(batch)
                 self._pending = []
         except anyio.get_cancelled_exc_class():

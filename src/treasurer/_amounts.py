@@ -9,7 +9,16 @@ rounded down, so rounding can never let spend past a cap.
 from __future__ import annotations
 
 import math
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    ROUND_CEILING,
+    ROUND_FLOOR,
+    Context,
+    Decimal,
+    InvalidOperation,
+)
 from typing import Final, TypedDict
 
 from ._errors import InvalidAmount, InvalidAmountType, UnknownAxis
@@ -26,6 +35,8 @@ AXIS_INDEX: Final = {name: index for index, name in enumerate(AXES)}
 NANOS_PER_USD: Final = 10**9
 _NANO_EXPONENT: Final = 9
 _ONE: Final = Decimal(1)
+# Our own context: exact whatever precision the application set for its thread.
+_EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 Vector = tuple[int, int, int, int, int]
 CapVector = tuple[int | None, int | None, int | None, int | None, int | None]
@@ -86,8 +97,8 @@ def usd_to_nanos(value: object, name: str = "usd", *, round_up: bool = True) -> 
     if exact < 0:
         raise InvalidAmount(f"{name} must be >= 0, got {value}")
     try:
-        scaled = exact.scaleb(_NANO_EXPONENT).to_integral_value(
-            rounding=ROUND_CEILING if round_up else ROUND_FLOOR
+        scaled = exact.scaleb(_NANO_EXPONENT, _EXACT).to_integral_value(
+            rounding=ROUND_CEILING if round_up else ROUND_FLOOR, context=_EXACT
         )
     except InvalidOperation as exc:  # pragma: no cover - only for absurd exponents
         raise InvalidAmount(f"{name} is out of range: {value}") from exc
@@ -98,9 +109,11 @@ def nanos_to_usd(nanos: int) -> Decimal:
     """Integer nano-dollars as an exact, normalized Decimal number of dollars."""
     if nanos == 0:
         return Decimal(0)
-    result = Decimal(nanos).scaleb(-_NANO_EXPONENT).normalize()
+    result = Decimal(nanos).scaleb(-_NANO_EXPONENT, _EXACT).normalize(_EXACT)
     # Drop trailing zeros, but show whole dollars as "10", not "1E+1".
-    return result.quantize(_ONE) if result == result.to_integral_value() else result
+    if result == result.to_integral_value(context=_EXACT):
+        return result.quantize(_ONE, context=_EXACT)
+    return result
 
 
 def to_public(axis: int, value: int) -> int | Decimal:

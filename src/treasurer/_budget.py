@@ -217,7 +217,7 @@ class Budget:
         cap = self._core.caps[TOKENS]
         if cap is None:
             return None
-        used, reserved = self._core.state[0], self._core.state[1]
+        used, reserved, _, _ = self._core.state  # one read: one consistent batch
         return cap - used[TOKENS] - reserved[TOKENS]
 
     # -- the pool style: record, reserve, snapshot, reset --------------------------

@@ -1,4 +1,10 @@
-"""Exceptions. Each also subclasses the built-in with the same meaning."""
+"""Exceptions.
+
+``TreasurerError`` is the root. A refusal (``BudgetExceeded``) is an ordinary
+outcome, not misuse, so it is a plain ``Exception``; every error that signals
+misuse also subclasses the built-in with the same meaning (``ValueError``,
+``TypeError``, ``RuntimeError``).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ class BudgetExceeded(TreasurerError):
         requested: Quantity,
         used: Quantity,
         reserved: Quantity,
+        attempted: Quantity,
+        available: Quantity,
     ) -> None:
         self.budget = budget
         self.cap = cap
@@ -35,16 +43,17 @@ class BudgetExceeded(TreasurerError):
         self.requested = requested
         self.used = used
         self.reserved = reserved
-        self.attempted: Quantity = used + reserved + requested
-        self.available: Quantity = max(limit - used - reserved, 0)
+        self.attempted = attempted
+        self.available = available
         super().__init__(self._describe())
 
     def _describe(self) -> str:
+        f = _show
         return (
-            f"budget {self.budget!r}: {self.cap} cap of {self.limit} exceeded: "
-            f"requested {self.requested} but only {self.available} available "
-            f"({self.used} used, {self.reserved} reserved); "
-            f"it would have reached {self.attempted}"
+            f"budget {self.budget!r}: {self.cap} cap of {f(self.limit)} exceeded: "
+            f"requested {f(self.requested)} but only {f(self.available)} available "
+            f"({f(self.used)} used, {f(self.reserved)} reserved); "
+            f"it would have reached {f(self.attempted)}"
         )
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -55,12 +64,18 @@ class RequestTooLarge(BudgetExceeded, ValueError):
     """A single request is larger than the cap itself, so it can never fit."""
 
     def _describe(self) -> str:
+        f = _show
         return (
-            f"budget {self.budget!r}: requested {self.requested} {self.cap}, more than "
-            f"the whole {self.cap} cap of {self.limit}, so it can never fit "
-            f"({self.used} used, {self.reserved} reserved, {self.available} available; "
-            f"it would have reached {self.attempted})"
+            f"budget {self.budget!r}: requested {f(self.requested)} {self.cap}, more than "
+            f"the whole {self.cap} cap of {f(self.limit)}, so it can never fit "
+            f"({f(self.used)} used, {f(self.reserved)} reserved, {f(self.available)} "
+            f"available; it would have reached {f(self.attempted)})"
         )
+
+
+def _show(value: Quantity) -> str:
+    """Money in plain fixed-point ("0.000000001", never "1E-9")."""
+    return f"{value:f}" if isinstance(value, Decimal) else str(value)
 
 
 def _rebuild(cls: type[BudgetExceeded], state: dict[str, object]) -> BudgetExceeded:

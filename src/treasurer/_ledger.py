@@ -51,13 +51,16 @@ class Ledger:
     def _exceeded(self, kind: type[BudgetExceeded], axis: int, amount: Vector) -> BudgetExceeded:
         cap = self.caps[axis]
         assert cap is not None
+        used, reserved, requested = self.used[axis], self.reserved[axis], amount[axis]
         return kind(
             budget=self.name,
             cap=AXES[axis],
             limit=to_public(axis, cap),
-            requested=to_public(axis, amount[axis]),
-            used=to_public(axis, self.used[axis]),
-            reserved=to_public(axis, self.reserved[axis]),
+            requested=to_public(axis, requested),
+            used=to_public(axis, used),
+            reserved=to_public(axis, reserved),
+            attempted=to_public(axis, used + reserved + requested),
+            available=to_public(axis, max(cap - used - reserved, 0)),
         )
 
     # -- operations (the actor's message handlers) -------------------------------

@@ -35,6 +35,9 @@ class Slot(Protocol):
     def delivered(self) -> tuple[bool, object]:
         """``(True, value)`` if an answer was delivered, else ``(False, None)``."""
 
+    def abandon(self) -> bool:
+        """The waiter gives up: later answers are dropped. True if one was already delivered."""
+
 
 class AsyncioSlot:
     """A Future. Cancelling the waiting task cancels it, which marks it abandoned."""
@@ -60,6 +63,9 @@ class AsyncioSlot:
         if future.done() and not future.cancelled():
             return True, future.result()
         return False, None
+
+    def abandon(self) -> bool:
+        return not self._future.cancel() and not self._future.cancelled()
 
 
 _PENDING: Final = 0
@@ -109,6 +115,12 @@ class TrioSlot:
         if self._state == _DELIVERED:
             return True, self._value
         return False, None
+
+    def abandon(self) -> bool:
+        if self._state == _PENDING:
+            self._state = _ABANDONED
+            self._task = None
+        return self._state == _DELIVERED
 
 
 def _trio() -> Any:

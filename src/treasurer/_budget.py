@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Final, Unpack
+from typing import Final, ParamSpec, TypeVar, Unpack
 
 import anyio
 
@@ -29,6 +31,7 @@ from ._errors import (
     InvalidAmountType,
     RequestTooLarge,
     ReservationError,
+    UnknownAxis,
 )
 from ._ledger import State
 from ._slots import Slot
@@ -259,6 +262,29 @@ class Budget:
         return f"<Budget {self.name!r} {self._core.ledger!r}>"
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _typed_keyword_errors(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Keep the explicit, type-checked signature, but report an unknown keyword
+    with a treasurer error (still a TypeError) that lists the valid ones."""
+    accepted = tuple(inspect.signature(func).parameters)
+
+    @functools.wraps(func)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        for keyword in kwargs:
+            if keyword not in accepted:
+                raise UnknownAxis(
+                    f"{func.__name__}() got an unknown keyword {keyword!r}; "
+                    f"expected one of {', '.join(accepted)}"
+                )
+        return func(*args, **kwargs)
+
+    return checked
+
+
+@_typed_keyword_errors
 @asynccontextmanager
 async def open_budget(
     *,

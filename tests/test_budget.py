@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from decimal import Decimal
 
 import anyio
@@ -364,3 +365,21 @@ class TestLogging:
         assert logs[1]["tokens"] == 5
         assert logs[5]["cap"] == "tokens"
         assert logs[-1]["tokens"] == 4
+
+
+class TestErrors:
+    async def test_refusals_pickle(self) -> None:
+        """A BudgetExceeded survives pickling with its fields and message."""
+        async with treasurer.open_budget(usd=0.3) as budget:
+            await budget.record(usd=0.1)
+            with pytest.raises(treasurer.BudgetExceeded) as caught:
+                await budget.record(usd=Decimal("0.25"))
+            with pytest.raises(treasurer.RequestTooLarge) as too_large:
+                await budget.record(usd=1)
+        for error in (caught.value, too_large.value):
+            copy = pickle.loads(pickle.dumps(error))
+            assert type(copy) is type(error)
+            assert str(copy) == str(error)
+            assert vars(copy) == vars(error)
+        assert caught.value.available == Decimal("0.2")
+        assert "requested 0.25 but only 0.2 available" in str(caught.value)

@@ -351,6 +351,24 @@ class TestClosing:
                 raise KeyError("boom")
         assert budget.closed
 
+    async def test_cancelled_from_outside(self) -> None:
+        """Cancelling the scope around the budget stops the actor; queued settlements apply."""
+        with anyio.CancelScope() as outer:
+            async with treasurer.open_budget(tokens=100) as budget:
+                outer.cancel()
+                core = core_of(budget)
+                core.post(ADJUST, (0, 0, -5, 0, 0))  # queued before the actor ever runs
+                ack = core.post(ADJUST, (0, 0, -3, 0, 0), ack=True)
+                await anyio.sleep_forever()
+        assert outer.cancelled_caught
+        assert budget.closed
+        assert budget.statistics().messages_served == 0  # applied by the shutdown
+        assert_nothing_held(budget, used=8)
+        assert ack is not None
+        assert ack.abandon() == (True, None)
+        with pytest.raises(treasurer.BudgetClosed):
+            await budget.consume(1)
+
 
 class TestActorFailure:
     async def test_every_pending_and_later_call_fails(self) -> None:

@@ -118,9 +118,12 @@ class BudgetCore:
             # Whatever the actor has not reached yet, it now skips; whatever it
             # already granted (asyncio can cancel a caller after the answer) is
             # handed back, as anyio's CapacityLimiter does.
-            if slot.abandon():
-                self._undo(op, a, slot.delivered()[1])
-            if isinstance(exc, ClosedResourceError | anyio.BrokenResourceError):
+            delivered, granted = slot.abandon()
+            if delivered:
+                self._undo(op, a, granted)
+            if isinstance(exc, ClosedResourceError | anyio.BrokenResourceError):  # pragma: no cover
+                # Defensive: the closed flag is set before either end of the mailbox
+                # closes, so a caller reaching send() after close was refused above.
                 raise self.closed_error() from None
             raise
         finally:

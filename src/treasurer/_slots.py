@@ -32,11 +32,12 @@ class Slot(Protocol):
     def wait(self) -> Awaitable[object]:
         """Wait for the answer."""
 
-    def delivered(self) -> tuple[bool, object]:
-        """``(True, value)`` if an answer was delivered, else ``(False, None)``."""
+    def abandon(self) -> tuple[bool, object]:
+        """The waiter gives up, so later answers are dropped.
 
-    def abandon(self) -> bool:
-        """The waiter gives up: later answers are dropped. True if one was already delivered."""
+        Returns ``(True, answer)`` if an answer had already been delivered,
+        else ``(False, None)``.
+        """
 
 
 class AsyncioSlot:
@@ -58,14 +59,11 @@ class AsyncioSlot:
     def wait(self) -> Awaitable[object]:
         return self._future
 
-    def delivered(self) -> tuple[bool, object]:
+    def abandon(self) -> tuple[bool, object]:
         future = self._future
-        if future.done() and not future.cancelled():
-            return True, future.result()
-        return False, None
-
-    def abandon(self) -> bool:
-        return not self._future.cancel() and not self._future.cancelled()
+        if future.cancel() or future.cancelled():
+            return False, None
+        return True, future.result()
 
 
 _PENDING: Final = 0
@@ -111,16 +109,12 @@ class TrioSlot:
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
 
-    def delivered(self) -> tuple[bool, object]:
+    def abandon(self) -> tuple[bool, object]:
         if self._state == _DELIVERED:
             return True, self._value
+        self._state = _ABANDONED
+        self._task = None
         return False, None
-
-    def abandon(self) -> bool:
-        if self._state == _PENDING:
-            self._state = _ABANDONED
-            self._task = None
-        return self._state == _DELIVERED
 
 
 def _trio() -> Any:

@@ -18,6 +18,8 @@ from ._errors import BudgetClosed as BudgetClosed
 from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import InvalidAmount as InvalidAmount
 from ._errors import InvalidAmountType as InvalidAmountType
+from ._errors import InvalidOption as InvalidOption
+from ._errors import LoopThreadError as LoopThreadError
 from ._errors import RequestTooLarge as RequestTooLarge
 from ._errors import ReservationError as ReservationError
 from ._errors import TreasurerError as TreasurerError
@@ -39,6 +41,8 @@ __all__ = (
     "Caps",
     "InvalidAmount",
     "InvalidAmountType",
+    "InvalidOption",
+    "LoopThreadError",
     "RequestTooLarge",
     "Reservation",
     "ReservationError",

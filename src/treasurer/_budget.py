@@ -8,7 +8,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Final, ParamSpec, TypeVar, Unpack
+from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar, Unpack
 
 import anyio
 
@@ -22,7 +22,17 @@ from ._actor import (
     RESET,
     BudgetCore,
 )
-from ._amounts import REQUESTS, TOKENS, Amounts, Money, Vector, count, parse, parse_caps
+from ._amounts import (
+    REQUESTS,
+    TOKENS,
+    Amounts,
+    CapVector,
+    Money,
+    Vector,
+    count,
+    parse,
+    parse_caps,
+)
 from ._errors import (
     AlreadySettled,
     BudgetClosed,
@@ -36,6 +46,9 @@ from ._errors import (
 from ._ledger import State
 from ._slots import Slot
 from ._types import Caps, Snapshot, Statistics, Totals, Usage
+
+if TYPE_CHECKING:
+    from ._sync import SyncBudget
 
 _NEW: Final = 0
 _OPEN: Final = 1
@@ -110,6 +123,11 @@ class Reservation:
         self._state = _SETTLED
         if not self._core.closed:  # a closed budget has nothing left to leak
             self._ack = self._core.post(RELEASE, self._id, ack=True)
+
+    def _forget(self) -> None:
+        """Mark settled without telling the actor: only once the budget has closed."""
+        self._state = _SETTLED
+        self._ack = None
 
     async def __aexit__(
         self,
@@ -258,8 +276,47 @@ class Budget:
         """Mailbox depth, batches served, open reservations, tasks waiting."""
         return self._core.statistics()
 
+    def sync_view(self) -> SyncBudget:
+        """A blocking view of this budget for worker threads; call it on the budget's loop.
+
+        Threads and tasks then share one actor. Calling the view from the
+        loop's own thread raises :class:`LoopThreadError` instead of deadlocking.
+        """
+        from ._sync import sync_view
+
+        return sync_view(self)
+
     def __repr__(self) -> str:
         return f"<Budget {self.name!r} {self._core.ledger!r}>"
+
+
+def validated_caps(
+    input_tokens: object,
+    output_tokens: object,
+    tokens: object,
+    usd: object,
+    requests: object,
+    max_tokens: object,
+) -> CapVector:
+    """The caps of :func:`open_budget`, validated; raises before anything starts."""
+    if max_tokens is not None:
+        if tokens is not None:
+            raise InvalidAmount("give either tokens or its alias max_tokens, not both")
+        tokens = max_tokens
+    return parse_caps(
+        {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "tokens": tokens,
+            "usd": usd,
+            "requests": requests,
+        }
+    )
+
+
+def validate_mailbox_size(mailbox_size: object) -> None:
+    if count(mailbox_size, "mailbox_size") < 1:
+        raise InvalidAmount("mailbox_size must be >= 1")
 
 
 _P = ParamSpec("_P")
@@ -304,21 +361,8 @@ async def open_budget(
     ``TokenBudget(max_tokens=...)``. After the block, every call raises
     :class:`BudgetClosed`.
     """
-    if max_tokens is not None:
-        if tokens is not None:
-            raise InvalidAmount("give either tokens or its alias max_tokens, not both")
-        tokens = max_tokens
-    caps = parse_caps(
-        {
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "tokens": tokens,
-            "usd": usd,
-            "requests": requests,
-        }
-    )
-    if count(mailbox_size, "mailbox_size") < 1:
-        raise InvalidAmount("mailbox_size must be >= 1")
+    caps = validated_caps(input_tokens, output_tokens, tokens, usd, requests, max_tokens)
+    validate_mailbox_size(mailbox_size)
     core = BudgetCore(caps, name=name, mailbox_size=mailbox_size)
     body_error: BaseException | None = None
     async with anyio.create_task_group() as task_group:

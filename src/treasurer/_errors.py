@@ -97,6 +97,10 @@ class UnknownAxis(TreasurerError, TypeError):
     """A keyword names no budget axis."""
 
 
+class InvalidOption(TreasurerError, ValueError):
+    """An option (not an amount) has a value it cannot take."""
+
+
 class ReservationError(TreasurerError, RuntimeError):
     """A reservation was used in a way its lifecycle does not allow."""
 
@@ -111,3 +115,12 @@ class BudgetClosed(TreasurerError, RuntimeError):
 
 class BudgetBroken(BudgetClosed):
     """The budget's actor failed; the original error is the ``__cause__``."""
+
+
+class LoopThreadError(TreasurerError, RuntimeError):
+    """A call from the wrong thread.
+
+    A blocking call made from the thread that runs the budget's event loop
+    would deadlock, so it raises this at once instead; so does
+    ``sync_view()`` called outside the budget's event loop.
+    """

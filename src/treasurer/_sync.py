@@ -1,0 +1,380 @@
+"""Blocking access to a budget from threads and plain synchronous code.
+
+Every call hops to the thread running the budget's event loop and blocks until
+the actor answered, so threads get the same guarantees as tasks: the actor
+still serializes everything. Reads (``snapshot``, ``totals``, ``remaining``)
+do not hop: they read the immutable state the actor last published, which a
+single attribute read gets whole.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, Literal, Unpack
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.from_thread import BlockingPortal
+
+from . import _budget
+from ._actor import DEFAULT_MAILBOX_SIZE
+from ._amounts import Amounts, Money
+from ._budget import Budget, Reservation, _typed_keyword_errors
+from ._errors import BudgetClosed, InvalidOption, LoopThreadError
+from ._types import Caps, Snapshot, Statistics, Totals, Usage
+
+Backend = Literal["asyncio", "trio"]
+_CLOSE_TIMEOUT = 10.0
+_BACKENDS: frozenset[str] = frozenset({"asyncio", "trio"})
+
+
+class _Runner:
+    """Runs a function on the budget's event loop thread and waits for it."""
+
+    def __init__(self, loop_thread: int, describe: str) -> None:
+        self.loop_thread = loop_thread
+        self.describe = describe
+        self.closed = False
+
+    def check_thread(self, what: str, *, settling: bool = False) -> None:
+        if threading.get_ident() == self.loop_thread:
+            raise LoopThreadError(
+                f"{what} blocks, and was called from the thread running {self.describe}'s "
+                "event loop, where it would deadlock; use the async Budget there"
+            )
+        if self.closed and not settling:
+            raise BudgetClosed(f"{self.describe} is closed")
+
+    def run(
+        self, func: Callable[..., Any], *args: object, what: str, settling: bool = False
+    ) -> Any:
+        """Run ``func(*args)`` on the loop thread and return its result.
+
+        ``settling`` lets a release through even after this handle was closed,
+        as long as the budget's loop still runs.
+        """
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+class _PortalRunner(_Runner):
+    """For a budget the facade owns: a portal into its private event loop.
+
+    ``start_task_soon`` gives a cancellable future, so a caller interrupted
+    while waiting (KeyboardInterrupt) cancels the call instead of leaving it
+    running unobserved.
+    """
+
+    def __init__(self, portal: BlockingPortal, loop_thread: int, describe: str) -> None:
+        super().__init__(loop_thread, describe)
+        self.portal = portal
+
+    def run(
+        self, func: Callable[..., Any], *args: object, what: str, settling: bool = False
+    ) -> Any:
+        self.check_thread(what, settling=settling)
+        try:
+            future: Future[Any] = self.portal.start_task_soon(func, *args)
+        except RuntimeError as exc:  # the portal stopped: the budget closed
+            raise BudgetClosed(f"{self.describe} is closed") from exc
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+
+class _TokenRunner(_Runner):
+    """For a view of a budget that runs in someone else's event loop."""
+
+    def __init__(self, token: anyio.lowlevel.EventLoopToken, loop_thread: int, name: str) -> None:
+        super().__init__(loop_thread, f"budget {name!r}")
+        self.token = token
+
+    def run(
+        self, func: Callable[..., Any], *args: object, what: str, settling: bool = False
+    ) -> Any:
+        self.check_thread(what, settling=settling)
+
+        async def call() -> Any:
+            result = func(*args)
+            if hasattr(result, "__await__"):
+                result = await result
+            return result
+
+        try:
+            return anyio.from_thread.run(call, token=self.token)
+        except anyio.RunFinishedError as exc:
+            raise BudgetClosed(f"{self.describe}'s event loop has finished") from exc
+
+
+class SyncReservation:
+    """A reservation for synchronous code: ``with budget.reserve(...) as r:``.
+
+    Same rules as :class:`treasurer.Reservation`: leaving the block without
+    :meth:`commit`, including by an exception, releases it.
+    """
+
+    __slots__ = ("_reservation", "_runner")
+
+    def __init__(self, runner: _Runner, reservation: Reservation) -> None:
+        self._runner = runner
+        self._reservation = reservation
+
+    @property
+    def id(self) -> int:
+        return self._reservation.id
+
+    @property
+    def amount(self) -> Usage:
+        return self._reservation.amount
+
+    @property
+    def settled(self) -> bool:
+        return self._reservation.settled
+
+    def __enter__(self) -> SyncReservation:
+        reservation = self._reservation
+        try:
+            self._runner.run(reservation.__aenter__, what="reserve()")
+        except BaseException:
+            # Interrupted after the grant (the cancel came too late): hand it back.
+            if reservation.id and not reservation.settled:
+                self._runner.run(reservation.__aexit__, None, None, None, what="release()")
+            raise
+        return self
+
+    def commit(self, **actual: Unpack[Amounts]) -> None:
+        """Record what the call really used; see :meth:`treasurer.Reservation.commit`."""
+        self._runner.run(functools.partial(self._reservation.commit, **actual), what="commit()")
+
+    def release(self) -> None:
+        """Give the reservation back without recording usage."""
+        self._runner.run(self._reservation.release, what="release()")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        reservation = self._reservation
+        try:
+            self._runner.run(
+                reservation.__aexit__, exc_type, exc, traceback, what="release()", settling=True
+            )
+        except BudgetClosed:
+            reservation._forget()  # the budget is gone, and with it what this held
+
+    def __repr__(self) -> str:
+        return repr(self._reservation).replace("<Reservation", "<SyncReservation", 1)
+
+
+class SyncBudget:
+    """A budget for threads: the methods of :class:`treasurer.Budget`, blocking.
+
+    Safe to share between any number of threads. Get one from
+    :func:`treasurer.sync.open_budget` (which owns the budget and its event
+    loop thread) or from :meth:`treasurer.Budget.sync_view` (a view of a
+    budget that lives in your own event loop).
+    """
+
+    def __init__(self, budget: Budget, runner: _Runner) -> None:
+        self._budget = budget
+        self._runner = runner
+
+    @property
+    def name(self) -> str:
+        return self._budget.name
+
+    @property
+    def caps(self) -> Caps:
+        return self._budget.caps
+
+    @property
+    def closed(self) -> bool:
+        return self._runner.closed or self._budget.closed
+
+    def consume(self, tokens: int | None = None, /, **amounts: Unpack[Amounts]) -> bool:
+        """Atomically check and deduct; see :meth:`treasurer.Budget.consume`."""
+        call = functools.partial(self._budget.consume, tokens, **amounts)
+        return bool(self._runner.run(call, what="consume()"))
+
+    def refund(self, actual_used: int, estimated: int) -> None:
+        """Return unused tokens; see :meth:`treasurer.Budget.refund`."""
+        self._runner.run(self._budget.refund, actual_used, estimated, what="refund()")
+
+    def record(self, **amounts: Unpack[Amounts]) -> Totals:
+        """Charge usage if it fits; see :meth:`treasurer.Budget.record`."""
+        totals: Totals = self._runner.run(
+            functools.partial(self._budget.record, **amounts), what="record()"
+        )
+        return totals
+
+    def reserve(self, **amounts: Unpack[Amounts]) -> SyncReservation:
+        """Hold an estimate for one call: ``with budget.reserve(...) as r: ...``.
+
+        The amounts are validated here, in the calling thread.
+        """
+        return SyncReservation(self._runner, self._budget.reserve(**amounts))
+
+    def reset(self) -> None:
+        """Zero usage; open reservations stay reserved."""
+        self._runner.run(self._budget.reset, what="reset()")
+
+    @property
+    def remaining(self) -> int | None:
+        """Tokens left (``None`` if uncapped); never blocks."""
+        return self._budget.remaining
+
+    def snapshot(self) -> Snapshot:
+        """The state the actor last published; never blocks."""
+        return self._budget.snapshot()
+
+    def totals(self) -> Totals:
+        """Usage so far; never blocks."""
+        return self._budget.totals()
+
+    def statistics(self) -> Statistics:
+        """The actor's figures; never blocks (each figure is read separately)."""
+        return self._budget.statistics()
+
+    def close(self) -> None:
+        """Stop using the budget from here; later calls raise BudgetClosed.
+
+        For a budget opened by :func:`open_budget` this also closes the budget
+        and stops its thread. For a view it only detaches the view.
+        """
+        self._runner.closed = True
+
+    def __enter__(self) -> SyncBudget:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<SyncBudget {self.name!r} {state}>"
+
+
+_open: weakref.WeakSet[_OwnedSyncBudget] = weakref.WeakSet()
+
+
+class _OwnedSyncBudget(SyncBudget):
+    """A SyncBudget that runs its budget's event loop in a daemon thread of its own."""
+
+    def __init__(self, open_kwargs: dict[str, Any], backend: Backend, options: dict[str, Any]):
+        self._started = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._stop: anyio.Event | None = None
+        self._lock = threading.Lock()  # only for close(), never on a call's path
+        self._thread = threading.Thread(
+            target=self._thread_main,
+            args=(open_kwargs, backend, options),
+            name=f"treasurer {open_kwargs.get('name') or 'budget'}",
+            daemon=True,  # a forgotten budget never keeps the process alive
+        )
+        self._thread.start()
+        self._started.wait()
+        self._raise_startup_error()
+        _open.add(self)
+
+    def _raise_startup_error(self) -> None:
+        """If the budget could not open (bad caps), raise why, here in the caller."""
+        if self._startup_error is not None:
+            self._thread.join()
+            raise self._startup_error
+
+    def _thread_main(self, open_kwargs: dict[str, Any], backend: Backend, options: Any) -> None:
+        try:
+            anyio.run(self._serve, open_kwargs, backend=backend, backend_options=options)
+        except BaseException as exc:
+            if not self._started.is_set():
+                self._startup_error = exc
+        finally:
+            self._started.set()
+
+    async def _serve(self, open_kwargs: dict[str, Any]) -> None:
+        async with BlockingPortal() as portal, _budget.open_budget(**open_kwargs) as budget:
+            self._stop = anyio.Event()
+            runner = _PortalRunner(portal, threading.get_ident(), f"budget {budget.name!r}")
+            SyncBudget.__init__(self, budget, runner)
+            self._started.set()
+            await self._stop.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._runner.closed:
+                return
+            self._runner.check_thread("close()")
+            self._runner.closed = True
+        stop = self._stop
+        assert stop is not None
+        try:
+            assert isinstance(self._runner, _PortalRunner)
+            self._runner.portal.call(stop.set)
+        except RuntimeError:  # pragma: no cover - the loop already ended
+            pass
+        self._thread.join(_CLOSE_TIMEOUT)
+        _open.discard(self)
+
+
+@_typed_keyword_errors
+def open_budget(
+    *,
+    name: str | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    tokens: int | None = None,
+    usd: Money | None = None,
+    requests: int | None = None,
+    max_tokens: int | None = None,
+    mailbox_size: int = DEFAULT_MAILBOX_SIZE,
+    backend: Backend = "asyncio",
+    backend_options: dict[str, Any] | None = None,
+) -> SyncBudget:
+    """Open a budget for synchronous code; use as ``with open_budget(...) as budget:``.
+
+    The budget's actor runs on an event loop (``backend``: asyncio by default,
+    or trio) in a daemon thread of its own. Caps are those of
+    :func:`treasurer.open_budget`. Close it, or leave the ``with`` block, to
+    stop the thread; a budget still open at interpreter exit is closed then.
+    """
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "tokens": tokens,
+        "usd": usd,
+        "requests": requests,
+        "max_tokens": max_tokens,
+        "mailbox_size": mailbox_size,
+    }
+    # Bad input raises here, in the caller's thread, before any thread starts.
+    _budget.validated_caps(input_tokens, output_tokens, tokens, usd, requests, max_tokens)
+    _budget.validate_mailbox_size(mailbox_size)
+    if str(backend) not in _BACKENDS:  # for callers without a type checker
+        raise InvalidOption(f"backend must be 'asyncio' or 'trio', not {backend!r}")
+    return _OwnedSyncBudget(kwargs, backend, dict(backend_options or {}))
+
+
+def sync_view(budget: Budget) -> SyncBudget:
+    """A blocking view of ``budget`` for other threads; call it on the budget's loop."""
+    try:
+        token = anyio.lowlevel.current_token()
+    except RuntimeError as exc:
+        raise LoopThreadError("sync_view() must be called on the budget's event loop") from exc
+    return SyncBudget(budget, _TokenRunner(token, threading.get_ident(), budget.name))
+
+
+@atexit.register
+def _close_forgotten_budgets() -> None:
+    for budget in list(_open):
+        budget.close()

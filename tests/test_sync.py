@@ -1,0 +1,348 @@
+"""The thread-safe facade: the same guarantees from threads, on either event loop."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import anyio
+import pytest
+
+import treasurer
+import treasurer.sync
+from treasurer._actor import Message
+
+THREADS = 1_000
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The event loop the facade runs its actor on."""
+    return str(request.param)
+
+
+def facade_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("treasurer ")]
+
+
+@pytest.fixture
+def no_thread_leak() -> Iterator[None]:
+    """The facade's event loop threads are all gone after the test."""
+    assert facade_threads() == []
+    yield
+    assert facade_threads() == []
+
+
+def watch_invariant(budget: treasurer.sync.SyncBudget, violations: list[str]) -> None:
+    """After every actor batch, check used + reserved never passes a cap."""
+    core = budget._budget._core
+
+    def check(_: list[Message]) -> None:
+        ledger = core.ledger
+        for axis, cap in enumerate(core.caps):
+            if cap is not None and ledger.used[axis] + ledger.reserved[axis] > cap:
+                violations.append(repr(ledger))  # pragma: no cover
+
+    core._after_batch = check
+
+
+class TestFacade:
+    def test_seed_examples(self, backend: str, no_thread_leak: None) -> None:
+        """The pool examples give the same exact figures from synchronous code."""
+        with treasurer.sync.open_budget(tokens=1_000_000, usd=10.0, backend=backend) as pool:
+            totals = pool.record(tokens=1200, usd=0.0036)
+            assert totals.tokens == 1200
+            assert pool.snapshot().tokens_remaining == 998800
+            assert pool.snapshot().usd_remaining == Decimal("9.9964")
+            with pool.reserve(tokens=2000, usd=0.012) as r:
+                assert pool.snapshot().tokens_reserved == 2000
+                r.commit(tokens=1500, usd=0.01)
+            assert r.settled
+            assert pool.totals().tokens == 2700
+            pool.reset()
+            assert pool.totals().tokens == 0
+            assert pool.statistics().open_reservations == 0
+            assert pool.caps.tokens == 1_000_000
+            assert "open" in repr(pool)
+            assert pool.name.startswith("budget-")
+        assert pool.closed
+        assert "closed" in repr(pool)
+
+    def test_five_threads_consume_300_of_1000(self, backend: str) -> None:
+        """Five threads racing for 300 of 1000: exactly three win; refunds leave 550."""
+        outcomes: list[bool] = []
+        all_in_flight = threading.Barrier(5)  # as the calls' latency does in the async version
+        with treasurer.sync.open_budget(max_tokens=1000, backend=backend) as budget:
+
+            def call() -> None:
+                ok = budget.consume(300)
+                outcomes.append(ok)
+                all_in_flight.wait()
+                if ok:
+                    budget.refund(150, 300)
+
+            threads = [threading.Thread(target=call) for _ in range(5)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert sorted(outcomes) == [False, False, True, True, True]
+            assert budget.remaining == 550
+
+    def test_errors_cross_threads_typed(self, backend: str) -> None:
+        """Refusals and bad input raise the same typed errors in the calling thread."""
+        with treasurer.sync.open_budget(input_tokens=10_000, usd=1.0, backend=backend) as pool:
+            pool.record(input_tokens=1000, usd=0.05)
+            with pytest.raises(treasurer.BudgetExceeded) as caught:
+                pool.record(input_tokens=9_500)
+            assert caught.value.cap == "input_tokens"
+            with pytest.raises(treasurer.InvalidAmount):
+                pool.reserve(tokens=-1)  # validated in this thread, before any hop
+            with pytest.raises(treasurer.UnknownAxis):
+                pool.consume(tokenz=1)  # type: ignore[call-arg]
+            with pool.reserve(input_tokens=10) as r:
+                r.commit(input_tokens=5)
+                with pytest.raises(treasurer.AlreadySettled):
+                    r.commit(input_tokens=5)
+                with pytest.raises(treasurer.AlreadySettled):
+                    r.release()
+            assert pool.totals().input_tokens == 1005
+
+    def test_released_when_the_block_raises(self, backend: str) -> None:
+        """An exception in a reservation block releases it and propagates."""
+        with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
+            with pytest.raises(ZeroDivisionError), budget.reserve(tokens=80) as r:
+                assert r.amount.tokens == 80
+                assert "SyncReservation" in repr(r)
+                _ = 1 / 0
+            assert budget.snapshot().tokens_reserved == 0
+            with budget.reserve(tokens=80) as r:
+                r.release()
+            assert budget.remaining == 100
+
+
+class TestManyThreads:
+    def test_a_thousand_threads_never_overspend(self, backend: str, no_thread_leak: None) -> None:
+        """1,000 threads reserving, committing, releasing and failing: no overspend, no leak."""
+        violations: list[str] = []
+        committed: list[int] = []
+        refused: list[int] = []
+        start = threading.Barrier(THREADS)
+        with treasurer.sync.open_budget(tokens=20_000, requests=1_500, backend=backend) as budget:
+            watch_invariant(budget, violations)
+
+            def worker(seed: int) -> None:
+                rng = random.Random(seed)
+                start.wait()
+                for _ in range(3):
+                    estimate = rng.randint(1, 60)
+                    try:
+                        with budget.reserve(tokens=estimate) as r:
+                            fate = rng.random()
+                            if fate < 0.15:
+                                raise LookupError("provider error")
+                            if fate < 0.3:
+                                continue  # leave without commit: released
+                            actual = rng.randint(0, estimate)
+                            r.commit(tokens=actual)
+                            committed.append(actual)
+                    except treasurer.BudgetExceeded:
+                        refused.append(estimate)
+                    except LookupError:
+                        pass
+
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            snap = budget.snapshot()
+        assert violations == []
+        assert snap.open_reservations == 0
+        assert snap.tokens_reserved == 0
+        assert snap.tokens_used == sum(committed)
+        assert snap.requests_used == len(committed)
+        assert refused, "the caps were meant to refuse some requests"
+
+    def test_thread_pool_runs_ten_thousand_calls(self, backend: str) -> None:
+        """A ThreadPoolExecutor runs 10,000 simulated calls; the books balance exactly."""
+        with treasurer.sync.open_budget(tokens=400_000, usd=2, backend=backend) as budget:
+
+            def call(i: int) -> tuple[bool, int, Decimal]:
+                estimate = 20 + i % 50
+                try:
+                    with budget.reserve(tokens=estimate, usd=Decimal(estimate) / 100_000) as r:
+                        actual = estimate - i % 7
+                        cost = Decimal(actual) / 100_000
+                        r.commit(tokens=actual, usd=cost)
+                        return True, actual, cost
+                except treasurer.BudgetExceeded:
+                    return False, 0, Decimal(0)
+
+            with ThreadPoolExecutor(max_workers=32) as pool:
+                results = list(pool.map(call, range(10_000)))
+            snap = budget.snapshot()
+        admitted = [r for r in results if r[0]]
+        assert snap.open_reservations == 0
+        assert snap.tokens_used == sum(r[1] for r in admitted)
+        assert snap.usd_used == sum(r[2] for r in admitted)
+        assert snap.calls == len(admitted)
+        assert snap.tokens_used <= 400_000
+        assert snap.usd_used <= 2
+
+
+class TestLifecycle:
+    def test_use_after_close(self, backend: str) -> None:
+        """After close every call raises BudgetClosed at once; reads still work."""
+        budget = treasurer.sync.open_budget(tokens=100, backend=backend)
+        budget.record(tokens=10)
+        reservation = budget.reserve(tokens=5)
+        budget.close()
+        budget.close()  # idempotent
+        for call in (
+            lambda: budget.consume(1),
+            lambda: budget.record(tokens=1),
+            lambda: budget.refund(1, 2),
+            budget.reset,
+            reservation.__enter__,
+        ):
+            with pytest.raises(treasurer.BudgetClosed):
+                call()
+        assert budget.remaining == 90
+        assert budget.closed
+
+    def test_reservation_open_at_close(self, backend: str) -> None:
+        """A reservation still open when the budget closes exits quietly."""
+        with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
+            reservation = budget.reserve(tokens=5).__enter__()
+        reservation.__exit__(None, None, None)
+        with pytest.raises(treasurer.BudgetClosed):
+            reservation.commit(tokens=1)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error"),
+        [
+            ({"tokens": -1}, treasurer.InvalidAmount),
+            ({"usd": "1"}, treasurer.InvalidAmountType),
+            ({"token": 1}, treasurer.UnknownAxis),
+            ({"backend": "curio"}, treasurer.InvalidOption),
+        ],
+        ids=repr,
+    )
+    def test_bad_arguments_raise_in_the_caller(
+        self, kwargs: dict[str, object], error: type[Exception], no_thread_leak: None
+    ) -> None:
+        """Bad caps or options raise a typed error here and leave no thread behind."""
+        with pytest.raises(error):
+            treasurer.sync.open_budget(**kwargs)  # type: ignore[arg-type]
+
+    def test_calling_from_the_loop_thread_raises(self, backend: str) -> None:
+        """A blocking call from the loop's own thread raises instead of deadlocking."""
+        with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
+            runner = budget._runner
+            assert isinstance(runner, treasurer._sync._PortalRunner)
+            with pytest.raises(treasurer.LoopThreadError, match="deadlock") as caught:
+                runner.portal.call(budget.consume, 1)
+            assert isinstance(caught.value, RuntimeError)
+            with pytest.raises(treasurer.LoopThreadError):
+                runner.portal.call(budget.close)
+            assert budget.remaining == 100
+
+    @pytest.mark.parametrize("backend_name", ["asyncio", "trio"])
+    def test_interpreter_exit_without_close(self, backend_name: str) -> None:
+        """A program that never closes its budget still exits promptly and cleanly."""
+        program = textwrap.dedent(
+            f"""
+            import logging, structlog, treasurer.sync
+            structlog.configure(
+                wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+            budget = treasurer.sync.open_budget(tokens=100, backend={backend_name!r})
+            assert budget.consume(40)
+            held = budget.reserve(tokens=10).__enter__()  # even a reservation left open
+            print("remaining", budget.remaining)
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-X", "dev", "-c", program],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "remaining 50"
+        assert "Traceback" not in done.stderr
+
+
+class TestSyncView:
+    @pytest.mark.anyio
+    async def test_threads_and_tasks_share_one_actor(self) -> None:
+        """Threads through a sync view and tasks on the loop draw on one budget, exactly."""
+        violations: list[str] = []
+        spent: list[int] = []
+        async with treasurer.open_budget(tokens=30_000) as budget:
+            view = budget.sync_view()
+            core = budget._core
+
+            def check(_: list[Message]) -> None:
+                if core.ledger.used[2] + core.ledger.reserved[2] > 30_000:
+                    violations.append(repr(core.ledger))  # pragma: no cover
+
+            core._after_batch = check
+
+            def thread_worker(seed: int) -> None:
+                rng = random.Random(seed)
+                for _ in range(20):
+                    try:
+                        with view.reserve(tokens=rng.randint(1, 100)) as r:
+                            actual = rng.randint(0, r.amount.tokens)
+                            r.commit(tokens=actual)
+                            spent.append(actual)
+                    except treasurer.BudgetExceeded:
+                        pass
+
+            async def task_worker(seed: int) -> None:
+                rng = random.Random(seed)
+                for _ in range(20):
+                    if await budget.consume(n := rng.randint(1, 100)):
+                        spent.append(n)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(50):
+                    tg.start_soon(anyio.to_thread.run_sync, thread_worker, i)
+                    tg.start_soon(task_worker, 1000 + i)
+            snap = budget.snapshot()
+            with pytest.raises(treasurer.LoopThreadError, match="deadlock"):
+                view.consume(1)  # from the loop's own thread
+            view.close()
+            with pytest.raises(treasurer.BudgetClosed):
+                await anyio.to_thread.run_sync(view.consume, 1)
+        assert violations == []
+        assert snap.open_reservations == 0
+        assert snap.tokens_used == sum(spent)
+
+    @pytest.mark.anyio
+    async def test_view_after_the_loop_finished(self) -> None:
+        """A view used after its budget closed raises BudgetClosed."""
+        async with treasurer.open_budget(tokens=10) as budget:
+            view = budget.sync_view()
+        with pytest.raises(treasurer.BudgetClosed):
+            await anyio.to_thread.run_sync(view.consume, 1)
+
+    def test_view_needs_the_loop(self) -> None:
+        """sync_view() outside the budget's event loop is a clear error."""
+        box: list[treasurer.Budget] = []
+
+        async def keep() -> None:
+            async with treasurer.open_budget(tokens=10) as budget:
+                box.append(budget)
+
+        anyio.run(keep)
+        with pytest.raises(treasurer.LoopThreadError, match="event loop"):
+            box[0].sync_view()

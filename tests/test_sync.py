@@ -346,3 +346,21 @@ class TestSyncView:
         anyio.run(keep)
         with pytest.raises(treasurer.LoopThreadError, match="event loop"):
             box[0].sync_view()
+
+
+class TestCompat:
+    def test_budget_pool_is_the_sync_facade(self, no_thread_leak: None) -> None:
+        """compat.BudgetPool opens a SyncBudget with the pool's caps and the pool's API."""
+        import treasurer.compat
+
+        with treasurer.compat.BudgetPool(token_cap=1_000_000, usd_cap=10.0) as pool:
+            assert isinstance(pool, treasurer.sync.SyncBudget)
+            assert pool.caps == treasurer.Caps(tokens=1_000_000, usd=Decimal(10))
+            pool.record(tokens=1200, usd=0.0036)
+            assert pool.snapshot().tokens_remaining == 998800
+            with pytest.raises(treasurer.compat.BudgetExceeded):
+                pool.record(tokens=2_000_000)
+        unbounded = treasurer.compat.BudgetPool()
+        assert unbounded.caps == treasurer.Caps()
+        unbounded.close()
+        assert treasurer.compat.__all__ == ("BudgetExceeded", "BudgetPool")

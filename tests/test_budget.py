@@ -383,3 +383,101 @@ class TestErrors:
             assert vars(copy) == vars(error)
         assert caught.value.available == Decimal("0.2")
         assert "requested 0.25 but only 0.2 available" in str(caught.value)
+
+
+class TestPerRequestCaps:
+    async def test_larger_requests_are_refused(self) -> None:
+        """A request above the per-request cap raises RequestTooLarge naming it; nothing changes."""
+        async with treasurer.open_budget(
+            tokens=100_000, per_request={"tokens": 8000, "usd": Decimal("0.5")}
+        ) as budget:
+            assert budget.per_request == treasurer.Caps(tokens=8000, usd=Decimal("0.5"))
+            assert budget.snapshot().per_request == budget.per_request
+            before = budget.snapshot()
+            with pytest.raises(treasurer.RequestTooLarge) as caught:
+                await budget.record(tokens=8001)
+            error = caught.value
+            assert (error.cap, error.window, error.limit, error.requested) == (
+                "tokens",
+                "request",
+                8000,
+                8001,
+            )
+            assert "per-request tokens cap of 8000" in str(error)
+            with pytest.raises(treasurer.RequestTooLarge, match=r"per-request usd cap of 0\.5"):
+                async with budget.reserve(tokens=10, usd=0.51):
+                    pass  # pragma: no cover
+            with pytest.raises(treasurer.RequestTooLarge):
+                await budget.consume(9000)
+            assert budget.snapshot() == before
+            assert await budget.consume(8000)
+
+    async def test_actual_usage_above_it_is_recorded(self) -> None:
+        """The per-request cap limits what is admitted; spend above it at commit is kept."""
+        async with treasurer.open_budget(per_request={"tokens": 100}) as budget:
+            async with budget.reserve(tokens=100) as r:
+                r.commit(tokens=150)
+            assert budget.totals().tokens == 150
+
+    async def test_lifetime_refusals_name_their_window(self) -> None:
+        """A refusal by a whole-life cap says window 'lifetime'."""
+        async with treasurer.open_budget(tokens=10, per_request={"tokens": 8}) as budget:
+            await budget.record(tokens=5)
+            with pytest.raises(treasurer.BudgetExceeded) as caught:
+                await budget.record(tokens=6)
+            assert caught.value.window == "lifetime"
+            assert type(caught.value) is treasurer.BudgetExceeded
+
+    @pytest.mark.parametrize(
+        ("per_request", "error"),
+        [
+            ({"tokenz": 1}, treasurer.UnknownAxis),
+            ({"tokens": -1}, treasurer.InvalidAmount),
+            ({"usd": float("nan")}, treasurer.InvalidAmount),
+            (5, treasurer.InvalidAmountType),
+        ],
+        ids=repr,
+    )
+    async def test_bad_per_request_caps(self, per_request: object, error: type) -> None:
+        """Bad per-request caps are refused before the budget opens."""
+        with pytest.raises(error):
+            async with treasurer.open_budget(per_request=per_request):  # type: ignore[arg-type]
+                pass  # pragma: no cover
+
+
+class TestCheck:
+    async def test_fits(self) -> None:
+        """check() says a request fits, shows what is left, and reserves nothing."""
+        async with treasurer.open_budget(tokens=1000, usd=1) as budget:
+            await budget.record(tokens=300, usd=0.25)
+            async with budget.reserve(tokens=200):
+                before = budget.snapshot()
+                result = await budget.check(tokens=500)
+                assert result.fits
+                assert result.refusal is None
+                assert (result.cap, result.window) == (None, None)
+                assert result.remaining.tokens == 500
+                assert result.remaining.usd == Decimal("0.75")
+                assert result.remaining.requests is None
+                assert budget.snapshot() == before
+
+    async def test_does_not_fit(self) -> None:
+        """check() names the cap that would refuse, with the refusal's figures."""
+        async with treasurer.open_budget(tokens=1000, per_request={"usd": 0.1}) as budget:
+            await budget.record(tokens=900)
+            result = await budget.check(tokens=101)
+            assert not result.fits
+            assert (result.cap, result.window) == ("tokens", "lifetime")
+            assert result.refusal is not None
+            assert result.refusal.available == 100
+            result = await budget.check(usd=0.2)
+            assert (result.fits, result.cap, result.window) == (False, "usd", "request")
+            assert budget.totals().calls == 1
+
+    async def test_bad_input(self) -> None:
+        """check() refuses bad input like every other call."""
+        async with treasurer.open_budget(tokens=10) as budget:
+            with pytest.raises(treasurer.UnknownAxis):
+                await budget.check(tokenz=1)  # type: ignore[call-arg]
+            with pytest.raises(treasurer.InvalidAmount):
+                await budget.check(tokens=-1)

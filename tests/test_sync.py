@@ -364,3 +364,19 @@ class TestCompat:
         assert unbounded.caps == treasurer.Caps()
         unbounded.close()
         assert treasurer.compat.__all__ == ("BudgetExceeded", "BudgetPool")
+
+
+class TestSyncCheckAndPerRequest:
+    def test_check_and_per_request(self, backend: str) -> None:
+        """check() and per-request caps work the same from threads."""
+        with treasurer.sync.open_budget(
+            tokens=100, per_request={"tokens": 50}, backend=backend
+        ) as budget:
+            assert budget.per_request.tokens == 50
+            assert budget.check(tokens=50).fits
+            result = budget.check(tokens=60)
+            assert (result.fits, result.cap, result.window) == (False, "tokens", "request")
+            with pytest.raises(treasurer.RequestTooLarge):
+                budget.record(tokens=60)
+        with pytest.raises(treasurer.UnknownAxis):
+            treasurer.sync.open_budget(per_request={"token": 1})

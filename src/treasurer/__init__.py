@@ -25,6 +25,7 @@ from ._errors import ReservationError as ReservationError
 from ._errors import TreasurerError as TreasurerError
 from ._errors import UnknownAxis as UnknownAxis
 from ._types import Caps as Caps
+from ._types import Check as Check
 from ._types import Snapshot as Snapshot
 from ._types import Statistics as Statistics
 from ._types import Totals as Totals
@@ -39,6 +40,7 @@ __all__ = (
     "BudgetClosed",
     "BudgetExceeded",
     "Caps",
+    "Check",
     "InvalidAmount",
     "InvalidAmountType",
     "InvalidOption",

@@ -29,7 +29,7 @@ import anyio
 import structlog
 from anyio import ClosedResourceError, EndOfStream, WouldBlock
 
-from ._amounts import AXES, CapVector, Vector, to_public
+from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
 from ._errors import BudgetBroken, BudgetClosed, BudgetExceeded
 from ._ledger import Ledger, State
 from ._slots import Slot, slot_factory
@@ -42,11 +42,12 @@ if TYPE_CHECKING:
 RESERVE: Final = 0
 RECORD: Final = 1
 RESET: Final = 2
+CHECK: Final = 3
 # Settlements (always applied).
-COMMIT: Final = 3
-RELEASE: Final = 4
-ADJUST: Final = 5
-UNRECORD: Final = 6
+COMMIT: Final = 4
+RELEASE: Final = 5
+ADJUST: Final = 6
+UNRECORD: Final = 7
 _FIRST_SETTLEMENT: Final = COMMIT
 
 Message = tuple[int, Any, Any, Slot | None]
@@ -62,10 +63,18 @@ def _describe(amount: Vector | tuple[int, ...]) -> dict[str, object]:
 class BudgetCore:
     """Mailbox, actor loop and published state of one budget."""
 
-    def __init__(self, caps: CapVector, *, name: str | None, mailbox_size: int) -> None:
+    def __init__(
+        self,
+        caps: CapVector,
+        *,
+        name: str | None,
+        mailbox_size: int,
+        per_request: CapVector = NO_CAPS,
+    ) -> None:
         self.name: Final = name or f"budget-{next(_names)}"
         self.caps: Final = caps
-        self.ledger = Ledger(caps, self.name)
+        self.per_request: Final = per_request
+        self.ledger = Ledger(caps, self.name, per_request)
         send, receive = anyio.create_memory_object_stream[Message](mailbox_size)
         self._send: MemoryObjectSendStream[Message] = send
         self._receive: MemoryObjectReceiveStream[Message] = receive
@@ -166,7 +175,7 @@ class BudgetCore:
         cached = self._snapshot_cache
         if cached is not None and cached[0] is state:
             return cached[1]
-        snapshot = Snapshot._build(self.caps, *state)
+        snapshot = Snapshot._build(self.caps, *state, per_request=self.per_request)
         self._snapshot_cache = (state, snapshot)
         return snapshot
 
@@ -277,6 +286,8 @@ class BudgetCore:
             ledger.unrecord(a)
             log.debug("usage recorded by a cancelled caller was taken back", **_describe(a))
             return None
+        if op == CHECK:
+            return (ledger.refusal(a), ledger.state())
         if op == RESET:
             ledger.reset()
             log.info("budget reset")

@@ -41,6 +41,7 @@ _EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 Vector = tuple[int, int, int, int, int]
 CapVector = tuple[int | None, int | None, int | None, int | None, int | None]
 ZERO: Final[Vector] = (0, 0, 0, 0, 0)
+NO_CAPS: Final[CapVector] = (None, None, None, None, None)
 
 Money = int | float | Decimal
 

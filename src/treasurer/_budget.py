@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar, Unpack
@@ -14,6 +14,7 @@ import anyio
 
 from ._actor import (
     ADJUST,
+    CHECK,
     COMMIT,
     DEFAULT_MAILBOX_SIZE,
     RECORD,
@@ -23,6 +24,7 @@ from ._actor import (
     BudgetCore,
 )
 from ._amounts import (
+    NO_CAPS,
     REQUESTS,
     TOKENS,
     Amounts,
@@ -45,7 +47,7 @@ from ._errors import (
 )
 from ._ledger import State
 from ._slots import Slot
-from ._types import Caps, Snapshot, Statistics, Totals, Usage
+from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage
 
 if TYPE_CHECKING:
     from ._sync import SyncBudget
@@ -258,6 +260,25 @@ class Budget:
         """
         return Reservation(self._core, parse(dict(amounts)))
 
+    async def check(self, **amounts: Unpack[Amounts]) -> Check:
+        """Would this request fit now? Reserves nothing and changes nothing.
+
+        Answered by the actor in order with every other call, so it is exact
+        at that instant; another task may of course take the room right after.
+        """
+        refusal, state = await self._core.request(CHECK, parse(dict(amounts)))
+        used, reserved, calls, open_reservations = state
+        core = self._core
+        snapshot = Snapshot._build(
+            core.caps, used, reserved, calls, open_reservations, per_request=core.per_request
+        )
+        return Check._build(refusal, snapshot)
+
+    @property
+    def per_request(self) -> Caps:
+        """The per-request caps (``None`` where a request may be any size)."""
+        return Caps._from_vector(self._core.per_request)
+
     async def reset(self) -> None:
         """Zero all usage. Open reservations stay reserved, so settling them
         later can never push the budget past its caps."""
@@ -288,6 +309,17 @@ class Budget:
 
     def __repr__(self) -> str:
         return f"<Budget {self.name!r} {self._core.ledger!r}>"
+
+
+def validated_per_request(per_request: Mapping[str, object] | None) -> CapVector:
+    """The per-request caps of :func:`open_budget`, validated."""
+    if per_request is None:
+        return NO_CAPS
+    if not isinstance(per_request, Mapping):
+        raise InvalidAmountType(
+            f"per_request must be a mapping of axis to cap, not {per_request!r}"
+        )
+    return parse_caps(dict(per_request))
 
 
 def validated_caps(
@@ -352,18 +384,22 @@ async def open_budget(
     usd: Money | None = None,
     requests: int | None = None,
     max_tokens: int | None = None,
+    per_request: Mapping[str, int | Money | None] | None = None,
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
 ) -> AsyncIterator[Budget]:
     """Open a budget whose actor lives as long as the ``async with`` block.
 
     Each cap is optional (omitted means unbounded). ``tokens`` caps input plus
     output tokens; ``max_tokens`` is an alias of it for code coming from a
-    ``TokenBudget(max_tokens=...)``. After the block, every call raises
+    ``TokenBudget(max_tokens=...)``. ``per_request`` caps any single request,
+    e.g. ``{"usd": 0.5, "tokens": 8000}``; a larger one raises
+    :class:`RequestTooLarge`. After the block, every call raises
     :class:`BudgetClosed`.
     """
     caps = validated_caps(input_tokens, output_tokens, tokens, usd, requests, max_tokens)
+    per_request_caps = validated_per_request(per_request)
     validate_mailbox_size(mailbox_size)
-    core = BudgetCore(caps, name=name, mailbox_size=mailbox_size)
+    core = BudgetCore(caps, name=name, mailbox_size=mailbox_size, per_request=per_request_caps)
     body_error: BaseException | None = None
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(core.run, name=f"treasurer actor {core.name}")

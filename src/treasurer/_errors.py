@@ -21,8 +21,10 @@ class BudgetExceeded(TreasurerError):
     """A request does not fit in the budget; nothing was changed.
 
     ``cap`` names the first cap that refused it ("input_tokens",
-    "output_tokens", "tokens", "usd" or "requests"). USD figures are
-    ``Decimal``; token and request figures are ``int``.
+    "output_tokens", "tokens", "usd" or "requests") and ``window`` which of
+    its caps: "lifetime" (the budget's whole life) or "request" (the
+    per-request cap). USD figures are ``Decimal``; token and request figures
+    are ``int``.
     """
 
     def __init__(
@@ -36,9 +38,11 @@ class BudgetExceeded(TreasurerError):
         reserved: Quantity,
         attempted: Quantity,
         available: Quantity,
+        window: str = "lifetime",
     ) -> None:
         self.budget = budget
         self.cap = cap
+        self.window = window
         self.limit = limit
         self.requested = requested
         self.used = used
@@ -61,10 +65,16 @@ class BudgetExceeded(TreasurerError):
 
 
 class RequestTooLarge(BudgetExceeded, ValueError):
-    """A single request is larger than the cap itself, so it can never fit."""
+    """A single request is larger than a cap itself, or than the per-request cap,
+    so it can never fit."""
 
     def _describe(self) -> str:
         f = _show
+        if self.window == "request":
+            return (
+                f"budget {self.budget!r}: requested {f(self.requested)} {self.cap}, more "
+                f"than the per-request {self.cap} cap of {f(self.limit)}"
+            )
         return (
             f"budget {self.budget!r}: requested {f(self.requested)} {self.cap}, more than "
             f"the whole {self.cap} cap of {f(self.limit)}, so it can never fit "

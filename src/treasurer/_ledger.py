@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._amounts import AXES, CapVector, Vector, to_public
+from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
 from ._errors import BudgetExceeded, RequestTooLarge, ReservationError
 
 State = tuple[Vector, Vector, int, int]
@@ -19,12 +19,29 @@ State = tuple[Vector, Vector, int, int]
 class Ledger:
     """Used and reserved amounts per axis, checked against fixed caps."""
 
-    __slots__ = ("_capped", "_next_id", "calls", "caps", "name", "reservations", "reserved", "used")
+    __slots__ = (
+        "_capped",
+        "_next_id",
+        "_per_request_capped",
+        "calls",
+        "caps",
+        "name",
+        "per_request",
+        "reservations",
+        "reserved",
+        "used",
+    )
 
-    def __init__(self, caps: CapVector, name: str = "budget") -> None:
+    def __init__(
+        self, caps: CapVector, name: str = "budget", per_request: CapVector = NO_CAPS
+    ) -> None:
         self.name: Final = name
         self.caps: Final = caps
+        self.per_request: Final = per_request
         self._capped: Final = tuple(i for i, cap in enumerate(caps) if cap is not None)
+        self._per_request_capped: Final = tuple(
+            i for i, cap in enumerate(per_request) if cap is not None
+        )
         self.used = [0] * len(AXES)
         self.reserved = [0] * len(AXES)
         self.reservations: dict[int, Vector] = {}
@@ -34,7 +51,26 @@ class Ledger:
     # -- admission ---------------------------------------------------------------
 
     def refusal(self, amount: Vector) -> BudgetExceeded | None:
-        """Why ``amount`` cannot be admitted now, or ``None`` if it fits."""
+        """Why ``amount`` cannot be admitted now, or ``None`` if it fits.
+
+        First a cap the request can never fit (per request, then whole caps),
+        then the first cap in axis order that it does not fit now.
+        """
+        for axis in self._per_request_capped:
+            limit = self.per_request[axis]
+            assert limit is not None
+            if amount[axis] > limit:
+                return RequestTooLarge(
+                    budget=self.name,
+                    cap=AXES[axis],
+                    limit=to_public(axis, limit),
+                    requested=to_public(axis, amount[axis]),
+                    used=to_public(axis, 0),
+                    reserved=to_public(axis, 0),
+                    attempted=to_public(axis, amount[axis]),
+                    available=to_public(axis, limit),
+                    window="request",
+                )
         caps, used, reserved = self.caps, self.used, self.reserved
         for axis in self._capped:
             cap = caps[axis]

@@ -13,7 +13,7 @@ import atexit
 import functools
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Literal, Unpack
@@ -28,7 +28,7 @@ from ._actor import DEFAULT_MAILBOX_SIZE
 from ._amounts import Amounts, Money
 from ._budget import Budget, Reservation, _typed_keyword_errors
 from ._errors import BudgetClosed, InvalidOption, LoopThreadError
-from ._types import Caps, Snapshot, Statistics, Totals, Usage
+from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage
 
 Backend = Literal["asyncio", "trio"]
 _CLOSE_TIMEOUT = 10.0
@@ -224,6 +224,17 @@ class SyncBudget:
         """
         return SyncReservation(self._runner, self._budget.reserve(**amounts))
 
+    def check(self, **amounts: Unpack[Amounts]) -> Check:
+        """Would this request fit now? See :meth:`treasurer.Budget.check`."""
+        result: Check = self._runner.run(
+            functools.partial(self._budget.check, **amounts), what="check()"
+        )
+        return result
+
+    @property
+    def per_request(self) -> Caps:
+        return self._budget.per_request
+
     def reset(self) -> None:
         """Zero usage; open reservations stay reserved."""
         self._runner.run(self._budget.reset, what="reset()")
@@ -336,6 +347,7 @@ def open_budget(
     usd: Money | None = None,
     requests: int | None = None,
     max_tokens: int | None = None,
+    per_request: Mapping[str, int | Money | None] | None = None,
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
     backend: Backend = "asyncio",
     backend_options: dict[str, Any] | None = None,
@@ -355,10 +367,12 @@ def open_budget(
         "usd": usd,
         "requests": requests,
         "max_tokens": max_tokens,
+        "per_request": per_request,
         "mailbox_size": mailbox_size,
     }
     # Bad input raises here, in the caller's thread, before any thread starts.
     _budget.validated_caps(input_tokens, output_tokens, tokens, usd, requests, max_tokens)
+    _budget.validated_per_request(per_request)
     _budget.validate_mailbox_size(mailbox_size)
     if str(backend) not in _BACKENDS:  # for callers without a type checker
         raise InvalidOption(f"backend must be 'asyncio' or 'trio', not {backend!r}")

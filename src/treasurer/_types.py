@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import attrs
 
-from ._amounts import REQUESTS, TOKENS, USD, CapVector, Vector, nanos_to_usd
+from ._amounts import NO_CAPS, REQUESTS, TOKENS, USD, CapVector, Vector, nanos_to_usd
+from ._errors import BudgetExceeded
 
 
 def _remaining(cap: int | None, used: int, reserved: int) -> int | None:
@@ -95,10 +96,17 @@ class Snapshot:
     requests_used: int
     requests_reserved: int
     requests_remaining: int | None
+    per_request: Caps = Caps()
 
     @classmethod
     def _build(
-        cls, caps: CapVector, used: Vector, reserved: Vector, calls: int, open_reservations: int
+        cls,
+        caps: CapVector,
+        used: Vector,
+        reserved: Vector,
+        calls: int,
+        open_reservations: int,
+        per_request: CapVector = NO_CAPS,
     ) -> Snapshot:
         remaining = [_remaining(caps[i], used[i], reserved[i]) for i in range(len(caps))]
         return cls(
@@ -120,6 +128,7 @@ class Snapshot:
             used[REQUESTS],
             reserved[REQUESTS],
             remaining[REQUESTS],
+            Caps._from_vector(per_request),
         )
 
     @property
@@ -146,3 +155,32 @@ class Statistics:
     peak_batch_size: int
     open_reservations: int
     tasks_waiting: int
+
+
+@attrs.frozen
+class Check:
+    """The answer of a pre-flight :meth:`~treasurer.Budget.check`; nothing was reserved.
+
+    ``remaining`` is what is left on each axis before this request (``None``
+    where the axis is unbounded); ``refusal`` is the error the request would
+    raise now, or ``None`` if it fits.
+    """
+
+    fits: bool
+    refusal: BudgetExceeded | None = attrs.field(eq=False)
+    remaining: Caps
+    cap: str | None
+    window: str | None
+
+    @classmethod
+    def _build(cls, refusal: BudgetExceeded | None, snapshot: Snapshot) -> Check:
+        remaining = Caps(
+            snapshot.input_tokens_remaining,
+            snapshot.output_tokens_remaining,
+            snapshot.tokens_remaining,
+            snapshot.usd_remaining,
+            snapshot.requests_remaining,
+        )
+        if refusal is None:
+            return cls(True, None, remaining, None, None)
+        return cls(False, refusal, remaining, refusal.cap, refusal.window)

@@ -30,6 +30,8 @@ from ._types import Snapshot as Snapshot
 from ._types import Statistics as Statistics
 from ._types import Totals as Totals
 from ._types import Usage as Usage
+from ._types import WindowUsage as WindowUsage
+from ._windows import Window as Window
 
 __all__ = (
     "AXES",
@@ -54,5 +56,7 @@ __all__ = (
     "TreasurerError",
     "UnknownAxis",
     "Usage",
+    "Window",
+    "WindowUsage",
     "open_budget",
 )

@@ -22,7 +22,8 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -31,9 +32,10 @@ from anyio import ClosedResourceError, EndOfStream, WouldBlock
 
 from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
 from ._errors import BudgetBroken, BudgetClosed, BudgetExceeded
-from ._ledger import Ledger, State
+from ._ledger import Ledger, State, WindowsView
 from ._slots import Slot, slot_factory
 from ._types import Snapshot, Statistics
+from ._windows import Window, utc_now
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -70,11 +72,14 @@ class BudgetCore:
         name: str | None,
         mailbox_size: int,
         per_request: CapVector = NO_CAPS,
+        windows: Sequence[Window] = (),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.name: Final = name or f"budget-{next(_names)}"
         self.caps: Final = caps
         self.per_request: Final = per_request
-        self.ledger = Ledger(caps, self.name, per_request)
+        self.clock: Final = clock
+        self.ledger = Ledger(caps, self.name, per_request, windows, clock())
         send, receive = anyio.create_memory_object_stream[Message](mailbox_size)
         self._send: MemoryObjectSendStream[Message] = send
         self._receive: MemoryObjectReceiveStream[Message] = receive
@@ -84,8 +89,13 @@ class BudgetCore:
         self._overflow: deque[Message] = deque()
         self._new_slot: Callable[[], Slot] = slot_factory()
         self.log = structlog.get_logger("treasurer").bind(budget=self.name)
-        self.state: State = self.ledger.state()
-        self._snapshot_cache: tuple[State, Snapshot] | None = None
+        # One tuple, replaced whole after each batch, so a reader in any thread
+        # sees lifetime and window figures from the same batch.
+        self.published: tuple[State, WindowsView] = (
+            self.ledger.state(),
+            self.ledger.windows_view(),
+        )
+        self._snapshot_cache: tuple[object, Snapshot] | None = None
         self.closed = False
         self._failure: BaseException | None = None
         self._messages_served = 0
@@ -170,14 +180,29 @@ class BudgetCore:
 
     # -- reads ---------------------------------------------------------------------
 
+    @property
+    def state(self) -> State:
+        """Lifetime figures as of the last batch."""
+        return self.published[0]
+
     def snapshot(self) -> Snapshot:
-        state = self.state
+        published = self.published
         cached = self._snapshot_cache
-        if cached is not None and cached[0] is state:
+        if cached is not None and cached[0] is published:
             return cached[1]
-        snapshot = Snapshot._build(self.caps, *state, per_request=self.per_request)
-        self._snapshot_cache = (state, snapshot)
+        snapshot = self.build_snapshot(*published)
+        self._snapshot_cache = (published, snapshot)
         return snapshot
+
+    def build_snapshot(self, state: State, windows: WindowsView) -> Snapshot:
+        used, reserved, calls, open_reservations = state
+        return Snapshot._build(
+            self.caps, used, reserved, calls, open_reservations, self.per_request, windows
+        )
+
+    def publish(self) -> None:
+        ledger = self.ledger
+        self.published = (ledger.state(), ledger.windows_view() if ledger.windows else ())
 
     def statistics(self) -> Statistics:
         return Statistics(
@@ -232,6 +257,8 @@ class BudgetCore:
         if self._before_batch is not None:
             self._before_batch(batch)
         ledger = self.ledger
+        if ledger.windows:  # one clock read per batch
+            ledger.advance(self.clock())
         log = self.log
         closing = self.closed
         for op, a, b, slot in batch:
@@ -245,7 +272,7 @@ class BudgetCore:
             reply = self._apply(ledger, log, op, a, b)
             if slot is not None:
                 slot.deliver(reply)
-        self.state = ledger.state()
+        self.publish()
         if self._after_batch is not None:
             self._after_batch(batch)
         count = len(batch)
@@ -287,7 +314,7 @@ class BudgetCore:
             log.debug("usage recorded by a cancelled caller was taken back", **_describe(a))
             return None
         if op == CHECK:
-            return (ledger.refusal(a), ledger.state())
+            return (ledger.refusal(a), ledger.state(), ledger.windows_view())
         if op == RESET:
             ledger.reset()
             log.info("budget reset")
@@ -320,7 +347,7 @@ class BudgetCore:
                     slot.deliver(reply)
             elif slot is not None:
                 slot.deliver(error)
-        self.state = self.ledger.state()
+        self.publish()
         snapshot = self.snapshot()
         level = logging.ERROR if self._failure is not None else logging.INFO
         self.log.log(

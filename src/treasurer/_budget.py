@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar, Unpack
 
@@ -41,6 +42,7 @@ from ._errors import (
     BudgetExceeded,
     InvalidAmount,
     InvalidAmountType,
+    InvalidOption,
     RequestTooLarge,
     ReservationError,
     UnknownAxis,
@@ -48,9 +50,12 @@ from ._errors import (
 from ._ledger import State
 from ._slots import Slot
 from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage
+from ._windows import Window, utc_now
 
 if TYPE_CHECKING:
     from ._sync import SyncBudget
+
+Clock = Callable[[], datetime]
 
 _NEW: Final = 0
 _OPEN: Final = 1
@@ -266,13 +271,8 @@ class Budget:
         Answered by the actor in order with every other call, so it is exact
         at that instant; another task may of course take the room right after.
         """
-        refusal, state = await self._core.request(CHECK, parse(dict(amounts)))
-        used, reserved, calls, open_reservations = state
-        core = self._core
-        snapshot = Snapshot._build(
-            core.caps, used, reserved, calls, open_reservations, per_request=core.per_request
-        )
-        return Check._build(refusal, snapshot)
+        refusal, state, windows = await self._core.request(CHECK, parse(dict(amounts)))
+        return Check._build(refusal, self._core.build_snapshot(state, windows))
 
     @property
     def per_request(self) -> Caps:
@@ -346,6 +346,23 @@ def validated_caps(
     )
 
 
+def validated_windows(windows: object, clock: object) -> tuple[tuple[Window, ...], Clock]:
+    """The windows and clock of :func:`open_budget`, validated."""
+    if not isinstance(windows, Sequence) or not all(isinstance(w, Window) for w in windows):
+        raise InvalidOption(f"windows must be a sequence of treasurer.Window, not {windows!r}")
+    names = [w.name for w in windows]
+    if len(set(names)) != len(names) or {"lifetime", "request"} & set(names):
+        raise InvalidOption(f"window names must be unique and not lifetime or request: {names}")
+    if clock is None:
+        return tuple(windows), utc_now
+    if not callable(clock):
+        raise InvalidOption(f"clock must be a callable returning an aware datetime, not {clock!r}")
+    now = clock()
+    if not isinstance(now, datetime) or now.utcoffset() is None:
+        raise InvalidOption(f"clock must return an aware datetime, got {now!r}")
+    return tuple(windows), clock
+
+
 def validate_mailbox_size(mailbox_size: object) -> None:
     if count(mailbox_size, "mailbox_size") < 1:
         raise InvalidAmount("mailbox_size must be >= 1")
@@ -385,6 +402,8 @@ async def open_budget(
     requests: int | None = None,
     max_tokens: int | None = None,
     per_request: Mapping[str, int | Money | None] | None = None,
+    windows: Sequence[Window] = (),
+    clock: Clock | None = None,
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
 ) -> AsyncIterator[Budget]:
     """Open a budget whose actor lives as long as the ``async with`` block.
@@ -393,13 +412,23 @@ async def open_budget(
     output tokens; ``max_tokens`` is an alias of it for code coming from a
     ``TokenBudget(max_tokens=...)``. ``per_request`` caps any single request,
     e.g. ``{"usd": 0.5, "tokens": 8000}``; a larger one raises
-    :class:`RequestTooLarge`. After the block, every call raises
-    :class:`BudgetClosed`.
+    :class:`RequestTooLarge`. ``windows`` adds caps per period of time
+    (:class:`Window`); every request must fit all of them. ``clock`` (a
+    callable returning an aware ``datetime``) replaces the system clock, for
+    tests. After the block, every call raises :class:`BudgetClosed`.
     """
     caps = validated_caps(input_tokens, output_tokens, tokens, usd, requests, max_tokens)
     per_request_caps = validated_per_request(per_request)
+    window_specs, clock_function = validated_windows(windows, clock)
     validate_mailbox_size(mailbox_size)
-    core = BudgetCore(caps, name=name, mailbox_size=mailbox_size, per_request=per_request_caps)
+    core = BudgetCore(
+        caps,
+        name=name,
+        mailbox_size=mailbox_size,
+        per_request=per_request_caps,
+        windows=window_specs,
+        clock=clock_function,
+    )
     body_error: BaseException | None = None
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(core.run, name=f"treasurer actor {core.name}")

@@ -8,6 +8,7 @@ misuse also subclasses the built-in with the same meaning (``ValueError``,
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 Quantity = int | Decimal
@@ -22,9 +23,10 @@ class BudgetExceeded(TreasurerError):
 
     ``cap`` names the first cap that refused it ("input_tokens",
     "output_tokens", "tokens", "usd" or "requests") and ``window`` which of
-    its caps: "lifetime" (the budget's whole life) or "request" (the
-    per-request cap). USD figures are ``Decimal``; token and request figures
-    are ``int``.
+    its caps: "lifetime" (the budget's whole life), "request" (the
+    per-request cap) or a time window's name ("hour", "day", ...), with
+    ``resets_at`` the instant that window next frees usage. USD figures are
+    ``Decimal``; token and request figures are ``int``.
     """
 
     def __init__(
@@ -39,10 +41,12 @@ class BudgetExceeded(TreasurerError):
         attempted: Quantity,
         available: Quantity,
         window: str = "lifetime",
+        resets_at: datetime | None = None,
     ) -> None:
         self.budget = budget
         self.cap = cap
         self.window = window
+        self.resets_at = resets_at
         self.limit = limit
         self.requested = requested
         self.used = used
@@ -53,11 +57,13 @@ class BudgetExceeded(TreasurerError):
 
     def _describe(self) -> str:
         f = _show
+        where = "" if self.window == "lifetime" else f" per {self.window}"
+        resets = "" if self.resets_at is None else f"; it resets at {self.resets_at.isoformat()}"
         return (
-            f"budget {self.budget!r}: {self.cap} cap of {f(self.limit)} exceeded: "
+            f"budget {self.budget!r}: {self.cap} cap{where} of {f(self.limit)} exceeded: "
             f"requested {f(self.requested)} but only {f(self.available)} available "
             f"({f(self.used)} used, {f(self.reserved)} reserved); "
-            f"it would have reached {f(self.attempted)}"
+            f"it would have reached {f(self.attempted)}{resets}"
         )
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -75,9 +81,10 @@ class RequestTooLarge(BudgetExceeded, ValueError):
                 f"budget {self.budget!r}: requested {f(self.requested)} {self.cap}, more "
                 f"than the per-request {self.cap} cap of {f(self.limit)}"
             )
+        where = "" if self.window == "lifetime" else f" per {self.window}"
         return (
             f"budget {self.budget!r}: requested {f(self.requested)} {self.cap}, more than "
-            f"the whole {self.cap} cap of {f(self.limit)}, so it can never fit "
+            f"the whole {self.cap} cap{where} of {f(self.limit)}, so it can never fit "
             f"({f(self.used)} used, {f(self.reserved)} reserved, {f(self.available)} "
             f"available; it would have reached {f(self.attempted)})"
         )

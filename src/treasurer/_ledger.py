@@ -7,13 +7,25 @@ caller's task raises them with its own traceback and the actor never unwinds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Final
 
 from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
 from ._errors import BudgetExceeded, RequestTooLarge, ReservationError
+from ._windows import Window, WindowState
 
 State = tuple[Vector, Vector, int, int]
 """What the actor publishes: used, reserved, calls, open reservations."""
+
+WindowsView = tuple[tuple[Window, Vector, datetime | None], ...]
+"""Each window, its usage in the current period, and when it next resets."""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _vector(values: list[int]) -> Vector:
+    return (values[0], values[1], values[2], values[3], values[4])
 
 
 class Ledger:
@@ -26,18 +38,27 @@ class Ledger:
         "calls",
         "caps",
         "name",
+        "now",
         "per_request",
         "reservations",
         "reserved",
         "used",
+        "windows",
     )
 
     def __init__(
-        self, caps: CapVector, name: str = "budget", per_request: CapVector = NO_CAPS
+        self,
+        caps: CapVector,
+        name: str = "budget",
+        per_request: CapVector = NO_CAPS,
+        windows: Sequence[Window] = (),
+        now: datetime = _EPOCH,
     ) -> None:
         self.name: Final = name
         self.caps: Final = caps
         self.per_request: Final = per_request
+        self.now = now
+        self.windows: Final = tuple(WindowState(window, now) for window in windows)
         self._capped: Final = tuple(i for i, cap in enumerate(caps) if cap is not None)
         self._per_request_capped: Final = tuple(
             i for i, cap in enumerate(per_request) if cap is not None
@@ -76,18 +97,38 @@ class Ledger:
             cap = caps[axis]
             assert cap is not None
             if amount[axis] > cap:
-                return self._exceeded(RequestTooLarge, axis, amount)
+                return self._exceeded(RequestTooLarge, axis, amount, cap, used)
+        for window in self.windows:
+            for axis in window.capped:
+                cap = window.window.caps[axis]
+                assert cap is not None
+                if amount[axis] > cap:
+                    return self._exceeded(RequestTooLarge, axis, amount, cap, window.used, window)
         for axis in self._capped:
             cap = caps[axis]
             assert cap is not None
             if used[axis] + reserved[axis] + amount[axis] > cap:
-                return self._exceeded(BudgetExceeded, axis, amount)
+                return self._exceeded(BudgetExceeded, axis, amount, cap, used)
+        # Open reservations count in every window: they may be charged in any of them.
+        for window in self.windows:
+            window_used = window.used
+            for axis in window.capped:
+                cap = window.window.caps[axis]
+                assert cap is not None
+                if window_used[axis] + reserved[axis] + amount[axis] > cap:
+                    return self._exceeded(BudgetExceeded, axis, amount, cap, window_used, window)
         return None
 
-    def _exceeded(self, kind: type[BudgetExceeded], axis: int, amount: Vector) -> BudgetExceeded:
-        cap = self.caps[axis]
-        assert cap is not None
-        used, reserved, requested = self.used[axis], self.reserved[axis], amount[axis]
+    def _exceeded(
+        self,
+        kind: type[BudgetExceeded],
+        axis: int,
+        amount: Vector,
+        cap: int,
+        used_by_scope: list[int],
+        window: WindowState | None = None,
+    ) -> BudgetExceeded:
+        used, reserved, requested = used_by_scope[axis], self.reserved[axis], amount[axis]
         return kind(
             budget=self.name,
             cap=AXES[axis],
@@ -97,7 +138,21 @@ class Ledger:
             reserved=to_public(axis, reserved),
             attempted=to_public(axis, used + reserved + requested),
             available=to_public(axis, max(cap - used - reserved, 0)),
+            window="lifetime" if window is None else window.window.name,
+            resets_at=None if window is None else window.resets_at(),
         )
+
+    def advance(self, now: datetime) -> list[Window]:
+        """Tell the ledger the time; returns the windows that dropped usage."""
+        self.now = now
+        return [state.window for state in self.windows if state.advance(now)]
+
+    def _charge(self, amount: Vector) -> None:
+        used = self.used
+        for axis, value in enumerate(amount):
+            used[axis] += value
+        for window in self.windows:
+            window.charge(amount, self.now)
 
     # -- operations (the actor's message handlers) -------------------------------
 
@@ -119,10 +174,10 @@ class Ledger:
         held = self.reservations.pop(reservation_id, None)
         if held is None:
             return ReservationError(f"reservation {reservation_id} is not open")
-        used, reserved = self.used, self.reserved
-        for axis in range(len(AXES)):
-            reserved[axis] -= held[axis]
-            used[axis] += actual[axis]
+        reserved = self.reserved
+        for axis, value in enumerate(held):
+            reserved[axis] -= value
+        self._charge(actual)
         self.calls += 1
         return None
 
@@ -141,9 +196,7 @@ class Ledger:
         refusal = self.refusal(amount)
         if refusal is not None:
             return refusal
-        used = self.used
-        for axis, value in enumerate(amount):
-            used[axis] += value
+        self._charge(amount)
         self.calls += 1
         return None
 
@@ -152,32 +205,47 @@ class Ledger:
 
         Usage never drops below zero: the part of a credit for usage from
         before a :meth:`reset` is dropped rather than counted twice.
+
+        Time windows take extra charges but not credits: which window the
+        credited usage was charged in is unknown, and crediting the wrong one
+        could admit more than its cap. So a window keeps counting credited
+        usage until it rolls over; it never undercounts.
         """
         used = self.used
+        extra = [0] * len(AXES)
         for axis, value in enumerate(credit):
             if value:
                 used[axis] = max(used[axis] - value, 0)
+                extra[axis] = max(-value, 0)
+        if self.windows and any(extra):
+            for window in self.windows:
+                window.charge((extra[0], extra[1], extra[2], extra[3], extra[4]), self.now)
 
     def unrecord(self, amount: Vector) -> None:
-        """Take back a :meth:`record` whose caller was cancelled before it saw the reply."""
+        """Take back a :meth:`record` whose caller was cancelled before it saw the reply.
+
+        Like any credit, it does not reach time windows (see :meth:`adjust`).
+        """
         self.adjust(amount)
         self.calls = max(self.calls - 1, 0)
 
     def reset(self) -> None:
-        """Zero all usage; open reservations stay reserved."""
+        """Zero all usage, in every window; open reservations stay reserved."""
         self.used = [0] * len(AXES)
         self.calls = 0
+        for window in self.windows:
+            window.clear()
 
     # -- reads -------------------------------------------------------------------
 
     def state(self) -> State:
         """An immutable copy of the current figures."""
-        used, reserved = self.used, self.reserved
-        return (
-            (used[0], used[1], used[2], used[3], used[4]),
-            (reserved[0], reserved[1], reserved[2], reserved[3], reserved[4]),
-            self.calls,
-            len(self.reservations),
+        return (_vector(self.used), _vector(self.reserved), self.calls, len(self.reservations))
+
+    def windows_view(self) -> WindowsView:
+        """An immutable copy of each window's usage, and when it next resets."""
+        return tuple(
+            (state.window, _vector(state.used), state.resets_at()) for state in self.windows
         )
 
     def __repr__(self) -> str:

@@ -13,8 +13,9 @@ import atexit
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Unpack
 
@@ -29,6 +30,7 @@ from ._amounts import Amounts, Money
 from ._budget import Budget, Reservation, _typed_keyword_errors
 from ._errors import BudgetClosed, InvalidOption, LoopThreadError
 from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage
+from ._windows import Window
 
 Backend = Literal["asyncio", "trio"]
 _CLOSE_TIMEOUT = 10.0
@@ -348,6 +350,8 @@ def open_budget(
     requests: int | None = None,
     max_tokens: int | None = None,
     per_request: Mapping[str, int | Money | None] | None = None,
+    windows: Sequence[Window] = (),
+    clock: Callable[[], datetime] | None = None,
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
     backend: Backend = "asyncio",
     backend_options: dict[str, Any] | None = None,
@@ -368,11 +372,14 @@ def open_budget(
         "requests": requests,
         "max_tokens": max_tokens,
         "per_request": per_request,
+        "windows": windows,
+        "clock": clock,
         "mailbox_size": mailbox_size,
     }
     # Bad input raises here, in the caller's thread, before any thread starts.
     _budget.validated_caps(input_tokens, output_tokens, tokens, usd, requests, max_tokens)
     _budget.validated_per_request(per_request)
+    _budget.validated_windows(windows, clock)
     _budget.validate_mailbox_size(mailbox_size)
     if str(backend) not in _BACKENDS:  # for callers without a type checker
         raise InvalidOption(f"backend must be 'asyncio' or 'trio', not {backend!r}")

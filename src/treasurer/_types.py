@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ._amounts import NO_CAPS, REQUESTS, TOKENS, USD, CapVector, Vector, nanos_to_usd
 from ._errors import BudgetExceeded
+
+if TYPE_CHECKING:
+    from ._ledger import WindowsView
+    from ._windows import Window
 
 
 def _remaining(cap: int | None, used: int, reserved: int) -> int | None:
@@ -97,6 +103,16 @@ class Snapshot:
     requests_reserved: int
     requests_remaining: int | None
     per_request: Caps = Caps()
+    windows: tuple[WindowUsage, ...] = ()
+
+    def window(self, name: str) -> WindowUsage:
+        """The time window called ``name`` ("hour", "day", ...)."""
+        for window in self.windows:
+            if window.name == name:
+                return window
+        raise KeyError(
+            f"no window named {name!r}; this budget has {[w.name for w in self.windows]}"
+        )
 
     @classmethod
     def _build(
@@ -107,6 +123,7 @@ class Snapshot:
         calls: int,
         open_reservations: int,
         per_request: CapVector = NO_CAPS,
+        windows: WindowsView = (),
     ) -> Snapshot:
         remaining = [_remaining(caps[i], used[i], reserved[i]) for i in range(len(caps))]
         return cls(
@@ -129,6 +146,7 @@ class Snapshot:
             reserved[REQUESTS],
             remaining[REQUESTS],
             Caps._from_vector(per_request),
+            tuple(WindowUsage._build(w, w_used, reserved, resets) for w, w_used, resets in windows),
         )
 
     @property
@@ -141,6 +159,40 @@ class Snapshot:
             self.usd_used,
             self.requests_used,
             self.calls,
+        )
+
+
+@attrs.frozen
+class WindowUsage:
+    """One time window in a snapshot: usage in its current period and what is left.
+
+    ``remaining`` is cap - used - open reservations, per axis (``None`` where
+    the window has no cap); ``resets_at`` is when the window next frees usage
+    (its period's end; for a rolling window, when its oldest charge leaves).
+    """
+
+    name: str
+    kind: str
+    caps: Caps
+    used: Usage
+    remaining: Caps
+    resets_at: datetime | None
+
+    @classmethod
+    def _build(
+        cls, window: Window, used: Vector, reserved: Vector, resets_at: datetime | None
+    ) -> WindowUsage:
+        caps = window.caps
+        remaining = [_remaining(caps[i], used[i], reserved[i]) for i in range(len(caps))]
+        return cls(
+            window.name,
+            window.kind,
+            Caps._from_vector(caps),
+            Usage._from_vector(used),
+            Caps(
+                remaining[0], remaining[1], remaining[2], _usd_or_none(remaining[3]), remaining[4]
+            ),
+            resets_at,
         )
 
 
@@ -171,6 +223,7 @@ class Check:
     remaining: Caps
     cap: str | None
     window: str | None
+    windows: tuple[WindowUsage, ...] = ()
 
     @classmethod
     def _build(cls, refusal: BudgetExceeded | None, snapshot: Snapshot) -> Check:
@@ -182,5 +235,5 @@ class Check:
             snapshot.requests_remaining,
         )
         if refusal is None:
-            return cls(True, None, remaining, None, None)
-        return cls(False, refusal, remaining, refusal.cap, refusal.window)
+            return cls(True, None, remaining, None, None, snapshot.windows)
+        return cls(False, refusal, remaining, refusal.cap, refusal.window, snapshot.windows)

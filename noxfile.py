@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, typecheck, demo (and bench, once it exists).
+"""Sessions: tests, lint, typecheck, demo and bench.
 
 Everything a session needs is installed into its own virtualenv from PyPI, so
 `python -m pip install nox && python -m nox -s tests` works on a fresh machine.
@@ -62,3 +62,16 @@ def demo(session: nox.Session) -> None:
     install_group(session, "demo")
     session.install(".")
     session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The actor against lock-based designs on asyncio, uvloop and trio (docs/performance.md).
+
+    `nox -s bench` is the full run (under 15 minutes on 2 cores); it writes
+    docs/bench/. `nox -s bench -- --quick` is a smoke run (under 2 minutes)
+    that writes build/bench/ instead. See `-- --help` for the other options.
+    """
+    install_group(session, "bench")
+    session.install(".")
+    session.run("python", "benchmarks/run.py", *session.posargs)

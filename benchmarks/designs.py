@@ -30,6 +30,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
 
@@ -126,6 +127,8 @@ class Design:
     open: Callable[[Caps], AbstractAsyncContextManager[Instance]]
     backends: frozenset[str] = frozenset({"asyncio", "uvloop", "trio"})
     reference: bool = True
+    # The workloads it runs (None: all of them).
+    workloads: frozenset[str] | None = None
 
 
 # -- the floor: a bare synchronous check-and-deduct -------------------------------------
@@ -433,15 +436,32 @@ def _simple(factory: Callable[[Caps], Instance]) -> Callable[[Caps], AsyncIterat
     return open_
 
 
+def _windows(caps: Caps) -> list[Any]:
+    """An hourly, a daily and a rolling one-hour window, each as large as the budget."""
+    window: Any = vars(treasurer)["Window"]  # not in every build yet
+    usd_cap = Decimal(caps.nanos) / NANOS_PER_USD
+    return [
+        window.hour(tokens=caps.tokens),
+        window.day(usd=usd_cap),
+        window.rolling(timedelta(hours=1), tokens=caps.tokens, usd=usd_cap),
+    ]
+
+
+HAS_WINDOWS: Final = hasattr(treasurer, "Window")
+
+
 @asynccontextmanager
 async def _open_treasurer(caps: Caps, kind: str) -> AsyncIterator[Instance]:
     usd_cap = Decimal(caps.nanos) / NANOS_PER_USD
+    options: dict[str, Any] = {"windows": _windows(caps)} if kind == "windows" else {}
     # Mailbox as large as the largest fan-out, so callers never wait on a full one.
-    async with treasurer.open_budget(tokens=caps.tokens, usd=usd_cap, mailbox_size=16384) as b:
+    async with treasurer.open_budget(
+        tokens=caps.tokens, usd=usd_cap, mailbox_size=16384, **options
+    ) as b:
         if kind == "consume":
             yield TreasurerConsumeInstance(b)
         else:
-            yield TreasurerReserveInstance(b, usd=kind == "reserve")
+            yield TreasurerReserveInstance(b, usd=kind != "tokens")
 
 
 def _open(factory: Callable[[Caps], Instance]) -> Callable[[Caps], Any]:
@@ -458,6 +478,7 @@ TOKEN_BUDGET: Final = "token-budget-py"
 TREASURER: Final = "treasurer"
 TREASURER_TOKENS: Final = "treasurer(tokens)"
 TREASURER_CONSUME: Final = "treasurer consume"
+TREASURER_WINDOWS: Final = "treasurer+windows"
 
 DESIGNS: Final = (
     Design(FLOOR, "floor: bare check-and-deduct, no await", _open(FloorInstance)),
@@ -498,11 +519,31 @@ DESIGNS: Final = (
         lambda caps: _open_treasurer(caps, "consume"),
         reference=False,
     ),
+    *(
+        [
+            Design(
+                TREASURER_WINDOWS,
+                "treasurer reserve/commit, tokens + USD, with an hourly, a daily and a "
+                "rolling one-hour window (no tenants yet)",
+                lambda caps: _open_treasurer(caps, "windows"),
+                reference=False,
+                workloads=frozenset({"pairs"}),
+            )
+        ]
+        if HAS_WINDOWS
+        else []
+    ),
 )
 
 LOCKS: Final = (ASYNCIO_LOCK, ANYIO_LOCK, ANYIO_LOCK_FAST, THREADING_LOCK)
 BASELINES: Final = (FLOOR, CHECKPOINT, *LOCKS, TOKEN_BUDGET)
 
 
-def designs_for(backend: str, keys: set[str] | None = None) -> list[Design]:
-    return [d for d in DESIGNS if backend in d.backends and (keys is None or d.key in keys)]
+def designs_for(backend: str, workload: str, keys: set[str] | None = None) -> list[Design]:
+    return [
+        d
+        for d in DESIGNS
+        if backend in d.backends
+        and (d.workloads is None or workload in d.workloads)
+        and (keys is None or d.key in keys)
+    ]

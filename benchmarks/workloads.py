@@ -18,13 +18,22 @@ import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
 
 import treasurer
-from designs import COMMIT, FULL, RESERVE, AsyncInstance, Caps, Design, Instance, SyncInstance
+from designs import (
+    COMMIT,
+    FULL,
+    RESERVE,
+    AsyncInstance,
+    Caps,
+    Design,
+    Final_,
+    SyncInstance,
+)
 
 
 @dataclass
@@ -37,7 +46,13 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def verify(inst: Instance, caps: Caps, *, pairs: int, actual: Any) -> list[str]:
+class HasFinal(Protocol):
+    charges_usd: bool
+
+    def final(self) -> Final_: ...
+
+
+def verify(inst: HasFinal, caps: Caps, *, pairs: int, actual: Any) -> list[str]:
     """Check a design's final state after ``pairs`` settled reservations of ``actual``."""
     f = inst.final()
     problems = []

@@ -24,6 +24,14 @@ from ._errors import RequestTooLarge as RequestTooLarge
 from ._errors import ReservationError as ReservationError
 from ._errors import TreasurerError as TreasurerError
 from ._errors import UnknownAxis as UnknownAxis
+from ._events import Event as Event
+from ._events import RequestRefused as RequestRefused
+from ._events import ReservationCommitted as ReservationCommitted
+from ._events import ReservationCreated as ReservationCreated
+from ._events import ReservationReleased as ReservationReleased
+from ._events import Subscription as Subscription
+from ._events import ThresholdCrossed as ThresholdCrossed
+from ._events import WindowRolledOver as WindowRolledOver
 from ._types import Caps as Caps
 from ._types import Check as Check
 from ._types import Snapshot as Snapshot
@@ -43,20 +51,28 @@ __all__ = (
     "BudgetExceeded",
     "Caps",
     "Check",
+    "Event",
     "InvalidAmount",
     "InvalidAmountType",
     "InvalidOption",
     "LoopThreadError",
+    "RequestRefused",
     "RequestTooLarge",
     "Reservation",
+    "ReservationCommitted",
+    "ReservationCreated",
     "ReservationError",
+    "ReservationReleased",
     "Snapshot",
     "Statistics",
+    "Subscription",
+    "ThresholdCrossed",
     "Totals",
     "TreasurerError",
     "UnknownAxis",
     "Usage",
     "Window",
+    "WindowRolledOver",
     "WindowUsage",
     "open_budget",
 )

@@ -19,6 +19,7 @@ Two kinds of message:
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 from collections import deque
@@ -32,6 +33,7 @@ from anyio import ClosedResourceError, EndOfStream, WouldBlock
 
 from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
 from ._errors import BudgetBroken, BudgetClosed, BudgetExceeded
+from ._events import DEFAULT_THRESHOLDS, Event, Subscription, ThresholdCrossed, WindowRolledOver
 from ._ledger import Ledger, State, WindowsView
 from ._slots import Slot, slot_factory
 from ._types import Snapshot, Statistics
@@ -55,6 +57,11 @@ _FIRST_SETTLEMENT: Final = COMMIT
 Message = tuple[int, Any, Any, Slot | None]
 
 DEFAULT_MAILBOX_SIZE: Final = 4096
+_LOG_LEVELS: Final = {
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "critical": logging.CRITICAL,
+}
 _names = itertools.count(1)
 
 
@@ -74,12 +81,20 @@ class BudgetCore:
         per_request: CapVector = NO_CAPS,
         windows: Sequence[Window] = (),
         clock: Callable[[], datetime] = utc_now,
+        thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
+        on_event: Callable[[Event], object] | None = None,
     ) -> None:
         self.name: Final = name or f"budget-{next(_names)}"
         self.caps: Final = caps
         self.per_request: Final = per_request
         self.clock: Final = clock
-        self.ledger = Ledger(caps, self.name, per_request, windows, clock())
+        self.ledger = Ledger(caps, self.name, per_request, windows, clock(), thresholds)
+        self.on_event: Final = on_event
+        self._async_callback: Final = on_event is not None and inspect.iscoroutinefunction(on_event)
+        self.subscribers: set[Subscription] = set()
+        self.ledger.verbose = on_event is not None
+        # Starts the async on_event callback; set by open_budget to its task group.
+        self.spawn: Callable[..., object] | None = None
         send, receive = anyio.create_memory_object_stream[Message](mailbox_size)
         self._send: MemoryObjectSendStream[Message] = send
         self._receive: MemoryObjectReceiveStream[Message] = receive
@@ -273,6 +288,9 @@ class BudgetCore:
             if slot is not None:
                 slot.deliver(reply)
         self.publish()
+        if ledger.events:
+            events, ledger.events = ledger.events, []
+            self._deliver(events)
         if self._after_batch is not None:
             self._after_batch(batch)
         count = len(batch)
@@ -280,6 +298,51 @@ class BudgetCore:
         self._batches_served += 1
         if count > self._peak_batch:
             self._peak_batch = count
+
+    def _deliver(self, events: list[Event]) -> None:
+        """Hand events out without waiting on anyone: log, callback, subscribers."""
+        log = self.log
+        for event in events:
+            if isinstance(event, ThresholdCrossed):
+                log.log(
+                    _LOG_LEVELS[event.level],
+                    "threshold crossed",
+                    cap=event.cap,
+                    window=event.window,
+                    threshold=event.threshold,
+                    used=event.used,
+                    limit=event.limit,
+                )
+            elif isinstance(event, WindowRolledOver):
+                log.info("window rolled over", window=event.window, resets_at=event.resets_at)
+            callback = self.on_event
+            if callback is not None:
+                if self._async_callback:
+                    assert self.spawn is not None
+                    self.spawn(self._call_async, callback, event)
+                else:
+                    try:
+                        callback(event)
+                    except Exception:
+                        log.exception("on_event callback failed", event_type=type(event).__name__)
+            for subscriber in self.subscribers:
+                subscriber.offer(event)
+
+    async def _call_async(self, callback: Callable[[Event], Any], event: Event) -> None:
+        try:
+            await callback(event)
+        except Exception:
+            self.log.exception("on_event callback failed", event_type=type(event).__name__)
+
+    def subscribe(self, subscription: Subscription) -> None:
+        if self.closed:
+            raise self.closed_error()
+        self.subscribers.add(subscription)
+        self.ledger.verbose = True
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscribers.discard(subscription)
+        self.ledger.verbose = self.on_event is not None or bool(self.subscribers)
 
     @staticmethod
     def _apply(ledger: Ledger, log: Any, op: int, a: Any, b: Any) -> object:
@@ -348,6 +411,11 @@ class BudgetCore:
             elif slot is not None:
                 slot.deliver(error)
         self.publish()
+        if self.ledger.events:
+            events, self.ledger.events = self.ledger.events, []
+            self._deliver(events)
+        for subscriber in self.subscribers:
+            subscriber.end()
         snapshot = self.snapshot()
         level = logging.ERROR if self._failure is not None else logging.INFO
         self.log.log(

@@ -47,6 +47,7 @@ from ._errors import (
     ReservationError,
     UnknownAxis,
 )
+from ._events import DEFAULT_THRESHOLDS, Event, Subscription
 from ._ledger import State
 from ._slots import Slot
 from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage
@@ -274,6 +275,26 @@ class Budget:
         refusal, state, windows = await self._core.request(CHECK, parse(dict(amounts)))
         return Check._build(refusal, self._core.build_snapshot(state, windows))
 
+    @asynccontextmanager
+    async def subscribe(self, buffer: int = 256) -> AsyncIterator[Subscription]:
+        """Receive the budget's events: ``async with budget.subscribe() as events:``.
+
+        At most ``buffer`` events wait unread; beyond that new ones are dropped
+        and counted in ``events.missed``, so a slow subscriber never slows the
+        budget. Iteration ends when the block or the budget ends.
+        """
+        if count(buffer, "buffer") < 1:
+            raise InvalidAmount("buffer must be >= 1")
+        if self._core.closed:
+            raise self._core.closed_error()
+        subscription = Subscription(buffer)
+        self._core.subscribe(subscription)
+        try:
+            yield subscription
+        finally:
+            self._core.unsubscribe(subscription)
+            subscription.close()
+
     @property
     def per_request(self) -> Caps:
         """The per-request caps (``None`` where a request may be any size)."""
@@ -363,6 +384,18 @@ def validated_windows(windows: object, clock: object) -> tuple[tuple[Window, ...
     return tuple(windows), clock
 
 
+def validated_thresholds(thresholds: object, on_event: object) -> tuple[int, ...]:
+    """Alert thresholds (percent of a cap) and the event callback, validated."""
+    if on_event is not None and not callable(on_event):
+        raise InvalidOption(f"on_event must be callable, not {on_event!r}")
+    if not isinstance(thresholds, Sequence) or isinstance(thresholds, str):
+        raise InvalidOption(f"thresholds must be a sequence of percentages, not {thresholds!r}")
+    values = tuple(count(value, "threshold") for value in thresholds)
+    if any(value == 0 for value in values) or len(set(values)) != len(values):
+        raise InvalidOption(f"thresholds must be distinct percentages above 0, got {values}")
+    return tuple(sorted(values))
+
+
 def validate_mailbox_size(mailbox_size: object) -> None:
     if count(mailbox_size, "mailbox_size") < 1:
         raise InvalidAmount("mailbox_size must be >= 1")
@@ -404,6 +437,8 @@ async def open_budget(
     per_request: Mapping[str, int | Money | None] | None = None,
     windows: Sequence[Window] = (),
     clock: Clock | None = None,
+    thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
+    on_event: Callable[[Event], object] | None = None,
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
 ) -> AsyncIterator[Budget]:
     """Open a budget whose actor lives as long as the ``async with`` block.
@@ -415,11 +450,15 @@ async def open_budget(
     :class:`RequestTooLarge`. ``windows`` adds caps per period of time
     (:class:`Window`); every request must fit all of them. ``clock`` (a
     callable returning an aware ``datetime``) replaces the system clock, for
-    tests. After the block, every call raises :class:`BudgetClosed`.
+    tests. ``thresholds`` are the percentages of each cap at which a
+    :class:`ThresholdCrossed` event fires; ``on_event`` (a function or an
+    async function) receives every event. After the block, every call raises
+    :class:`BudgetClosed`.
     """
     caps = validated_caps(input_tokens, output_tokens, tokens, usd, requests, max_tokens)
     per_request_caps = validated_per_request(per_request)
     window_specs, clock_function = validated_windows(windows, clock)
+    threshold_values = validated_thresholds(thresholds, on_event)
     validate_mailbox_size(mailbox_size)
     core = BudgetCore(
         caps,
@@ -428,9 +467,12 @@ async def open_budget(
         per_request=per_request_caps,
         windows=window_specs,
         clock=clock_function,
+        thresholds=threshold_values,
+        on_event=on_event,
     )
     body_error: BaseException | None = None
     async with anyio.create_task_group() as task_group:
+        core.spawn = task_group.start_soon
         task_group.start_soon(core.run, name=f"treasurer actor {core.name}")
         try:
             yield Budget(core)

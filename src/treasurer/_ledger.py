@@ -13,6 +13,18 @@ from typing import Final
 
 from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
 from ._errors import BudgetExceeded, RequestTooLarge, ReservationError
+from ._events import (
+    DEFAULT_THRESHOLDS,
+    Event,
+    RequestRefused,
+    ReservationCommitted,
+    ReservationCreated,
+    ReservationReleased,
+    ThresholdCrossed,
+    WindowRolledOver,
+    threshold_level,
+)
+from ._types import Usage
 from ._windows import Window, WindowState
 
 State = tuple[Vector, Vector, int, int]
@@ -33,16 +45,20 @@ class Ledger:
 
     __slots__ = (
         "_capped",
+        "_fired",
         "_next_id",
         "_per_request_capped",
         "calls",
         "caps",
+        "events",
         "name",
         "now",
         "per_request",
         "reservations",
         "reserved",
+        "thresholds",
         "used",
+        "verbose",
         "windows",
     )
 
@@ -53,11 +69,19 @@ class Ledger:
         per_request: CapVector = NO_CAPS,
         windows: Sequence[Window] = (),
         now: datetime = _EPOCH,
+        thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
     ) -> None:
         self.name: Final = name
         self.caps: Final = caps
         self.per_request: Final = per_request
         self.now = now
+        self.thresholds: Final = tuple(sorted(thresholds))
+        # Events since the actor last took them. Per-operation events
+        # (reservations, refusals) are made only while someone listens.
+        self.events: list[Event] = []
+        self.verbose = False
+        # How many thresholds have fired, per (scope, axis); scope -1 is the lifetime.
+        self._fired: dict[tuple[int, int], int] = {}
         self.windows: Final = tuple(WindowState(window, now) for window in windows)
         self._capped: Final = tuple(i for i, cap in enumerate(caps) if cap is not None)
         self._per_request_capped: Final = tuple(
@@ -143,9 +167,24 @@ class Ledger:
         )
 
     def advance(self, now: datetime) -> list[Window]:
-        """Tell the ledger the time; returns the windows that dropped usage."""
+        """Tell the ledger the time; returns the windows that dropped usage.
+
+        Those windows re-arm their thresholds; a calendar one emits WindowRolledOver.
+        """
         self.now = now
-        return [state.window for state in self.windows if state.advance(now)]
+        rolled = []
+        for scope, state in enumerate(self.windows):
+            if state.advance(now):
+                rolled.append(state.window)
+                for axis in state.capped:
+                    self._fired.pop((scope, axis), None)
+                if state.window.kind != "rolling":  # rolling windows age out continuously
+                    self.events.append(
+                        WindowRolledOver(
+                            budget=self.name, at=now, window=state.window.name, resets_at=state.end
+                        )
+                    )
+        return rolled
 
     def _charge(self, amount: Vector) -> None:
         used = self.used
@@ -153,6 +192,59 @@ class Ledger:
             used[axis] += value
         for window in self.windows:
             window.charge(amount, self.now)
+        if self.thresholds:
+            self._check_thresholds()
+
+    def _check_thresholds(self) -> None:
+        caps, used = self.caps, self.used
+        for axis in self._capped:
+            cap = caps[axis]
+            assert cap is not None
+            self._alert(-1, axis, used[axis], cap, None)
+        for scope, window in enumerate(self.windows):
+            for axis in window.capped:
+                cap = window.window.caps[axis]
+                assert cap is not None
+                self._alert(scope, axis, window.used[axis], cap, window)
+
+    def _alert(
+        self, scope: int, axis: int, used: int, cap: int, window: WindowState | None
+    ) -> None:
+        """Fire each threshold that ``used`` has newly reached, once."""
+        thresholds, key = self.thresholds, (scope, axis)
+        fired = start = self._fired.get(key, 0)
+        while fired < len(thresholds) and used * 100 >= cap * thresholds[fired]:
+            threshold = thresholds[fired]
+            fired += 1
+            self.events.append(
+                ThresholdCrossed(
+                    budget=self.name,
+                    at=self.now,
+                    level=threshold_level(threshold),
+                    cap=AXES[axis],
+                    window="lifetime" if window is None else window.window.name,
+                    threshold=threshold,
+                    used=to_public(axis, used),
+                    limit=to_public(axis, cap),
+                    resets_at=None if window is None else window.resets_at(),
+                )
+            )
+        if fired != start:
+            self._fired[key] = fired
+
+    def _refused(self, refusal: BudgetExceeded) -> BudgetExceeded:
+        if self.verbose:
+            self.events.append(
+                RequestRefused(
+                    budget=self.name,
+                    at=self.now,
+                    level="warning",
+                    cap=refusal.cap,
+                    window=refusal.window,
+                    error=str(refusal),
+                )
+            )
+        return refusal
 
     # -- operations (the actor's message handlers) -------------------------------
 
@@ -160,13 +252,22 @@ class Ledger:
         """Hold ``amount`` until it is committed or released; returns its id."""
         refusal = self.refusal(amount)
         if refusal is not None:
-            return refusal
+            return self._refused(refusal)
         reserved = self.reserved
         for axis, value in enumerate(amount):
             reserved[axis] += value
         reservation_id = self._next_id
         self._next_id = reservation_id + 1
         self.reservations[reservation_id] = amount
+        if self.verbose:
+            self.events.append(
+                ReservationCreated(
+                    budget=self.name,
+                    at=self.now,
+                    reservation=reservation_id,
+                    amount=Usage._from_vector(amount),
+                )
+            )
         return reservation_id
 
     def commit(self, reservation_id: int, actual: Vector) -> ReservationError | None:
@@ -179,6 +280,15 @@ class Ledger:
             reserved[axis] -= value
         self._charge(actual)
         self.calls += 1
+        if self.verbose:
+            self.events.append(
+                ReservationCommitted(
+                    budget=self.name,
+                    at=self.now,
+                    reservation=reservation_id,
+                    actual=Usage._from_vector(actual),
+                )
+            )
         return None
 
     def release(self, reservation_id: int) -> ReservationError | None:
@@ -189,13 +299,17 @@ class Ledger:
         reserved = self.reserved
         for axis, value in enumerate(held):
             reserved[axis] -= value
+        if self.verbose:
+            self.events.append(
+                ReservationReleased(budget=self.name, at=self.now, reservation=reservation_id)
+            )
         return None
 
     def record(self, amount: Vector) -> BudgetExceeded | None:
         """Charge ``amount`` at once if it fits; a refusal changes nothing."""
         refusal = self.refusal(amount)
         if refusal is not None:
-            return refusal
+            return self._refused(refusal)
         self._charge(amount)
         self.calls += 1
         return None
@@ -220,6 +334,8 @@ class Ledger:
         if self.windows and any(extra):
             for window in self.windows:
                 window.charge((extra[0], extra[1], extra[2], extra[3], extra[4]), self.now)
+        if self.thresholds and any(extra):
+            self._check_thresholds()
 
     def unrecord(self, amount: Vector) -> None:
         """Take back a :meth:`record` whose caller was cancelled before it saw the reply.
@@ -233,6 +349,7 @@ class Ledger:
         """Zero all usage, in every window; open reservations stay reserved."""
         self.used = [0] * len(AXES)
         self.calls = 0
+        self._fired.clear()
         for window in self.windows:
             window.clear()
 

@@ -29,6 +29,7 @@ from ._actor import DEFAULT_MAILBOX_SIZE
 from ._amounts import Amounts, Money
 from ._budget import Budget, Reservation, _typed_keyword_errors
 from ._errors import BudgetClosed, InvalidOption, LoopThreadError
+from ._events import DEFAULT_THRESHOLDS, Event
 from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage
 from ._windows import Window
 
@@ -352,6 +353,8 @@ def open_budget(
     per_request: Mapping[str, int | Money | None] | None = None,
     windows: Sequence[Window] = (),
     clock: Callable[[], datetime] | None = None,
+    thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
+    on_event: Callable[[Event], object] | None = None,
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
     backend: Backend = "asyncio",
     backend_options: dict[str, Any] | None = None,
@@ -359,9 +362,11 @@ def open_budget(
     """Open a budget for synchronous code; use as ``with open_budget(...) as budget:``.
 
     The budget's actor runs on an event loop (``backend``: asyncio by default,
-    or trio) in a daemon thread of its own. Caps are those of
-    :func:`treasurer.open_budget`. Close it, or leave the ``with`` block, to
-    stop the thread; a budget still open at interpreter exit is closed then.
+    or trio) in a daemon thread of its own. The other options are those of
+    :func:`treasurer.open_budget`; ``on_event`` runs on that thread, so a
+    synchronous callback must not call this budget's blocking methods. Close
+    it, or leave the ``with`` block, to stop the thread; a budget still open
+    at interpreter exit is closed then.
     """
     kwargs: dict[str, Any] = {
         "name": name,
@@ -374,12 +379,15 @@ def open_budget(
         "per_request": per_request,
         "windows": windows,
         "clock": clock,
+        "thresholds": thresholds,
+        "on_event": on_event,
         "mailbox_size": mailbox_size,
     }
     # Bad input raises here, in the caller's thread, before any thread starts.
     _budget.validated_caps(input_tokens, output_tokens, tokens, usd, requests, max_tokens)
     _budget.validated_per_request(per_request)
     _budget.validated_windows(windows, clock)
+    _budget.validated_thresholds(thresholds, on_event)
     _budget.validate_mailbox_size(mailbox_size)
     if str(backend) not in _BACKENDS:  # for callers without a type checker
         raise InvalidOption(f"backend must be 'asyncio' or 'trio', not {backend!r}")

@@ -1,0 +1,146 @@
+"""Events a budget emits: threshold alerts, refusals, reservations, rollovers.
+
+Frozen values, made by the pure ledger and delivered by the actor after each
+batch, so a slow listener never holds up the budget.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final, Literal
+
+import anyio
+import attrs
+
+from ._types import Usage
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+Level = Literal["info", "warning", "critical"]
+DEFAULT_THRESHOLDS: Final = (50, 75, 90, 100)
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """Base class of every event: which budget, when (the budget's clock), how serious."""
+
+    budget: str
+    at: datetime
+    level: Level = "info"
+
+    @property
+    def message(self) -> str:
+        """One plain sentence about what happened."""
+        return f"{type(self).__name__} in budget {self.budget!r}"
+
+
+@attrs.frozen(kw_only=True)
+class ThresholdCrossed(Event):
+    """Usage on one axis of one window passed a percentage of its cap.
+
+    Fires once per threshold per window period (the lifetime counts as one
+    period, re-armed by ``reset()``); a window's thresholds re-arm when it
+    rolls over. Level: critical at 100 % and above, warning from 75 %, else info.
+    """
+
+    cap: str
+    window: str
+    threshold: int
+    used: int | Decimal
+    limit: int | Decimal
+    resets_at: datetime | None = None
+
+    @property
+    def message(self) -> str:
+        where = "" if self.window == "lifetime" else f" per {self.window}"
+        return (
+            f"budget {self.budget!r}: {self.cap} usage{where} reached {self.threshold}% "
+            f"of its cap ({self.used} of {self.limit})"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class RequestRefused(Event):
+    """A request did not fit; ``error`` is the BudgetExceeded its caller got."""
+
+    cap: str
+    window: str
+    error: str
+
+    @property
+    def message(self) -> str:
+        return self.error
+
+
+@attrs.frozen(kw_only=True)
+class ReservationCreated(Event):
+    reservation: int
+    amount: Usage
+
+
+@attrs.frozen(kw_only=True)
+class ReservationCommitted(Event):
+    reservation: int
+    actual: Usage
+
+
+@attrs.frozen(kw_only=True)
+class ReservationReleased(Event):
+    reservation: int
+
+
+@attrs.frozen(kw_only=True)
+class WindowRolledOver(Event):
+    """A time window dropped usage: a new calendar period began, or charges aged out."""
+
+    window: str
+    resets_at: datetime | None
+
+
+def threshold_level(threshold: int) -> Level:
+    if threshold >= 100:
+        return "critical"
+    return "warning" if threshold >= 75 else "info"
+
+
+class Subscription:
+    """Events of one budget, as an async iterator: ``async for event in events``.
+
+    Its buffer is bounded. When it is full, new events are dropped, never
+    waited for, so a slow subscriber cannot slow the budget down, and
+    :attr:`missed` counts every dropped event. Iteration ends when the
+    subscription or the budget closes.
+    """
+
+    def __init__(self, buffer: int) -> None:
+        send, receive = anyio.create_memory_object_stream[Event](buffer)
+        self._send: MemoryObjectSendStream[Event] = send
+        self._receive: MemoryObjectReceiveStream[Event] = receive
+        self.missed = 0
+
+    def offer(self, event: Event) -> None:
+        try:
+            self._send.send_nowait(event)
+        except anyio.WouldBlock:
+            self.missed += 1
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def end(self) -> None:
+        """No more events will come; what is buffered can still be read."""
+        self._send.close()
+
+    def close(self) -> None:
+        self._send.close()
+        self._receive.close()

@@ -52,6 +52,7 @@ COMMIT: Final = 4
 RELEASE: Final = 5
 ADJUST: Final = 6
 UNRECORD: Final = 7
+CHARGE: Final = 8
 _FIRST_SETTLEMENT: Final = COMMIT
 
 Message = tuple[int, Any, Any, Slot | None]
@@ -378,10 +379,14 @@ class BudgetCore:
             return None
         if op == CHECK:
             return (ledger.refusal(a), ledger.state(), ledger.windows_view())
+        if op == CHARGE:
+            ledger.charge(a)
+            log.debug("usage charged", **_describe(a))
+            return ledger.state()
         if op == RESET:
-            ledger.reset()
-            log.info("budget reset")
-            return None
+            reply = ledger.reset(a)
+            log.info("budget reset", window=a or "all")
+            return reply
         raise AssertionError(f"unknown op {op}")  # pragma: no cover
 
     def _shutdown(self) -> None:

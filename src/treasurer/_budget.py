@@ -15,6 +15,7 @@ import anyio
 
 from ._actor import (
     ADJUST,
+    CHARGE,
     CHECK,
     COMMIT,
     DEFAULT_MAILBOX_SIZE,
@@ -300,10 +301,33 @@ class Budget:
         """The per-request caps (``None`` where a request may be any size)."""
         return Caps._from_vector(self._core.per_request)
 
-    async def reset(self) -> None:
+    async def charge(self, **amounts: Unpack[Amounts]) -> Totals:
+        """Record usage that already happened, even past a cap, and return the totals.
+
+        Unlike :meth:`record` it is never refused: use it for spend reported
+        after the fact (a provider's bill, a call made outside the budget).
+        It counts toward alerts and makes later requests fail like any spend.
+        Applied even if the caller is cancelled while waiting.
+        """
+        ack = self._core.post(CHARGE, parse(dict(amounts)), ack=True)
+        assert ack is not None
+        state = await ack.wait()
+        if isinstance(state, BaseException):
+            raise state
+        return Totals._from_vector(state[0], state[2])  # type: ignore[index]
+
+    async def reset(self, window: str | None = None) -> None:
         """Zero all usage. Open reservations stay reserved, so settling them
-        later can never push the budget past its caps."""
-        await self._core.request(RESET)
+        later can never push the budget past its caps.
+
+        With ``window`` (a time window's name, e.g. ``"day"``), zero only that
+        window's current usage.
+        """
+        if window is not None:
+            names = [state.window.name for state in self._core.ledger.windows]  # fixed at open
+            if window not in names:
+                raise InvalidOption(f"no window named {window!r}; this budget has {names}")
+        await self._core.request(RESET, window)
 
     def snapshot(self) -> Snapshot:
         """Everything at once, consistent as of the actor's last batch."""

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
-from ._errors import BudgetExceeded, RequestTooLarge, ReservationError
+from ._errors import BudgetExceeded, InvalidOption, RequestTooLarge, ReservationError
 from ._events import (
     DEFAULT_THRESHOLDS,
     Event,
@@ -314,6 +314,11 @@ class Ledger:
         self.calls += 1
         return None
 
+    def charge(self, amount: Vector) -> None:
+        """Record usage that already happened, whatever the caps: it is never refused."""
+        self._charge(amount)
+        self.calls += 1
+
     def adjust(self, credit: tuple[int, ...]) -> None:
         """Give ``credit`` back to the budget (negative entries charge more).
 
@@ -345,13 +350,26 @@ class Ledger:
         self.adjust(amount)
         self.calls = max(self.calls - 1, 0)
 
-    def reset(self) -> None:
-        """Zero all usage, in every window; open reservations stay reserved."""
+    def reset(self, window: str | None = None) -> InvalidOption | None:
+        """Zero all usage, in every window; open reservations stay reserved.
+
+        With ``window``, zero only that time window's current usage.
+        """
+        if window is not None:
+            for scope, state in enumerate(self.windows):
+                if state.window.name == window:
+                    state.clear()
+                    for axis in state.capped:
+                        self._fired.pop((scope, axis), None)
+                    return None
+            names = [state.window.name for state in self.windows]
+            return InvalidOption(f"no window named {window!r}; this budget has {names}")
         self.used = [0] * len(AXES)
         self.calls = 0
         self._fired.clear()
-        for window in self.windows:
-            window.clear()
+        for state in self.windows:
+            state.clear()
+        return None
 
     # -- reads -------------------------------------------------------------------
 

@@ -238,9 +238,16 @@ class SyncBudget:
     def per_request(self) -> Caps:
         return self._budget.per_request
 
-    def reset(self) -> None:
-        """Zero usage; open reservations stay reserved."""
-        self._runner.run(self._budget.reset, what="reset()")
+    def charge(self, **amounts: Unpack[Amounts]) -> Totals:
+        """Record usage that already happened; never refused. See ``Budget.charge``."""
+        totals: Totals = self._runner.run(
+            functools.partial(self._budget.charge, **amounts), what="charge()"
+        )
+        return totals
+
+    def reset(self, window: str | None = None) -> None:
+        """Zero usage (or one window's); open reservations stay reserved."""
+        self._runner.run(self._budget.reset, window, what="reset()")
 
     @property
     def remaining(self) -> int | None:

@@ -512,12 +512,14 @@ DESIGNS: Final = (
         "treasurer reserve/commit, tokens only",
         lambda caps: _open_treasurer(caps, "tokens"),
         reference=False,
+        workloads=frozenset({"pairs", "tight"}),
     ),
     Design(
         TREASURER_CONSUME,
         "treasurer consume/refund (tokens)",
         lambda caps: _open_treasurer(caps, "consume"),
         reference=False,
+        workloads=frozenset({"pairs", "tight"}),
     ),
     *(
         [

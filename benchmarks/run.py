@@ -58,8 +58,8 @@ class Config:
     tight_n: int = 100
     tight_attempts_per_task: int = 100
     tight_grants: int = 1000
-    memory_n: int = 5000
-    memory_reps: int = 3
+    memory_n: int = 3000
+    memory_reps: int = 2
     thread_counts: tuple[int, ...] = (1, 4, 16)
     thread_pairs: int = 1500
     designs: tuple[str, ...] = field(default_factory=lambda: tuple(d.key for d in DESIGNS))
@@ -98,10 +98,6 @@ def backend_call(backend: str) -> dict[str, Any]:
     if backend == "uvloop":
         return {"backend": "asyncio", "backend_options": {"use_uvloop": True}}
     return {"backend": backend}
-
-
-async def _pairs(design: Design, *, n: int, k: int) -> workloads.Run:
-    return await workloads.pairs(design, n, k)
 
 
 async def _fanout(design: Design, *, n: int, delay: float) -> workloads.Run:
@@ -177,7 +173,19 @@ class Bench:
         c = self.config
         for n in c.ns:
             k = max(1, c.pairs // n)
-            await self.repeat(backend, "pairs", n, c.reps, partial(_pairs, n=n, k=k))
+            designs = self.designs(backend, "pairs")
+            started = time.perf_counter()
+            for rep in range(c.reps):
+                shift = rep % len(designs)
+                order = designs[shift:] + designs[:shift]
+                for design, run in zip(
+                    order, await workloads.pairs_round(order, n, k), strict=True
+                ):
+                    self.record(backend, "pairs", n, design, rep, run)
+            self.console.log(
+                f"{backend:8s} {'pairs':11s} N={n:<6,} {c.reps} x {len(designs)} designs "
+                f"in {time.perf_counter() - started:5.1f} s"
+            )
             for design in self.designs(backend, "pairs"):
                 try:
                     run = await workloads.pairs_timed(design, n, k)

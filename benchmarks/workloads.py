@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ from designs import (
     Caps,
     Design,
     Final_,
+    Instance,
     SyncInstance,
 )
 
@@ -112,6 +113,58 @@ async def pairs(design: Design, n: int, k: int) -> Run:
         seconds = await _gated(n, lambda: inst.pairs(k))
         problems = verify(inst, caps, pairs=n * k, actual=COMMIT)
     return Run(seconds, 2 * n * k, problems)
+
+
+async def pairs_round(designs: Sequence[Design], n: int, k: int) -> list[Run]:
+    """One round of the pairs workload: each design in turn, run by the same ``n`` tasks.
+
+    As :func:`pairs`, but the tasks are spawned once per round, not once per
+    design: spawning 10,000 anyio tasks costs more than most designs' whole
+    run, and is not what is measured. Between designs the tasks park on the
+    next design's gate.
+    """
+    caps = _pair_caps(n * k, n)
+    gates = [anyio.Event() for _ in designs]
+    done = [anyio.Event() for _ in designs]
+    all_parked = anyio.Event()
+    current: list[Instance] = []
+    errors: list[list[BaseException]] = [[] for _ in designs]
+    ready = 0
+    remaining = 0
+
+    async def worker() -> None:
+        nonlocal ready, remaining
+        ready += 1
+        if ready == n:
+            all_parked.set()
+        for phase in range(len(designs)):
+            await gates[phase].wait()
+            try:
+                await current[0].pairs(k)
+            except Exception as exc:
+                errors[phase].append(exc)
+            remaining -= 1
+            if remaining == 0:
+                done[phase].set()
+
+    runs = []
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(worker)
+        await all_parked.wait()
+        for phase, design in enumerate(designs):
+            async with design.open(caps) as inst:
+                current[:] = [inst]
+                remaining = n
+                gc.collect()
+                start = time.perf_counter()
+                gates[phase].set()
+                await done[phase].wait()
+                seconds = time.perf_counter() - start
+                problems = [f"crashed: {e!r}" for e in errors[phase][:3]]
+                problems += verify(inst, caps, pairs=n * k, actual=COMMIT)
+            runs.append(Run(seconds, 2 * n * k, problems))
+    return runs
 
 
 async def pairs_timed(design: Design, n: int, k: int) -> Run:

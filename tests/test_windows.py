@@ -178,7 +178,7 @@ class TestWindowAccounting:
         clock = FakeClock(utc(2026, 11, 22, 10, 50))
         async with treasurer.open_budget(windows=[Window.hour(tokens=100)], clock=clock) as b:
             async with b.reserve(tokens=80) as r:
-                clock.set(utc(2026, 11, 22, 11, 5))
+                clock.set(utc(2026, 11, 22, 11, 4))  # before its 15-minute time-to-live ends
                 answer = await b.check(tokens=21)
                 assert (answer.fits, answer.window) == (False, "hour")
                 assert answer.windows[0].remaining.tokens == 20

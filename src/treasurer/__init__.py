@@ -22,12 +22,14 @@ from ._errors import InvalidOption as InvalidOption
 from ._errors import LoopThreadError as LoopThreadError
 from ._errors import RequestTooLarge as RequestTooLarge
 from ._errors import ReservationError as ReservationError
+from ._errors import ReservationExpired as ReservationExpired
 from ._errors import TreasurerError as TreasurerError
 from ._errors import UnknownAxis as UnknownAxis
 from ._events import Event as Event
 from ._events import RequestRefused as RequestRefused
 from ._events import ReservationCommitted as ReservationCommitted
 from ._events import ReservationCreated as ReservationCreated
+from ._events import ReservationExpired as ReservationExpiredEvent
 from ._events import ReservationReleased as ReservationReleased
 from ._events import Subscription as Subscription
 from ._events import ThresholdCrossed as ThresholdCrossed
@@ -62,6 +64,8 @@ __all__ = (
     "ReservationCommitted",
     "ReservationCreated",
     "ReservationError",
+    "ReservationExpired",
+    "ReservationExpiredEvent",
     "ReservationReleased",
     "Snapshot",
     "Statistics",

@@ -24,7 +24,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -53,11 +53,13 @@ RELEASE: Final = 5
 ADJUST: Final = 6
 UNRECORD: Final = 7
 CHARGE: Final = 8
+TICK: Final = 9  # from the timer: a batch with nothing to do but let time pass
 _FIRST_SETTLEMENT: Final = COMMIT
 
 Message = tuple[int, Any, Any, Slot | None]
 
 DEFAULT_MAILBOX_SIZE: Final = 4096
+_MIN_TIMER_SLEEP: Final = 0.001  # seconds; no busy loop if the clocks disagree
 _LOG_LEVELS: Final = {
     "info": logging.INFO,
     "warning": logging.WARNING,
@@ -84,12 +86,21 @@ class BudgetCore:
         clock: Callable[[], datetime] = utc_now,
         thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
         on_event: Callable[[Event], object] | None = None,
+        reservation_ttl: timedelta | None = None,
     ) -> None:
         self.name: Final = name or f"budget-{next(_names)}"
         self.caps: Final = caps
         self.per_request: Final = per_request
         self.clock: Final = clock
-        self.ledger = Ledger(caps, self.name, per_request, windows, clock(), thresholds)
+        self.ledger = Ledger(
+            caps, self.name, per_request, windows, clock(), thresholds, reservation_ttl
+        )
+        # Whether batches must read the clock: windows or reservation deadlines.
+        self.uses_time = bool(windows) or reservation_ttl is not None
+        # The earliest reservation deadline, published by the actor for the timer.
+        self.next_deadline: datetime | None = None
+        self._timer_target: datetime | None = None
+        self._timer_wakeup = anyio.Event()
         self.on_event: Final = on_event
         self._async_callback: Final = on_event is not None and inspect.iscoroutinefunction(on_event)
         self.subscribers: set[Subscription] = set()
@@ -171,7 +182,8 @@ class BudgetCore:
         if isinstance(reply, BaseException) or self.closed:
             return
         if op == RESERVE:
-            self.post(RELEASE, reply)
+            assert isinstance(reply, tuple)
+            self.post(RELEASE, reply[0])
         elif op == RECORD:
             self.post(UNRECORD, amount)
 
@@ -273,7 +285,7 @@ class BudgetCore:
         if self._before_batch is not None:
             self._before_batch(batch)
         ledger = self.ledger
-        if ledger.windows:  # one clock read per batch
+        if self.uses_time:  # one clock read per batch
             ledger.advance(self.clock())
         log = self.log
         closing = self.closed
@@ -292,6 +304,8 @@ class BudgetCore:
         if ledger.events:
             events, ledger.events = ledger.events, []
             self._deliver(events)
+        if self.uses_time:
+            self._publish_deadline()
         if self._after_batch is not None:
             self._after_batch(batch)
         count = len(batch)
@@ -299,6 +313,41 @@ class BudgetCore:
         self._batches_served += 1
         if count > self._peak_batch:
             self._peak_batch = count
+
+    async def run_timer(self) -> None:
+        """Wake the actor at the next reservation deadline, even if nobody calls.
+
+        Sleeps until the earliest deadline the actor last published (on the
+        budget's clock), then posts a TICK; the actor expires what is due at
+        the start of that batch. The actor wakes it early when an earlier
+        deadline appears. Not a scan: one sleep per distinct deadline.
+        """
+        while not self.closed:
+            deadline = self.next_deadline
+            self._timer_target = deadline
+            wakeup = self._timer_wakeup = anyio.Event()
+            if deadline is None:
+                await wakeup.wait()
+                continue
+            delay = (deadline - self.clock()).total_seconds()
+            if delay > 0:
+                # Sleep on the event loop's clock, then look again on the budget's
+                # clock: the two may differ slightly, and only the budget's decides.
+                with anyio.move_on_after(max(delay, _MIN_TIMER_SLEEP)):
+                    await wakeup.wait()
+                continue
+            # Due by the budget's clock, which the actor reads next: it will expire
+            # the reservation and move the deadline on, which wakes this task.
+            self.post(TICK)
+            await wakeup.wait()
+
+    def _publish_deadline(self) -> None:
+        """Tell the timer about the next deadline when it changed (actor only)."""
+        ledger = self.ledger
+        deadline = ledger.next_deadline() if ledger.reservations else None
+        self.next_deadline = deadline
+        if deadline != self._timer_target:
+            self._timer_wakeup.set()
 
     def _deliver(self, events: list[Event]) -> None:
         """Hand events out without waiting on anyone: log, callback, subscribers."""
@@ -348,20 +397,23 @@ class BudgetCore:
     @staticmethod
     def _apply(ledger: Ledger, log: Any, op: int, a: Any, b: Any) -> object:
         if op == RESERVE:
-            reply: object = ledger.reserve(a)
-            if isinstance(reply, BudgetExceeded):
-                log.info("request refused", op="reserve", cap=reply.cap, error=str(reply))
-            else:
-                log.debug("reservation granted", reservation=reply, **_describe(a))
-            return reply
+            granted = ledger.reserve(a, b)
+            if isinstance(granted, BudgetExceeded):
+                log.info("request refused", op="reserve", cap=granted.cap, error=str(granted))
+                return granted
+            log.debug("reservation granted", reservation=granted, **_describe(a))
+            return (granted, ledger.deadline(granted))
+        # Handles settle each reservation exactly once, so an unknown id has expired.
         if op == COMMIT:
-            reply = ledger.commit(a, b)
+            reply: object = ledger.commit(a, b, expired_ok=True)
             log.debug("reservation committed", reservation=a, **_describe(b))
             return reply
         if op == RELEASE:
-            reply = ledger.release(a)
+            reply = ledger.release(a, expired_ok=True)
             log.debug("reservation released", reservation=a)
             return reply
+        if op == TICK:
+            return None
         if op == RECORD:
             refusal = ledger.record(a)
             if refusal is not None:
@@ -395,6 +447,7 @@ class BudgetCore:
         Synchronous, so it runs to the end even in a cancelled task.
         """
         self.closed = True
+        self._timer_wakeup.set()
         # A batch cut short by a failure: its delivered slots ignore a second answer,
         # and its settlements are not applied again (nothing is, after a failure).
         pending = self._pending
@@ -435,3 +488,4 @@ class BudgetCore:
         """Refuse new calls; the actor finishes what is queued, then stops."""
         self.closed = True
         self._send.close()
+        self._timer_wakeup.set()

@@ -7,7 +7,7 @@ import inspect
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar, Unpack
 
@@ -46,6 +46,7 @@ from ._errors import (
     InvalidOption,
     RequestTooLarge,
     ReservationError,
+    ReservationExpired,
     UnknownAxis,
 )
 from ._events import DEFAULT_THRESHOLDS, Event, Subscription
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from ._sync import SyncBudget
 
 Clock = Callable[[], datetime]
+DEFAULT_RESERVATION_TTL: Final = timedelta(minutes=15)
 
 _NEW: Final = 0
 _OPEN: Final = 1
@@ -73,14 +75,21 @@ class Reservation:
     or by cancellation) releases it. It settles exactly once.
     """
 
-    __slots__ = ("_ack", "_amount", "_core", "_id", "_state")
+    __slots__ = ("_ack", "_amount", "_core", "_deadline", "_id", "_state", "_ttl")
 
-    def __init__(self, core: BudgetCore, amount: Vector) -> None:
+    def __init__(self, core: BudgetCore, amount: Vector, ttl: timedelta | None = None) -> None:
         self._core = core
         self._amount = amount
+        self._ttl = ttl
         self._id = 0
+        self._deadline: datetime | None = None
         self._state = _NEW
         self._ack: Slot | None = None
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When the budget releases it if still unsettled (``None``: never), on its clock."""
+        return self._deadline
 
     @property
     def id(self) -> int:
@@ -100,7 +109,7 @@ class Reservation:
     async def __aenter__(self) -> Reservation:
         if self._state != _NEW:
             raise ReservationError("a reservation can be entered only once")
-        self._id = await self._core.request(RESERVE, self._amount)
+        self._id, self._deadline = await self._core.request(RESERVE, self._amount, self._ttl)
         self._state = _OPEN
         return self
 
@@ -111,11 +120,23 @@ class Reservation:
         was reserved. Spend above the estimate is recorded even past a cap:
         it happened. Synchronous and never blocks, so it works anywhere,
         including in a cancelled scope.
+
+        Past the reservation's :attr:`deadline` the budget has released it:
+        the usage is recorded all the same, and :class:`ReservationExpired` is
+        raised here (or, if the budget expired it a moment before this call
+        could tell, when the block ends).
         """
         self._check_open()
         usage = parse(dict(actual), default_requests=self._amount[REQUESTS])
         self._ack = self._core.post(COMMIT, self._id, usage, ack=True)
         self._state = _SETTLED
+        deadline = self._deadline
+        if deadline is not None and self._core.clock() >= deadline:
+            self._ack = None  # the answer is this error; do not raise it twice
+            raise ReservationExpired(
+                f"reservation {self._id} expired at {deadline.isoformat()} before it was "
+                "committed; its usage was recorded all the same"
+            )
 
     def release(self) -> None:
         """Give the whole reservation back without recording usage."""
@@ -158,7 +179,11 @@ class Reservation:
         else:
             with anyio.CancelScope(shield=True):
                 reply = await ack.wait()
-        if isinstance(reply, BaseException) and not isinstance(reply, BudgetClosed):
+        if isinstance(reply, ReservationExpired) and exc_type is None:
+            raise reply
+        if isinstance(reply, BaseException) and not isinstance(
+            reply, BudgetClosed | ReservationExpired
+        ):
             raise reply  # pragma: no cover - a ledger bug, never expected
 
     def __del__(self) -> None:
@@ -260,12 +285,16 @@ class Budget:
         state: State = await self._core.request(RECORD, parse(dict(amounts)))
         return Totals._from_vector(state[0], state[2])
 
-    def reserve(self, **amounts: Unpack[Amounts]) -> Reservation:
+    def reserve(self, *, ttl: timedelta | None = None, **amounts: Unpack[Amounts]) -> Reservation:
         """Hold an estimate for one call; use as ``async with budget.reserve(...) as r``.
 
+        ``ttl`` overrides the budget's reservation time-to-live for this one.
         The amounts are validated here, so bad input raises before anything is sent.
         """
-        return Reservation(self._core, parse(dict(amounts)))
+        if ttl is not None:
+            _check_ttl(ttl, "ttl")
+            self._core.uses_time = True
+        return Reservation(self._core, parse(dict(amounts)), ttl)
 
     async def check(self, **amounts: Unpack[Amounts]) -> Check:
         """Would this request fit now? Reserves nothing and changes nothing.
@@ -420,6 +449,18 @@ def validated_thresholds(thresholds: object, on_event: object) -> tuple[int, ...
     return tuple(sorted(values))
 
 
+def _check_ttl(ttl: object, name: str) -> None:
+    if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+        raise InvalidOption(f"{name} must be a positive timedelta, not {ttl!r}")
+
+
+def validated_ttl(reservation_ttl: object) -> timedelta | None:
+    """The default reservation time-to-live of :func:`open_budget`, validated."""
+    if reservation_ttl is not None:
+        _check_ttl(reservation_ttl, "reservation_ttl")
+    return reservation_ttl  # type: ignore[return-value]
+
+
 def validate_mailbox_size(mailbox_size: object) -> None:
     if count(mailbox_size, "mailbox_size") < 1:
         raise InvalidAmount("mailbox_size must be >= 1")
@@ -463,6 +504,7 @@ async def open_budget(
     clock: Clock | None = None,
     thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
     on_event: Callable[[Event], object] | None = None,
+    reservation_ttl: timedelta | None = DEFAULT_RESERVATION_TTL,
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
 ) -> AsyncIterator[Budget]:
     """Open a budget whose actor lives as long as the ``async with`` block.
@@ -476,13 +518,16 @@ async def open_budget(
     callable returning an aware ``datetime``) replaces the system clock, for
     tests. ``thresholds`` are the percentages of each cap at which a
     :class:`ThresholdCrossed` event fires; ``on_event`` (a function or an
-    async function) receives every event. After the block, every call raises
-    :class:`BudgetClosed`.
+    async function) receives every event. A reservation left unsettled for
+    ``reservation_ttl`` (15 minutes unless given; ``None`` for never) is
+    released by the budget at its deadline. After the block, every call
+    raises :class:`BudgetClosed`.
     """
     caps = validated_caps(input_tokens, output_tokens, tokens, usd, requests, max_tokens)
     per_request_caps = validated_per_request(per_request)
     window_specs, clock_function = validated_windows(windows, clock)
     threshold_values = validated_thresholds(thresholds, on_event)
+    ttl = validated_ttl(reservation_ttl)
     validate_mailbox_size(mailbox_size)
     core = BudgetCore(
         caps,
@@ -493,11 +538,13 @@ async def open_budget(
         clock=clock_function,
         thresholds=threshold_values,
         on_event=on_event,
+        reservation_ttl=ttl,
     )
     body_error: BaseException | None = None
     async with anyio.create_task_group() as task_group:
         core.spawn = task_group.start_soon
         task_group.start_soon(core.run, name=f"treasurer actor {core.name}")
+        task_group.start_soon(core.run_timer, name=f"treasurer timer {core.name}")
         try:
             yield Budget(core)
         except anyio.get_cancelled_exc_class():

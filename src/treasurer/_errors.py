@@ -126,6 +126,13 @@ class AlreadySettled(ReservationError):
     """The reservation was already committed or released; it settles once."""
 
 
+class ReservationExpired(ReservationError):
+    """The reservation outlived its time-to-live and was released by the budget.
+
+    The usage passed to the late commit was still recorded: that spend happened.
+    """
+
+
 class BudgetClosed(TreasurerError, RuntimeError):
     """The budget's ``async with`` block has ended; it serves no more calls."""
 

@@ -92,6 +92,22 @@ class ReservationReleased(Event):
 
 
 @attrs.frozen(kw_only=True)
+class ReservationExpired(Event):
+    """A reservation reached its deadline unsettled and was released."""
+
+    reservation: int
+    amount: Usage
+    deadline: datetime
+
+    @property
+    def message(self) -> str:
+        return (
+            f"budget {self.budget!r}: reservation {self.reservation} expired unsettled "
+            f"at {self.deadline.isoformat()} and was released"
+        )
+
+
+@attrs.frozen(kw_only=True)
 class WindowRolledOver(Event):
     """A time window dropped usage: a new calendar period began, or charges aged out."""
 

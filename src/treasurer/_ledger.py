@@ -7,12 +7,19 @@ caller's task raises them with its own traceback and the actor never unwinds.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
-from ._errors import BudgetExceeded, InvalidOption, RequestTooLarge, ReservationError
+from ._errors import (
+    BudgetExceeded,
+    InvalidOption,
+    RequestTooLarge,
+    ReservationError,
+    ReservationExpired,
+)
 from ._events import (
     DEFAULT_THRESHOLDS,
     Event,
@@ -23,6 +30,9 @@ from ._events import (
     ThresholdCrossed,
     WindowRolledOver,
     threshold_level,
+)
+from ._events import (
+    ReservationExpired as ReservationExpiredEvent,
 )
 from ._types import Usage
 from ._windows import Window, WindowState
@@ -45,11 +55,14 @@ class Ledger:
 
     __slots__ = (
         "_capped",
+        "_deadline_of",
+        "_deadlines",
         "_fired",
         "_next_id",
         "_per_request_capped",
         "calls",
         "caps",
+        "default_ttl",
         "events",
         "name",
         "now",
@@ -70,8 +83,13 @@ class Ledger:
         windows: Sequence[Window] = (),
         now: datetime = _EPOCH,
         thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
+        default_ttl: timedelta | None = None,
     ) -> None:
         self.name: Final = name
+        self.default_ttl = default_ttl
+        # (deadline, reservation id): a heap, so expiry never scans reservations.
+        self._deadlines: list[tuple[datetime, int]] = []
+        self._deadline_of: dict[int, datetime] = {}
         self.caps: Final = caps
         self.per_request: Final = per_request
         self.now = now
@@ -172,6 +190,8 @@ class Ledger:
         Those windows re-arm their thresholds; a calendar one emits WindowRolledOver.
         """
         self.now = now
+        if self._deadlines and self._deadlines[0][0] <= now:
+            self._expire(now)
         rolled = []
         for scope, state in enumerate(self.windows):
             if state.advance(now):
@@ -248,8 +268,12 @@ class Ledger:
 
     # -- operations (the actor's message handlers) -------------------------------
 
-    def reserve(self, amount: Vector) -> int | BudgetExceeded:
-        """Hold ``amount`` until it is committed or released; returns its id."""
+    def reserve(self, amount: Vector, ttl: timedelta | None = None) -> int | BudgetExceeded:
+        """Hold ``amount`` until committed, released or expired; returns its id.
+
+        ``ttl`` is the time-to-live; ``None`` means the ledger's default
+        (which may be no expiry at all). See :meth:`deadline`.
+        """
         refusal = self.refusal(amount)
         if refusal is not None:
             return self._refused(refusal)
@@ -259,6 +283,11 @@ class Ledger:
         reservation_id = self._next_id
         self._next_id = reservation_id + 1
         self.reservations[reservation_id] = amount
+        ttl = self.default_ttl if ttl is None else ttl
+        deadline = None if ttl is None else self.now + ttl
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, reservation_id))
+            self._deadline_of[reservation_id] = deadline
         if self.verbose:
             self.events.append(
                 ReservationCreated(
@@ -270,10 +299,59 @@ class Ledger:
             )
         return reservation_id
 
-    def commit(self, reservation_id: int, actual: Vector) -> ReservationError | None:
-        """End a reservation, charging what was really used, even past a cap."""
+    def deadline(self, reservation_id: int) -> datetime | None:
+        """When an open reservation expires (``None``: never)."""
+        return self._deadline_of.get(reservation_id)
+
+    def next_deadline(self) -> datetime | None:
+        """When the next open reservation expires (``None``: none will)."""
+        deadlines, reservations = self._deadlines, self.reservations
+        while deadlines and deadlines[0][1] not in reservations:
+            heapq.heappop(deadlines)  # settled already: dropped lazily, never scanned for
+        return deadlines[0][0] if deadlines else None
+
+    def _expire(self, now: datetime) -> None:
+        deadlines, reservations = self._deadlines, self.reservations
+        while deadlines and deadlines[0][0] <= now:
+            deadline, reservation_id = heapq.heappop(deadlines)
+            held = reservations.pop(reservation_id, None)
+            if held is None:
+                continue
+            del self._deadline_of[reservation_id]
+            reserved = self.reserved
+            for axis, value in enumerate(held):
+                reserved[axis] -= value
+            self.events.append(
+                ReservationExpiredEvent(
+                    budget=self.name,
+                    at=now,
+                    level="warning",
+                    reservation=reservation_id,
+                    amount=Usage._from_vector(held),
+                    deadline=deadline,
+                )
+            )
+
+    def commit(
+        self, reservation_id: int, actual: Vector, *, expired_ok: bool = False
+    ) -> ReservationError | None:
+        """End a reservation, charging what was really used, even past a cap.
+
+        With ``expired_ok`` (the caller vouches that it settles each
+        reservation once, as the handles do), an issued id that is no longer
+        open can only have expired: ``actual`` is still charged, since that
+        spend happened, and the answer is :class:`ReservationExpired`.
+        """
         held = self.reservations.pop(reservation_id, None)
+        if self._deadline_of:
+            self._deadline_of.pop(reservation_id, None)
         if held is None:
+            if expired_ok and 0 < reservation_id < self._next_id:
+                self.charge(actual)
+                return ReservationExpired(
+                    f"reservation {reservation_id} expired before it was committed; "
+                    "its usage was recorded all the same"
+                )
             return ReservationError(f"reservation {reservation_id} is not open")
         reserved = self.reserved
         for axis, value in enumerate(held):
@@ -291,10 +369,17 @@ class Ledger:
             )
         return None
 
-    def release(self, reservation_id: int) -> ReservationError | None:
-        """End a reservation without charging anything."""
+    def release(self, reservation_id: int, *, expired_ok: bool = False) -> ReservationError | None:
+        """End a reservation without charging anything.
+
+        With ``expired_ok`` (see :meth:`commit`), releasing an expired one is a no-op.
+        """
         held = self.reservations.pop(reservation_id, None)
+        if self._deadline_of:
+            self._deadline_of.pop(reservation_id, None)
         if held is None:
+            if expired_ok and 0 < reservation_id < self._next_id:
+                return None  # expired: already released
             return ReservationError(f"reservation {reservation_id} is not open")
         reserved = self.reserved
         for axis, value in enumerate(held):

@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, Unpack
 
@@ -142,6 +142,10 @@ class SyncReservation:
     def settled(self) -> bool:
         return self._reservation.settled
 
+    @property
+    def deadline(self) -> datetime | None:
+        return self._reservation.deadline
+
     def __enter__(self) -> SyncReservation:
         reservation = self._reservation
         try:
@@ -220,12 +224,14 @@ class SyncBudget:
         )
         return totals
 
-    def reserve(self, **amounts: Unpack[Amounts]) -> SyncReservation:
+    def reserve(
+        self, *, ttl: timedelta | None = None, **amounts: Unpack[Amounts]
+    ) -> SyncReservation:
         """Hold an estimate for one call: ``with budget.reserve(...) as r: ...``.
 
         The amounts are validated here, in the calling thread.
         """
-        return SyncReservation(self._runner, self._budget.reserve(**amounts))
+        return SyncReservation(self._runner, self._budget.reserve(ttl=ttl, **amounts))
 
     def check(self, **amounts: Unpack[Amounts]) -> Check:
         """Would this request fit now? See :meth:`treasurer.Budget.check`."""
@@ -362,6 +368,7 @@ def open_budget(
     clock: Callable[[], datetime] | None = None,
     thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
     on_event: Callable[[Event], object] | None = None,
+    reservation_ttl: timedelta | None = _budget.DEFAULT_RESERVATION_TTL,
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
     backend: Backend = "asyncio",
     backend_options: dict[str, Any] | None = None,
@@ -388,6 +395,7 @@ def open_budget(
         "clock": clock,
         "thresholds": thresholds,
         "on_event": on_event,
+        "reservation_ttl": reservation_ttl,
         "mailbox_size": mailbox_size,
     }
     # Bad input raises here, in the caller's thread, before any thread starts.
@@ -395,6 +403,7 @@ def open_budget(
     _budget.validated_per_request(per_request)
     _budget.validated_windows(windows, clock)
     _budget.validated_thresholds(thresholds, on_event)
+    _budget.validated_ttl(reservation_ttl)
     _budget.validate_mailbox_size(mailbox_size)
     if str(backend) not in _BACKENDS:  # for callers without a type checker
         raise InvalidOption(f"backend must be 'asyncio' or 'trio', not {backend!r}")

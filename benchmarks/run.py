@@ -365,7 +365,14 @@ def markdown_section(
         f"{c['tight_attempts_per_task']} attempts for {c['tight_grants']:,} grants; memory with "
         f"{c['memory_n']:,} waiting tasks.",
         "- Nothing else was stopped for the run: other work may have been running on the "
-        "second core.",
+        "second core"
+        + (
+            f" (1-minute load average {meta['load_average_1min'][0]} before the run and "
+            f"{meta['load_average_1min'][1]} after; the bench used {meta['cpu_s'] / 60:.1f} "
+            f"minutes of CPU in {meta['duration_s'] / 60:.1f} minutes)."
+            if "load_average_1min" in meta
+            else "."
+        ),
         "- Overspend and final-state checks: "
         + (
             "**all runs passed**."
@@ -473,7 +480,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    # The bench is an application, so it configures structlog, which the library never
+    # does (unconfigured, structlog prints every debug event). ERROR, not WARNING:
+    # every run here takes its budget to the cap, so the library's "threshold
+    # crossed" warnings (50/75/90/100 %) would be printed inside the timed region.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     # Wide enough for the tables when the output is not a terminal (nox, CI logs).
     console = Console(width=None if sys.stdout.isatty() else 160)
     if args.profile:
@@ -514,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(config, console)
     started = datetime.now(UTC)
     clock = time.perf_counter()
+    cpu = time.process_time()
+    load_before = os.getloadavg()[0]
     gc.collect()
     for backend in config.backends:
         anyio.run(bench.backend, backend, **backend_call(backend))
@@ -524,6 +537,10 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {
             "started": started.isoformat(timespec="seconds"),
             "duration_s": round(duration, 1),
+            # This process's CPU time, and the 1-minute load average of the machine
+            # before and after: how much else was running shows in these.
+            "cpu_s": round(time.process_time() - cpu, 1),
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "machine": machine(),
             "config": asdict(config),
             "op": "one reserve or one settle (commit, refund); a pair is two ops",

@@ -25,14 +25,14 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
 import structlog
 from anyio import ClosedResourceError, EndOfStream, WouldBlock
 
 from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
-from ._errors import BudgetBroken, BudgetClosed, BudgetExceeded
+from ._errors import BudgetBroken, BudgetClosed, BudgetExceeded, RequestTooLarge
 from ._events import DEFAULT_THRESHOLDS, Event, Subscription, ThresholdCrossed, WindowRolledOver
 from ._ledger import Ledger, State, WindowsView
 from ._slots import Slot, slot_factory
@@ -47,13 +47,16 @@ RESERVE: Final = 0
 RECORD: Final = 1
 RESET: Final = 2
 CHECK: Final = 3
+RESERVE_WAIT: Final = 4
 # Settlements (always applied).
-COMMIT: Final = 4
-RELEASE: Final = 5
-ADJUST: Final = 6
-UNRECORD: Final = 7
-CHARGE: Final = 8
-TICK: Final = 9  # from the timer: a batch with nothing to do but let time pass
+COMMIT: Final = 5
+RELEASE: Final = 6
+ADJUST: Final = 7
+UNRECORD: Final = 8
+CHARGE: Final = 9
+# A batch with nothing to do but let time pass (from the timer) or let the
+# waiters' queue move (a waiter gave up).
+TICK: Final = 10
 _FIRST_SETTLEMENT: Final = COMMIT
 
 Message = tuple[int, Any, Any, Slot | None]
@@ -167,6 +170,8 @@ class BudgetCore:
             delivered, granted = slot.abandon()
             if delivered:
                 self._undo(op, a, granted)
+            elif op == RESERVE_WAIT and not self.closed:
+                self.post(TICK)  # if it was at the head, the queue may move now
             if isinstance(exc, ClosedResourceError | anyio.BrokenResourceError):  # pragma: no cover
                 # Defensive: the closed flag is set before either end of the mailbox
                 # closes, so a caller reaching send() after close was refused above.
@@ -181,7 +186,7 @@ class BudgetCore:
     def _undo(self, op: int, amount: object, reply: object) -> None:
         if isinstance(reply, BaseException) or self.closed:
             return
-        if op == RESERVE:
+        if op in (RESERVE, RESERVE_WAIT):
             assert isinstance(reply, tuple)
             self.post(RELEASE, reply[0])
         elif op == RECORD:
@@ -241,6 +246,7 @@ class BudgetCore:
             peak_batch_size=self._peak_batch,
             open_reservations=self.state[3],
             tasks_waiting=self._waiting,
+            reservations_waiting=len(self.ledger.waiting),
         )
 
     # -- the actor -----------------------------------------------------------------
@@ -297,9 +303,17 @@ class BudgetCore:
                 if closing:
                     slot.deliver(self.closed_error())
                     continue
+                if op == RESERVE_WAIT and (ledger.waiting or not self._fits(ledger, a, slot)):
+                    ledger.wait(slot, a, b)  # answered when granted, in arrival order
+                    log.debug("reservation waiting", waiting=len(ledger.waiting), **_describe(a))
+                    continue
             reply = self._apply(ledger, log, op, a, b)
             if slot is not None:
                 slot.deliver(reply)
+        if ledger.waiting:
+            for ticket, reservation_id, deadline in ledger.serve_waiters():
+                log.debug("reservation granted after waiting", reservation=reservation_id)
+                cast(Slot, ticket).deliver((reservation_id, deadline))
         self.publish()
         if ledger.events:
             events, ledger.events = ledger.events, []
@@ -344,7 +358,7 @@ class BudgetCore:
     def _publish_deadline(self) -> None:
         """Tell the timer about the next deadline when it changed (actor only)."""
         ledger = self.ledger
-        deadline = ledger.next_deadline() if ledger.reservations else None
+        deadline = ledger.next_deadline() if ledger.reservations or ledger.waiting else None
         self.next_deadline = deadline
         if deadline != self._timer_target:
             self._timer_wakeup.set()
@@ -395,8 +409,14 @@ class BudgetCore:
         self.ledger.verbose = self.on_event is not None or bool(self.subscribers)
 
     @staticmethod
+    def _fits(ledger: Ledger, amount: Vector, slot: Slot) -> bool:
+        """Whether a waiting request can be answered now: it fits, or never will."""
+        refusal = ledger.refusal(amount)
+        return refusal is None or isinstance(refusal, RequestTooLarge)
+
+    @staticmethod
     def _apply(ledger: Ledger, log: Any, op: int, a: Any, b: Any) -> object:
-        if op == RESERVE:
+        if op in (RESERVE, RESERVE_WAIT):
             granted = ledger.reserve(a, b)
             if isinstance(granted, BudgetExceeded):
                 log.info("request refused", op="reserve", cap=granted.cap, error=str(granted))
@@ -461,6 +481,9 @@ class BudgetCore:
         pending.extend(self._overflow)
         self._overflow.clear()
         error = self.closed_error()
+        for ticket, _, _ in self.ledger.waiting:
+            cast(Slot, ticket).deliver(error)
+        self.ledger.waiting.clear()
         for op, a, b, slot in pending:
             if op >= _FIRST_SETTLEMENT and self._failure is None:
                 reply = self._apply(self.ledger, self.log, op, a, b)

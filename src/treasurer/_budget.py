@@ -22,6 +22,7 @@ from ._actor import (
     RECORD,
     RELEASE,
     RESERVE,
+    RESERVE_WAIT,
     RESET,
     BudgetCore,
 )
@@ -75,12 +76,15 @@ class Reservation:
     or by cancellation) releases it. It settles exactly once.
     """
 
-    __slots__ = ("_ack", "_amount", "_core", "_deadline", "_id", "_state", "_ttl")
+    __slots__ = ("_ack", "_amount", "_core", "_deadline", "_id", "_state", "_ttl", "_wait")
 
-    def __init__(self, core: BudgetCore, amount: Vector, ttl: timedelta | None = None) -> None:
+    def __init__(
+        self, core: BudgetCore, amount: Vector, ttl: timedelta | None = None, wait: bool = False
+    ) -> None:
         self._core = core
         self._amount = amount
         self._ttl = ttl
+        self._wait = wait
         self._id = 0
         self._deadline: datetime | None = None
         self._state = _NEW
@@ -109,7 +113,8 @@ class Reservation:
     async def __aenter__(self) -> Reservation:
         if self._state != _NEW:
             raise ReservationError("a reservation can be entered only once")
-        self._id, self._deadline = await self._core.request(RESERVE, self._amount, self._ttl)
+        op = RESERVE_WAIT if self._wait else RESERVE
+        self._id, self._deadline = await self._core.request(op, self._amount, self._ttl)
         self._state = _OPEN
         return self
 
@@ -285,16 +290,24 @@ class Budget:
         state: State = await self._core.request(RECORD, parse(dict(amounts)))
         return Totals._from_vector(state[0], state[2])
 
-    def reserve(self, *, ttl: timedelta | None = None, **amounts: Unpack[Amounts]) -> Reservation:
+    def reserve(
+        self, *, ttl: timedelta | None = None, wait: bool = False, **amounts: Unpack[Amounts]
+    ) -> Reservation:
         """Hold an estimate for one call; use as ``async with budget.reserve(...) as r``.
 
         ``ttl`` overrides the budget's reservation time-to-live for this one.
-        The amounts are validated here, so bad input raises before anything is sent.
+        With ``wait=True``, a request that does not fit yet waits, first come
+        first served, until releases or a window rolling over make room
+        (bound the wait with ``anyio.fail_after``); one larger than a cap
+        still raises at once. The amounts are validated here, so bad input
+        raises before anything is sent.
         """
         if ttl is not None:
             _check_ttl(ttl, "ttl")
             self._core.uses_time = True
-        return Reservation(self._core, parse(dict(amounts)), ttl)
+        if not isinstance(wait, bool):
+            raise InvalidOption(f"wait must be True or False, not {wait!r}")
+        return Reservation(self._core, parse(dict(amounts)), ttl, wait)
 
     async def check(self, **amounts: Unpack[Amounts]) -> Check:
         """Would this request fit now? Reserves nothing and changes nothing.

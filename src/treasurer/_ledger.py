@@ -8,9 +8,10 @@ caller's task raises them with its own traceback and the actor never unwinds.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
 from ._errors import (
@@ -46,6 +47,14 @@ WindowsView = tuple[tuple[Window, Vector, datetime | None], ...]
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+class Ticket(Protocol):
+    """Whatever the actor uses to answer a waiting request; the ledger only asks
+    whether its holder gave up."""
+
+    @property
+    def abandoned(self) -> bool: ...
+
+
 def _vector(values: list[int]) -> Vector:
     return (values[0], values[1], values[2], values[3], values[4])
 
@@ -72,6 +81,7 @@ class Ledger:
         "thresholds",
         "used",
         "verbose",
+        "waiting",
         "windows",
     )
 
@@ -90,6 +100,8 @@ class Ledger:
         # (deadline, reservation id): a heap, so expiry never scans reservations.
         self._deadlines: list[tuple[datetime, int]] = []
         self._deadline_of: dict[int, datetime] = {}
+        # Reservations waiting for room, in arrival order.
+        self.waiting: deque[tuple[Ticket, Vector, timedelta | None]] = deque()
         self.caps: Final = caps
         self.per_request: Final = per_request
         self.now = now
@@ -304,11 +316,46 @@ class Ledger:
         return self._deadline_of.get(reservation_id)
 
     def next_deadline(self) -> datetime | None:
-        """When the next open reservation expires (``None``: none will)."""
+        """The next instant time alone changes something: a reservation expires,
+        or, while requests wait, a window frees usage (``None``: nothing is due)."""
         deadlines, reservations = self._deadlines, self.reservations
         while deadlines and deadlines[0][1] not in reservations:
             heapq.heappop(deadlines)  # settled already: dropped lazily, never scanned for
-        return deadlines[0][0] if deadlines else None
+        due = deadlines[0][0] if deadlines else None
+        if self.waiting:
+            for window in self.windows:
+                resets = window.resets_at()
+                if resets is not None and (due is None or resets < due):
+                    due = resets
+        return due
+
+    # -- waiting for budget --------------------------------------------------------
+
+    def wait(self, ticket: Ticket, amount: Vector, ttl: timedelta | None) -> None:
+        """Queue a reservation that does not fit yet; :meth:`serve_waiters` grants it."""
+        self.waiting.append((ticket, amount, ttl))
+
+    def serve_waiters(self) -> list[tuple[Ticket, int, datetime | None]]:
+        """Grant waiting reservations in arrival order, from the head only.
+
+        Stops at the first that still does not fit, so a large request at the
+        head is never overtaken by smaller ones behind it. Tickets whose
+        holder gave up are dropped. Returns (ticket, id, deadline) per grant.
+        """
+        granted = []
+        waiting = self.waiting
+        while waiting:
+            ticket, amount, ttl = waiting[0]
+            if ticket.abandoned:
+                waiting.popleft()
+                continue
+            if self.refusal(amount) is not None:
+                break
+            waiting.popleft()
+            reservation_id = self.reserve(amount, ttl)
+            assert isinstance(reservation_id, int)
+            granted.append((ticket, reservation_id, self.deadline(reservation_id)))
+        return granted
 
     def _expire(self, now: datetime) -> None:
         deadlines, reservations = self._deadlines, self.reservations

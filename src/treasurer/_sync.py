@@ -225,13 +225,15 @@ class SyncBudget:
         return totals
 
     def reserve(
-        self, *, ttl: timedelta | None = None, **amounts: Unpack[Amounts]
+        self, *, ttl: timedelta | None = None, wait: bool = False, **amounts: Unpack[Amounts]
     ) -> SyncReservation:
         """Hold an estimate for one call: ``with budget.reserve(...) as r: ...``.
 
-        The amounts are validated here, in the calling thread.
+        See :meth:`treasurer.Budget.reserve`; with ``wait=True`` the thread
+        blocks until the reservation fits. The amounts are validated here, in
+        the calling thread.
         """
-        return SyncReservation(self._runner, self._budget.reserve(ttl=ttl, **amounts))
+        return SyncReservation(self._runner, self._budget.reserve(ttl=ttl, wait=wait, **amounts))
 
     def check(self, **amounts: Unpack[Amounts]) -> Check:
         """Would this request fit now? See :meth:`treasurer.Budget.check`."""

@@ -207,6 +207,8 @@ class Statistics:
     peak_batch_size: int
     open_reservations: int
     tasks_waiting: int
+    reservations_waiting: int = 0
+    """Reservations queued with ``wait=True`` until they fit."""
 
 
 @attrs.frozen

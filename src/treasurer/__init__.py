@@ -26,6 +26,10 @@ from ._errors import ReservationExpired as ReservationExpired
 from ._errors import TreasurerError as TreasurerError
 from ._errors import UnknownAxis as UnknownAxis
 from ._events import Event as Event
+from ._events import Override as Override
+from ._events import OverrideExpired as OverrideExpired
+from ._events import OverrideRemoved as OverrideRemoved
+from ._events import OverrideSet as OverrideSet
 from ._events import RequestRefused as RequestRefused
 from ._events import ReservationCommitted as ReservationCommitted
 from ._events import ReservationCreated as ReservationCreated
@@ -58,6 +62,10 @@ __all__ = (
     "InvalidAmountType",
     "InvalidOption",
     "LoopThreadError",
+    "Override",
+    "OverrideExpired",
+    "OverrideRemoved",
+    "OverrideSet",
     "RequestRefused",
     "RequestTooLarge",
     "Reservation",

@@ -33,7 +33,14 @@ from anyio import ClosedResourceError, EndOfStream, WouldBlock
 
 from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
 from ._errors import BudgetBroken, BudgetClosed, BudgetExceeded, RequestTooLarge
-from ._events import DEFAULT_THRESHOLDS, Event, Subscription, ThresholdCrossed, WindowRolledOver
+from ._events import (
+    DEFAULT_THRESHOLDS,
+    Event,
+    Override,
+    Subscription,
+    ThresholdCrossed,
+    WindowRolledOver,
+)
 from ._ledger import Ledger, State, WindowsView
 from ._slots import Slot, slot_factory
 from ._types import Snapshot, Statistics
@@ -48,18 +55,22 @@ RECORD: Final = 1
 RESET: Final = 2
 CHECK: Final = 3
 RESERVE_WAIT: Final = 4
+OVERRIDE: Final = 5
+REMOVE_OVERRIDE: Final = 6
 # Settlements (always applied).
-COMMIT: Final = 5
-RELEASE: Final = 6
-ADJUST: Final = 7
-UNRECORD: Final = 8
-CHARGE: Final = 9
+COMMIT: Final = 7
+RELEASE: Final = 8
+ADJUST: Final = 9
+UNRECORD: Final = 10
+CHARGE: Final = 11
 # A batch with nothing to do but let time pass (from the timer) or let the
 # waiters' queue move (a waiter gave up).
-TICK: Final = 10
+TICK: Final = 12
 _FIRST_SETTLEMENT: Final = COMMIT
 
 Message = tuple[int, Any, Any, Slot | None]
+Published = tuple[State, WindowsView, CapVector, tuple[Override, ...]]
+"""What reads see: lifetime figures, windows, caps in force, active overrides."""
 
 DEFAULT_MAILBOX_SIZE: Final = 4096
 _MIN_TIMER_SLEEP: Final = 0.001  # seconds; no busy loop if the clocks disagree
@@ -121,10 +132,7 @@ class BudgetCore:
         self.log = structlog.get_logger("treasurer").bind(budget=self.name)
         # One tuple, replaced whole after each batch, so a reader in any thread
         # sees lifetime and window figures from the same batch.
-        self.published: tuple[State, WindowsView] = (
-            self.ledger.state(),
-            self.ledger.windows_view(),
-        )
+        self.published: Published = self._view()
         self._snapshot_cache: tuple[object, Snapshot] | None = None
         self.closed = False
         self._failure: BaseException | None = None
@@ -223,19 +231,32 @@ class BudgetCore:
         cached = self._snapshot_cache
         if cached is not None and cached[0] is published:
             return cached[1]
-        snapshot = self.build_snapshot(*published)
+        snapshot = self.build_snapshot(published)
         self._snapshot_cache = (published, snapshot)
         return snapshot
 
-    def build_snapshot(self, state: State, windows: WindowsView) -> Snapshot:
-        used, reserved, calls, open_reservations = state
+    def build_snapshot(self, published: Published) -> Snapshot:
+        (used, reserved, calls, open_reservations), windows, limits, overrides = published
         return Snapshot._build(
-            self.caps, used, reserved, calls, open_reservations, self.per_request, windows
+            self.caps,
+            used,
+            reserved,
+            calls,
+            open_reservations,
+            self.per_request,
+            windows,
+            limits,
+            overrides,
         )
 
-    def publish(self) -> None:
+    def _view(self) -> Published:
         ledger = self.ledger
-        self.published = (ledger.state(), ledger.windows_view() if ledger.windows else ())
+        windows = ledger.windows_view() if ledger.windows else ()
+        overrides = tuple(ledger.overrides.values()) if ledger.overrides else ()
+        return (ledger.state(), windows, ledger.limits, overrides)
+
+    def publish(self) -> None:
+        self.published = self._view()
 
     def statistics(self) -> Statistics:
         return Statistics(
@@ -450,7 +471,14 @@ class BudgetCore:
             log.debug("usage recorded by a cancelled caller was taken back", **_describe(a))
             return None
         if op == CHECK:
-            return (ledger.refusal(a), ledger.state(), ledger.windows_view())
+            return (ledger.refusal(a), (ledger.state(), ledger.windows_view(), ledger.limits, ()))
+        if op == OVERRIDE:
+            window, increase, expires_at, reason, created_by = a
+            result = ledger.add_override(window, increase, expires_at, reason, created_by)
+            log.info("override set", window=window, result=repr(result))
+            return result
+        if op == REMOVE_OVERRIDE:
+            return ledger.remove_override(a)
         if op == CHARGE:
             ledger.charge(a)
             log.debug("usage charged", **_describe(a))

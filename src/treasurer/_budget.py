@@ -19,8 +19,10 @@ from ._actor import (
     CHECK,
     COMMIT,
     DEFAULT_MAILBOX_SIZE,
+    OVERRIDE,
     RECORD,
     RELEASE,
+    REMOVE_OVERRIDE,
     RESERVE,
     RESERVE_WAIT,
     RESET,
@@ -50,7 +52,7 @@ from ._errors import (
     ReservationExpired,
     UnknownAxis,
 )
-from ._events import DEFAULT_THRESHOLDS, Event, Subscription
+from ._events import DEFAULT_THRESHOLDS, Event, Override, Subscription
 from ._ledger import State
 from ._slots import Slot
 from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage
@@ -315,8 +317,8 @@ class Budget:
         Answered by the actor in order with every other call, so it is exact
         at that instant; another task may of course take the room right after.
         """
-        refusal, state, windows = await self._core.request(CHECK, parse(dict(amounts)))
-        return Check._build(refusal, self._core.build_snapshot(state, windows))
+        refusal, published = await self._core.request(CHECK, parse(dict(amounts)))
+        return Check._build(refusal, self._core.build_snapshot(published))
 
     @asynccontextmanager
     async def subscribe(self, buffer: int = 256) -> AsyncIterator[Subscription]:
@@ -337,6 +339,35 @@ class Budget:
         finally:
             self._core.unsubscribe(subscription)
             subscription.close()
+
+    async def override(
+        self,
+        *,
+        expires_at: datetime,
+        window: str = "lifetime",
+        reason: str = "",
+        created_by: str = "",
+        **increase: Unpack[Amounts],
+    ) -> Override:
+        """Raise caps temporarily: ``await budget.override(tokens=50_000, window="hour", ...)``.
+
+        The increase counts in every check at once and stops at ``expires_at``
+        (on the budget's clock); :meth:`remove_override` ends it early. It
+        applies to the budget's whole life (``window="lifetime"``) or to one
+        time window, and only to axes that scope caps. Listed in snapshots.
+        """
+        if not isinstance(expires_at, datetime) or expires_at.utcoffset() is None:
+            raise InvalidOption(f"expires_at must be an aware datetime, not {expires_at!r}")
+        amount = parse(dict(increase), default_requests=0)
+        self._core.uses_time = True
+        message = (window, amount, expires_at, str(reason), str(created_by))
+        override: Override = await self._core.request(OVERRIDE, message)
+        return override
+
+    async def remove_override(self, override: Override | int) -> None:
+        """End an override before its expiry."""
+        override_id = override.id if isinstance(override, Override) else override
+        await self._core.request(REMOVE_OVERRIDE, override_id)
 
     @property
     def per_request(self) -> Caps:

@@ -108,6 +108,34 @@ class ReservationExpired(Event):
 
 
 @attrs.frozen(kw_only=True)
+class Override:
+    """A temporary increase of the caps of one scope ("lifetime" or a window's name)."""
+
+    id: int
+    window: str
+    increase: Usage
+    created_at: datetime
+    expires_at: datetime
+    reason: str = ""
+    created_by: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class OverrideSet(Event):
+    override: Override
+
+
+@attrs.frozen(kw_only=True)
+class OverrideExpired(Event):
+    override: Override
+
+
+@attrs.frozen(kw_only=True)
+class OverrideRemoved(Event):
+    override: Override
+
+
+@attrs.frozen(kw_only=True)
 class WindowRolledOver(Event):
     """A time window dropped usage: a new calendar period began, or charges aged out."""
 

@@ -24,6 +24,10 @@ from ._errors import (
 from ._events import (
     DEFAULT_THRESHOLDS,
     Event,
+    Override,
+    OverrideExpired,
+    OverrideRemoved,
+    OverrideSet,
     RequestRefused,
     ReservationCommitted,
     ReservationCreated,
@@ -41,8 +45,8 @@ from ._windows import Window, WindowState
 State = tuple[Vector, Vector, int, int]
 """What the actor publishes: used, reserved, calls, open reservations."""
 
-WindowsView = tuple[tuple[Window, Vector, datetime | None], ...]
-"""Each window, its usage in the current period, and when it next resets."""
+WindowsView = tuple[tuple[Window, Vector, datetime | None, CapVector], ...]
+"""Each window, its usage in the current period, when it next resets, its limits now."""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -67,14 +71,19 @@ class Ledger:
         "_deadline_of",
         "_deadlines",
         "_fired",
+        "_increases",
         "_next_id",
+        "_next_override",
+        "_override_expiry",
         "_per_request_capped",
         "calls",
         "caps",
         "default_ttl",
         "events",
+        "limits",
         "name",
         "now",
+        "overrides",
         "per_request",
         "reservations",
         "reserved",
@@ -97,6 +106,13 @@ class Ledger:
     ) -> None:
         self.name: Final = name
         self.default_ttl = default_ttl
+        # Caps in force now: the caps plus active overrides (recomputed only
+        # when an override starts or ends, so admission reads one vector).
+        self.limits: CapVector = caps
+        self.overrides: dict[int, Override] = {}
+        self._override_expiry: list[tuple[datetime, int]] = []
+        self._next_override = 1
+        self._increases: dict[int, tuple[int, Vector]] = {}
         # (deadline, reservation id): a heap, so expiry never scans reservations.
         self._deadlines: list[tuple[datetime, int]] = []
         self._deadline_of: dict[int, datetime] = {}
@@ -146,7 +162,7 @@ class Ledger:
                     available=to_public(axis, limit),
                     window="request",
                 )
-        caps, used, reserved = self.caps, self.used, self.reserved
+        caps, used, reserved = self.limits, self.used, self.reserved
         for axis in self._capped:
             cap = caps[axis]
             assert cap is not None
@@ -154,7 +170,7 @@ class Ledger:
                 return self._exceeded(RequestTooLarge, axis, amount, cap, used)
         for window in self.windows:
             for axis in window.capped:
-                cap = window.window.caps[axis]
+                cap = window.limits[axis]
                 assert cap is not None
                 if amount[axis] > cap:
                     return self._exceeded(RequestTooLarge, axis, amount, cap, window.used, window)
@@ -167,7 +183,7 @@ class Ledger:
         for window in self.windows:
             window_used = window.used
             for axis in window.capped:
-                cap = window.window.caps[axis]
+                cap = window.limits[axis]
                 assert cap is not None
                 if window_used[axis] + reserved[axis] + amount[axis] > cap:
                     return self._exceeded(BudgetExceeded, axis, amount, cap, window_used, window)
@@ -204,6 +220,8 @@ class Ledger:
         self.now = now
         if self._deadlines and self._deadlines[0][0] <= now:
             self._expire(now)
+        if self._override_expiry and self._override_expiry[0][0] <= now:
+            self._expire_overrides(now)
         rolled = []
         for scope, state in enumerate(self.windows):
             if state.advance(now):
@@ -228,14 +246,14 @@ class Ledger:
             self._check_thresholds()
 
     def _check_thresholds(self) -> None:
-        caps, used = self.caps, self.used
+        caps, used = self.limits, self.used
         for axis in self._capped:
             cap = caps[axis]
             assert cap is not None
             self._alert(-1, axis, used[axis], cap, None)
         for scope, window in enumerate(self.windows):
             for axis in window.capped:
-                cap = window.window.caps[axis]
+                cap = window.limits[axis]
                 assert cap is not None
                 self._alert(scope, axis, window.used[axis], cap, window)
 
@@ -322,6 +340,11 @@ class Ledger:
         while deadlines and deadlines[0][1] not in reservations:
             heapq.heappop(deadlines)  # settled already: dropped lazily, never scanned for
         due = deadlines[0][0] if deadlines else None
+        heap = self._override_expiry
+        while heap and heap[0][1] not in self.overrides:
+            heapq.heappop(heap)
+        if heap and (due is None or heap[0][0] < due):
+            due = heap[0][0]
         if self.waiting:
             for window in self.windows:
                 resets = window.resets_at()
@@ -512,8 +535,93 @@ class Ledger:
     def windows_view(self) -> WindowsView:
         """An immutable copy of each window's usage, and when it next resets."""
         return tuple(
-            (state.window, _vector(state.used), state.resets_at()) for state in self.windows
+            (state.window, _vector(state.used), state.resets_at(), state.limits)
+            for state in self.windows
         )
+
+    # -- overrides -------------------------------------------------------------------
+
+    def add_override(
+        self,
+        window: str,
+        increase: Vector,
+        expires_at: datetime,
+        reason: str,
+        created_by: str,
+    ) -> Override | InvalidOption:
+        """Raise the caps of one scope ("lifetime" or a window) until ``expires_at``."""
+        scope = self._scope(window)
+        if scope is None:
+            names = ["lifetime", *(state.window.name for state in self.windows)]
+            return InvalidOption(f"no window named {window!r}; this budget has {names}")
+        base = self.caps if scope < 0 else self.windows[scope].window.caps
+        uncapped = [AXES[i] for i, value in enumerate(increase) if value and base[i] is None]
+        if uncapped:
+            return InvalidOption(f"{window} has no cap on {', '.join(uncapped)} to raise")
+        if not any(increase):
+            return InvalidOption("an override must raise at least one cap")
+        if expires_at <= self.now:
+            return InvalidOption(f"expires_at {expires_at.isoformat()} is not in the future")
+        override = Override(
+            id=self._next_override,
+            window=window,
+            increase=Usage._from_vector(increase),
+            created_at=self.now,
+            expires_at=expires_at,
+            reason=reason,
+            created_by=created_by,
+        )
+        self._next_override += 1
+        self.overrides[override.id] = override
+        self._increases[override.id] = (scope, increase)
+        heapq.heappush(self._override_expiry, (expires_at, override.id))
+        self._recompute_limits(scope)
+        self.events.append(OverrideSet(budget=self.name, at=self.now, override=override))
+        return override
+
+    def remove_override(self, override_id: int) -> InvalidOption | None:
+        """End an override before it expires."""
+        if override_id not in self.overrides:
+            return InvalidOption(f"no active override {override_id}")
+        self._end_override(override_id, expired=False)
+        return None
+
+    def _end_override(self, override_id: int, *, expired: bool) -> None:
+        override = self.overrides.pop(override_id)
+        scope, _ = self._increases.pop(override_id)
+        self._recompute_limits(scope)
+        kind = OverrideExpired if expired else OverrideRemoved
+        self.events.append(kind(budget=self.name, at=self.now, override=override))
+
+    def _expire_overrides(self, now: datetime) -> None:
+        heap = self._override_expiry
+        while heap and heap[0][0] <= now:
+            _, override_id = heapq.heappop(heap)
+            if override_id in self.overrides:
+                self._end_override(override_id, expired=True)
+
+    def _scope(self, window: str) -> int | None:
+        if window == "lifetime":
+            return -1
+        for scope, state in enumerate(self.windows):
+            if state.window.name == window:
+                return scope
+        return None
+
+    def _recompute_limits(self, scope: int) -> None:
+        base = self.caps if scope < 0 else self.windows[scope].window.caps
+        limits = list(base)
+        for override_scope, increase in self._increases.values():
+            if override_scope == scope:
+                for axis, value in enumerate(increase):
+                    cap = limits[axis]
+                    if value and cap is not None:
+                        limits[axis] = cap + value
+        vector = (limits[0], limits[1], limits[2], limits[3], limits[4])
+        if scope < 0:
+            self.limits = vector
+        else:
+            self.windows[scope].limits = vector
 
     def __repr__(self) -> str:
         parts = []

@@ -29,7 +29,7 @@ from ._actor import DEFAULT_MAILBOX_SIZE
 from ._amounts import Amounts, Money
 from ._budget import Budget, Reservation, _typed_keyword_errors
 from ._errors import BudgetClosed, InvalidOption, LoopThreadError
-from ._events import DEFAULT_THRESHOLDS, Event
+from ._events import DEFAULT_THRESHOLDS, Event, Override
 from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage
 from ._windows import Window
 
@@ -241,6 +241,31 @@ class SyncBudget:
             functools.partial(self._budget.check, **amounts), what="check()"
         )
         return result
+
+    def override(
+        self,
+        *,
+        expires_at: datetime,
+        window: str = "lifetime",
+        reason: str = "",
+        created_by: str = "",
+        **increase: Unpack[Amounts],
+    ) -> Override:
+        """Raise caps until ``expires_at``; see :meth:`treasurer.Budget.override`."""
+        call = functools.partial(
+            self._budget.override,
+            expires_at=expires_at,
+            window=window,
+            reason=reason,
+            created_by=created_by,
+            **increase,
+        )
+        result: Override = self._runner.run(call, what="override()")
+        return result
+
+    def remove_override(self, override: Override | int) -> None:
+        """End an override early."""
+        self._runner.run(self._budget.remove_override, override, what="remove_override()")
 
     @property
     def per_request(self) -> Caps:

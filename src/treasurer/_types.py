@@ -12,6 +12,7 @@ from ._amounts import NO_CAPS, REQUESTS, TOKENS, USD, CapVector, Vector, nanos_t
 from ._errors import BudgetExceeded
 
 if TYPE_CHECKING:
+    from ._events import Override
     from ._ledger import WindowsView
     from ._windows import Window
 
@@ -104,6 +105,9 @@ class Snapshot:
     requests_remaining: int | None
     per_request: Caps = Caps()
     windows: tuple[WindowUsage, ...] = ()
+    limits: Caps = Caps()
+    """The caps in force now: ``caps`` plus active lifetime overrides."""
+    overrides: tuple[Override, ...] = ()
 
     def window(self, name: str) -> WindowUsage:
         """The time window called ``name`` ("hour", "day", ...)."""
@@ -124,8 +128,11 @@ class Snapshot:
         open_reservations: int,
         per_request: CapVector = NO_CAPS,
         windows: WindowsView = (),
+        limits: CapVector | None = None,
+        overrides: tuple[Override, ...] = (),
     ) -> Snapshot:
-        remaining = [_remaining(caps[i], used[i], reserved[i]) for i in range(len(caps))]
+        limits = caps if limits is None else limits
+        remaining = [_remaining(limits[i], used[i], reserved[i]) for i in range(len(caps))]
         return cls(
             Caps._from_vector(caps),
             calls,
@@ -146,7 +153,9 @@ class Snapshot:
             reserved[REQUESTS],
             remaining[REQUESTS],
             Caps._from_vector(per_request),
-            tuple(WindowUsage._build(w, w_used, reserved, resets) for w, w_used, resets in windows),
+            tuple(WindowUsage._build(*window, reserved) for window in windows),
+            Caps._from_vector(limits),
+            overrides,
         )
 
     @property
@@ -177,22 +186,29 @@ class WindowUsage:
     used: Usage
     remaining: Caps
     resets_at: datetime | None
+    limits: Caps
+    """The caps in force now: ``caps`` plus active overrides of this window."""
 
     @classmethod
     def _build(
-        cls, window: Window, used: Vector, reserved: Vector, resets_at: datetime | None
+        cls,
+        window: Window,
+        used: Vector,
+        resets_at: datetime | None,
+        limits: CapVector,
+        reserved: Vector,
     ) -> WindowUsage:
-        caps = window.caps
-        remaining = [_remaining(caps[i], used[i], reserved[i]) for i in range(len(caps))]
+        remaining = [_remaining(limits[i], used[i], reserved[i]) for i in range(len(limits))]
         return cls(
             window.name,
             window.kind,
-            Caps._from_vector(caps),
+            Caps._from_vector(window.caps),
             Usage._from_vector(used),
             Caps(
                 remaining[0], remaining[1], remaining[2], _usd_or_none(remaining[3]), remaining[4]
             ),
             resets_at,
+            Caps._from_vector(limits),
         )
 
 

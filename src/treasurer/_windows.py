@@ -133,11 +133,12 @@ def _midnight(day: date, tz: tzinfo) -> datetime:
 class WindowState:
     """Usage of one window in its current period (or rolling span)."""
 
-    __slots__ = ("capped", "end", "entries", "start", "used", "window")
+    __slots__ = ("capped", "end", "entries", "limits", "start", "used", "window")
 
     def __init__(self, window: Window, now: datetime) -> None:
         self.window: Final = window
         self.capped: Final = tuple(i for i, cap in enumerate(window.caps) if cap is not None)
+        self.limits: CapVector = window.caps  # caps plus active overrides
         self.used = [0] * len(AXES)
         self.entries: deque[tuple[datetime, Vector]] = deque()
         self.start = self.end = now

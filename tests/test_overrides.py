@@ -1,0 +1,113 @@
+"""Overrides: temporary cap increases, counted at once, gone at their expiry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+import treasurer
+import treasurer.sync
+from treasurer import Window
+
+pytestmark = pytest.mark.anyio
+
+START = datetime(2026, 11, 22, 10, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class TestOverrides:
+    async def test_counts_at_once_and_stops_at_expiry(self) -> None:
+        """An hourly override lets more through at once, and stops counting at its expiry."""
+        clock, events = Clock(), []
+        async with treasurer.open_budget(
+            windows=[Window.hour(tokens=100)], clock=clock, on_event=events.append
+        ) as budget:
+            await budget.record(tokens=100)
+            override = await budget.override(
+                tokens=50,
+                window="hour",
+                expires_at=START + timedelta(minutes=30),
+                reason="incident 42",
+                created_by="oncall",
+            )
+            assert (override.window, override.increase.tokens) == ("hour", 50)
+            assert (override.reason, override.created_by, override.created_at) == (
+                "incident 42",
+                "oncall",
+                START,
+            )
+            await budget.record(tokens=50)
+            hour = budget.snapshot().window("hour")
+            assert (hour.caps.tokens, hour.limits.tokens, hour.remaining.tokens) == (100, 150, 0)
+            assert budget.snapshot().overrides == (override,)
+            clock.now = START + timedelta(minutes=30)
+            answer = await budget.check(tokens=1)
+            assert (answer.fits, answer.window) == (False, "hour")
+            assert budget.snapshot().window("hour").limits.tokens == 100
+            assert budget.snapshot().overrides == ()
+        kinds = [type(e).__name__ for e in events if "Override" in type(e).__name__]
+        assert kinds == ["OverrideSet", "OverrideExpired"]
+
+    async def test_lifetime_override_and_early_removal(self) -> None:
+        """A lifetime override raises the budget's own caps; removing it ends it early."""
+        clock = Clock()
+        async with treasurer.open_budget(tokens=100, usd=1, clock=clock) as budget:
+            override = await budget.override(usd=0.5, expires_at=START + timedelta(days=1))
+            await budget.record(usd=1.4)
+            assert budget.snapshot().limits.usd == Decimal("1.5")
+            assert budget.snapshot().usd_remaining == Decimal("0.1")
+            await budget.remove_override(override)
+            assert not (await budget.check(usd=0.01)).fits
+            with pytest.raises(treasurer.InvalidOption, match="no active override"):
+                await budget.remove_override(override.id)
+
+    async def test_several_overrides_add_up(self) -> None:
+        """Two overrides on one scope add; each ends on its own."""
+        clock = Clock()
+        async with treasurer.open_budget(tokens=100, clock=clock) as budget:
+            await budget.override(tokens=10, expires_at=START + timedelta(minutes=5))
+            await budget.override(tokens=20, expires_at=START + timedelta(minutes=10))
+            assert budget.snapshot().limits.tokens == 130
+            clock.now = START + timedelta(minutes=5)
+            await budget.check()
+            assert budget.snapshot().limits.tokens == 120
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error", "match"),
+        [
+            ({"tokens": 5, "window": "week"}, treasurer.InvalidOption, "no window named"),
+            ({"usd": 1}, treasurer.InvalidOption, "no cap on usd"),
+            ({}, treasurer.InvalidOption, "at least one cap"),
+            ({"tokens": -5}, treasurer.InvalidAmount, "tokens"),
+            ({"tokens": 5, "expires_at": START}, treasurer.InvalidOption, "not in the future"),
+            ({"tokens": 5, "expires_at": datetime(2027, 1, 1)}, treasurer.InvalidOption, "aware"),
+        ],
+        ids=repr,
+    )
+    async def test_bad_overrides(self, kwargs: dict[str, object], error: type, match: str) -> None:
+        """An override that cannot apply is refused and changes nothing."""
+        clock = Clock()
+        async with treasurer.open_budget(tokens=100, clock=clock) as budget:
+            before = budget.snapshot()
+            arguments = {"expires_at": START + timedelta(hours=1), **kwargs}
+            with pytest.raises(error, match=match):
+                await budget.override(**arguments)  # type: ignore[arg-type]
+            assert budget.snapshot() == before
+
+    def test_from_threads(self) -> None:
+        """The sync facade sets and removes overrides too."""
+        clock = Clock()
+        with treasurer.sync.open_budget(tokens=10, clock=clock) as budget:
+            override = budget.override(tokens=5, expires_at=START + timedelta(minutes=1))
+            budget.record(tokens=15)
+            budget.remove_override(override)
+            assert budget.snapshot().limits.tokens == 10

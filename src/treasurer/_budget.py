@@ -29,6 +29,7 @@ from ._actor import (
     BudgetCore,
 )
 from ._amounts import (
+    AXES,
     NO_CAPS,
     REQUESTS,
     TOKENS,
@@ -368,6 +369,70 @@ class Budget:
         """End an override before its expiry."""
         override_id = override.id if isinstance(override, Override) else override
         await self._core.request(REMOVE_OVERRIDE, override_id)
+
+    @asynccontextmanager
+    async def child(
+        self,
+        *,
+        name: str | None = None,
+        wait: bool = False,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        tokens: int | None = None,
+        usd: Money | None = None,
+        requests: int | None = None,
+    ) -> AsyncIterator[Budget]:
+        """Carve a sub-budget out of this one for part of a run: ``async with budget.child(...)``.
+
+        The child's caps are reserved from this budget when it opens (raising
+        :class:`BudgetExceeded`, or waiting with ``wait=True``, if they do not
+        fit) and held until the block ends; then what the child used is
+        committed here and the rest comes back. The child is a full
+        :class:`Budget` with its own actor; children nest. It must cap every
+        axis this budget caps, so its subtree can never spend more than this
+        budget allows.
+        """
+        caps = validated_caps(input_tokens, output_tokens, tokens, usd, requests, None)
+        parent_caps = self._core.caps
+        uncapped = [
+            AXES[axis]
+            for axis, cap in enumerate(caps)
+            if cap is None and parent_caps[axis] is not None
+        ]
+        if uncapped:
+            raise InvalidOption(
+                f"a child of budget {self.name!r} must cap {', '.join(uncapped)}, "
+                "as its parent does"
+            )
+        if not isinstance(wait, bool):
+            raise InvalidOption(f"wait must be True or False, not {wait!r}")
+        carve = (caps[0] or 0, caps[1] or 0, caps[2] or 0, caps[3] or 0, caps[4] or 0)
+        held = Reservation(self._core, carve, timedelta.max, wait)
+        async with held:
+            child: Budget | None = None
+            try:
+                async with open_budget(
+                    name=name or f"{self.name}/child-{held.id}",
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    tokens=tokens,
+                    usd=usd,
+                    requests=requests,
+                    clock=self._core.clock,
+                ) as child:
+                    yield child
+            finally:
+                if child is not None:
+                    # The child has closed, so its totals are final: what the
+                    # subtree spent, committed here even if the block failed.
+                    spent = child.totals()
+                    held.commit(
+                        input_tokens=spent.input_tokens,
+                        output_tokens=spent.output_tokens,
+                        tokens=spent.tokens,
+                        usd=spent.usd,
+                        requests=spent.requests,
+                    )
 
     @property
     def per_request(self) -> Caps:

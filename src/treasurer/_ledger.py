@@ -302,7 +302,8 @@ class Ledger:
         """Hold ``amount`` until committed, released or expired; returns its id.
 
         ``ttl`` is the time-to-live; ``None`` means the ledger's default
-        (which may be no expiry at all). See :meth:`deadline`.
+        (which may be no expiry at all) and ``timedelta.max`` never expires.
+        See :meth:`deadline`.
         """
         refusal = self.refusal(amount)
         if refusal is not None:
@@ -314,7 +315,7 @@ class Ledger:
         self._next_id = reservation_id + 1
         self.reservations[reservation_id] = amount
         ttl = self.default_ttl if ttl is None else ttl
-        deadline = None if ttl is None else self.now + ttl
+        deadline = None if ttl is None or ttl == timedelta.max else self.now + ttl
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, reservation_id))
             self._deadline_of[reservation_id] = deadline

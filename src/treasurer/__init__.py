@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from ._amounts import AXES as AXES
 from ._amounts import Amounts as Amounts
+from ._amounts import Metadata as Metadata
+from ._amounts import UsageInfo as UsageInfo
 from ._budget import Budget as Budget
 from ._budget import Reservation as Reservation
 from ._budget import open_budget as open_budget
@@ -44,6 +46,7 @@ from ._types import Snapshot as Snapshot
 from ._types import Statistics as Statistics
 from ._types import Totals as Totals
 from ._types import Usage as Usage
+from ._types import UsageReport as UsageReport
 from ._types import WindowUsage as WindowUsage
 from ._windows import Window as Window
 
@@ -62,6 +65,7 @@ __all__ = (
     "InvalidAmountType",
     "InvalidOption",
     "LoopThreadError",
+    "Metadata",
     "Override",
     "OverrideExpired",
     "OverrideRemoved",
@@ -83,6 +87,8 @@ __all__ = (
     "TreasurerError",
     "UnknownAxis",
     "Usage",
+    "UsageInfo",
+    "UsageReport",
     "Window",
     "WindowRolledOver",
     "WindowUsage",

@@ -57,15 +57,16 @@ CHECK: Final = 3
 RESERVE_WAIT: Final = 4
 OVERRIDE: Final = 5
 REMOVE_OVERRIDE: Final = 6
+USAGE: Final = 7
 # Settlements (always applied).
-COMMIT: Final = 7
-RELEASE: Final = 8
-ADJUST: Final = 9
-UNRECORD: Final = 10
-CHARGE: Final = 11
+COMMIT: Final = 8
+RELEASE: Final = 9
+ADJUST: Final = 10
+UNRECORD: Final = 11
+CHARGE: Final = 12
 # A batch with nothing to do but let time pass (from the timer) or let the
 # waiters' queue move (a waiter gave up).
-TICK: Final = 12
+TICK: Final = 13
 _FIRST_SETTLEMENT: Final = COMMIT
 
 Message = tuple[int, Any, Any, Slot | None]
@@ -446,8 +447,10 @@ class BudgetCore:
             return (granted, ledger.deadline(granted))
         # Handles settle each reservation exactly once, so an unknown id has expired.
         if op == COMMIT:
-            reply: object = ledger.commit(a, b, expired_ok=True)
-            log.debug("reservation committed", reservation=a, **_describe(b))
+            actual, meta = b if len(b) == 2 else (b, None)  # (vector, metadata) or a vector
+            model = meta and meta.get("model")
+            reply: object = ledger.commit(a, actual, expired_ok=True, model=model)
+            log.debug("reservation committed", reservation=a, **_describe(actual), **(meta or {}))
             return reply
         if op == RELEASE:
             reply = ledger.release(a, expired_ok=True)
@@ -456,11 +459,11 @@ class BudgetCore:
         if op == TICK:
             return None
         if op == RECORD:
-            refusal = ledger.record(a)
+            refusal = ledger.record(a, b and b.get("model"))
             if refusal is not None:
                 log.info("request refused", op="record", cap=refusal.cap, error=str(refusal))
                 return refusal
-            log.debug("usage recorded", **_describe(a))
+            log.debug("usage recorded", **_describe(a), **(b or {}))
             return ledger.state()
         if op == ADJUST:
             ledger.adjust(a)
@@ -480,9 +483,11 @@ class BudgetCore:
         if op == REMOVE_OVERRIDE:
             return ledger.remove_override(a)
         if op == CHARGE:
-            ledger.charge(a)
-            log.debug("usage charged", **_describe(a))
+            ledger.charge(a, b and b.get("model"))
+            log.debug("usage charged", **_describe(a), **(b or {}))
             return ledger.state()
+        if op == USAGE:
+            return ledger.usage_view(a)
         if op == RESET:
             reply = ledger.reset(a)
             log.info("budget reset", window=a or "all")

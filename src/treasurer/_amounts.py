@@ -9,6 +9,7 @@ rounded down, so rounding can never let spend past a cap.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from decimal import (
     MAX_EMAX,
     MAX_PREC,
@@ -161,3 +162,39 @@ def parse_caps(caps: dict[str, object]) -> CapVector:
             usd_to_nanos(value, name, round_up=False) if index == USD else count(value, name)
         )
     return (values[0], values[1], values[2], values[3], values[4])
+
+
+class Metadata(TypedDict, total=False):
+    """What a usage record may say about itself, besides its amounts."""
+
+    model: str
+    request_id: str
+    session_id: str
+    tags: Mapping[str, str]
+
+
+class UsageInfo(Amounts, Metadata, total=False):
+    """The keywords of record(), charge() and commit(): amounts and metadata."""
+
+
+_METADATA: Final = frozenset(Metadata.__annotations__)
+
+
+def split_metadata(given: dict[str, object]) -> tuple[dict[str, object], dict[str, object] | None]:
+    """Separate metadata keywords from amounts, validating the metadata."""
+    if _METADATA.isdisjoint(given):
+        return given, None
+    amounts = dict(given)
+    meta: dict[str, object] = {}
+    for key in _METADATA & given.keys():
+        value = amounts.pop(key)
+        if key == "tags":
+            if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise InvalidAmountType(f"tags must be a mapping of str to str, got {value!r}")
+            value = dict(value)
+        elif not isinstance(value, str):
+            raise InvalidAmountType(f"{key} must be a str, got {type(value).__name__} {value!r}")
+        meta[key] = value
+    return amounts, meta

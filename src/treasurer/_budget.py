@@ -26,6 +26,7 @@ from ._actor import (
     RESERVE,
     RESERVE_WAIT,
     RESET,
+    USAGE,
     BudgetCore,
 )
 from ._amounts import (
@@ -36,10 +37,12 @@ from ._amounts import (
     Amounts,
     CapVector,
     Money,
+    UsageInfo,
     Vector,
     count,
     parse,
     parse_caps,
+    split_metadata,
 )
 from ._errors import (
     AlreadySettled,
@@ -56,7 +59,7 @@ from ._errors import (
 from ._events import DEFAULT_THRESHOLDS, Event, Override, Subscription
 from ._ledger import State
 from ._slots import Slot
-from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage
+from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage, UsageReport
 from ._windows import Window, utc_now
 
 if TYPE_CHECKING:
@@ -121,7 +124,7 @@ class Reservation:
         self._state = _OPEN
         return self
 
-    def commit(self, **actual: Unpack[Amounts]) -> None:
+    def commit(self, **actual: Unpack[UsageInfo]) -> None:
         """Record what the call really used; it may be below or above the estimate.
 
         Omitted axes count as zero, except ``requests``, which defaults to what
@@ -135,8 +138,10 @@ class Reservation:
         could tell, when the block ends).
         """
         self._check_open()
-        usage = parse(dict(actual), default_requests=self._amount[REQUESTS])
-        self._ack = self._core.post(COMMIT, self._id, usage, ack=True)
+        amounts, meta = split_metadata(dict(actual))
+        usage = parse(amounts, default_requests=self._amount[REQUESTS])
+        payload = usage if meta is None else (usage, meta)
+        self._ack = self._core.post(COMMIT, self._id, payload, ack=True)
         self._state = _SETTLED
         deadline = self._deadline
         if deadline is not None and self._core.clock() >= deadline:
@@ -285,12 +290,16 @@ class Budget:
 
     # -- the pool style: record, reserve, snapshot, reset --------------------------
 
-    async def record(self, **amounts: Unpack[Amounts]) -> Totals:
+    async def record(self, **usage: Unpack[UsageInfo]) -> Totals:
         """Charge usage at once if it fits every cap, and return the new totals.
 
         Raises :class:`BudgetExceeded` (changing nothing) if it does not fit.
+        Besides the amounts it takes ``model``, ``request_id``, ``session_id``
+        and ``tags`` (a dict of str): the model feeds :meth:`usage`'s per-model
+        figures; all of them are logged with the record.
         """
-        state: State = await self._core.request(RECORD, parse(dict(amounts)))
+        amounts, meta = split_metadata(dict(usage))
+        state: State = await self._core.request(RECORD, parse(amounts), meta)
         return Totals._from_vector(state[0], state[2])
 
     def reserve(
@@ -434,12 +443,26 @@ class Budget:
                         requests=spent.requests,
                     )
 
+    async def usage(self, period: str = "lifetime", *, top: int = 5) -> UsageReport:
+        """Usage over ``period`` ("lifetime" or a time window's name, e.g. "day").
+
+        Used, reserved, limits, remaining and percent used per axis, open
+        reservations, the input/output breakdown, and the ``top`` models by
+        tokens and by USD (from the ``model`` of records and commits).
+        """
+        if not isinstance(period, str):
+            raise InvalidOption(f"period must be a window's name or 'lifetime', not {period!r}")
+        if count(top, "top") < 1:
+            raise InvalidAmount("top must be >= 1")
+        view = await self._core.request(USAGE, period)
+        return UsageReport._build(period, view, top)
+
     @property
     def per_request(self) -> Caps:
         """The per-request caps (``None`` where a request may be any size)."""
         return Caps._from_vector(self._core.per_request)
 
-    async def charge(self, **amounts: Unpack[Amounts]) -> Totals:
+    async def charge(self, **usage: Unpack[UsageInfo]) -> Totals:
         """Record usage that already happened, even past a cap, and return the totals.
 
         Unlike :meth:`record` it is never refused: use it for spend reported
@@ -447,7 +470,8 @@ class Budget:
         It counts toward alerts and makes later requests fail like any spend.
         Applied even if the caller is cancelled while waiting.
         """
-        ack = self._core.post(CHARGE, parse(dict(amounts)), ack=True)
+        amounts, meta = split_metadata(dict(usage))
+        ack = self._core.post(CHARGE, parse(amounts), meta, ack=True)
         assert ack is not None
         state = await ack.wait()
         if isinstance(state, BaseException):

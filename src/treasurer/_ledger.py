@@ -40,7 +40,7 @@ from ._events import (
     ReservationExpired as ReservationExpiredEvent,
 )
 from ._types import Usage
-from ._windows import Window, WindowState
+from ._windows import Window, WindowState, add_to
 
 State = tuple[Vector, Vector, int, int]
 """What the actor publishes: used, reserved, calls, open reservations."""
@@ -49,6 +49,9 @@ WindowsView = tuple[tuple[Window, Vector, datetime | None, CapVector], ...]
 """Each window, its usage in the current period, when it next resets, its limits now."""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+UsageView = tuple[Vector, CapVector, Vector, int, dict[str, Vector], datetime | None]
+"""used, limits, reserved, open reservations, usage per model, resets_at."""
 
 
 class Ticket(Protocol):
@@ -76,6 +79,7 @@ class Ledger:
         "_next_override",
         "_override_expiry",
         "_per_request_capped",
+        "by_model",
         "calls",
         "caps",
         "default_ttl",
@@ -109,6 +113,7 @@ class Ledger:
         # Caps in force now: the caps plus active overrides (recomputed only
         # when an override starts or ends, so admission reads one vector).
         self.limits: CapVector = caps
+        self.by_model: dict[str, list[int]] = {}  # lifetime usage per model
         self.overrides: dict[int, Override] = {}
         self._override_expiry: list[tuple[datetime, int]] = []
         self._next_override = 1
@@ -236,12 +241,14 @@ class Ledger:
                     )
         return rolled
 
-    def _charge(self, amount: Vector) -> None:
+    def _charge(self, amount: Vector, model: str | None = None) -> None:
         used = self.used
         for axis, value in enumerate(amount):
             used[axis] += value
+        if model is not None:
+            add_to(self.by_model, model, amount)
         for window in self.windows:
-            window.charge(amount, self.now)
+            window.charge(amount, self.now, model)
         if self.thresholds:
             self._check_thresholds()
 
@@ -404,7 +411,12 @@ class Ledger:
             )
 
     def commit(
-        self, reservation_id: int, actual: Vector, *, expired_ok: bool = False
+        self,
+        reservation_id: int,
+        actual: Vector,
+        *,
+        expired_ok: bool = False,
+        model: str | None = None,
     ) -> ReservationError | None:
         """End a reservation, charging what was really used, even past a cap.
 
@@ -418,7 +430,7 @@ class Ledger:
             self._deadline_of.pop(reservation_id, None)
         if held is None:
             if expired_ok and 0 < reservation_id < self._next_id:
-                self.charge(actual)
+                self.charge(actual, model)
                 return ReservationExpired(
                     f"reservation {reservation_id} expired before it was committed; "
                     "its usage was recorded all the same"
@@ -427,7 +439,7 @@ class Ledger:
         reserved = self.reserved
         for axis, value in enumerate(held):
             reserved[axis] -= value
-        self._charge(actual)
+        self._charge(actual, model)
         self.calls += 1
         if self.verbose:
             self.events.append(
@@ -461,18 +473,18 @@ class Ledger:
             )
         return None
 
-    def record(self, amount: Vector) -> BudgetExceeded | None:
+    def record(self, amount: Vector, model: str | None = None) -> BudgetExceeded | None:
         """Charge ``amount`` at once if it fits; a refusal changes nothing."""
         refusal = self.refusal(amount)
         if refusal is not None:
             return self._refused(refusal)
-        self._charge(amount)
+        self._charge(amount, model)
         self.calls += 1
         return None
 
-    def charge(self, amount: Vector) -> None:
+    def charge(self, amount: Vector, model: str | None = None) -> None:
         """Record usage that already happened, whatever the caps: it is never refused."""
-        self._charge(amount)
+        self._charge(amount, model)
         self.calls += 1
 
     def adjust(self, credit: tuple[int, ...]) -> None:
@@ -521,6 +533,7 @@ class Ledger:
             names = [state.window.name for state in self.windows]
             return InvalidOption(f"no window named {window!r}; this budget has {names}")
         self.used = [0] * len(AXES)
+        self.by_model = {}
         self.calls = 0
         self._fired.clear()
         for state in self.windows:
@@ -538,6 +551,31 @@ class Ledger:
         return tuple(
             (state.window, _vector(state.used), state.resets_at(), state.limits)
             for state in self.windows
+        )
+
+    def usage_view(self, period: str) -> UsageView | InvalidOption:
+        """Raw figures for a usage report of ``period`` ("lifetime" or a window's name)."""
+        scope = self._scope(period)
+        if scope is None:
+            names = ["lifetime", *(state.window.name for state in self.windows)]
+            return InvalidOption(f"no period named {period!r}; this budget has {names}")
+        if scope < 0:
+            used, limits, by_model, resets = self.used, self.limits, self.by_model, None
+        else:
+            state = self.windows[scope]
+            used, limits, by_model, resets = (
+                state.used,
+                state.limits,
+                state.by_model,
+                state.resets_at(),
+            )
+        return (
+            _vector(used),
+            limits,
+            _vector(self.reserved),
+            len(self.reservations),
+            {model: _vector(totals) for model, totals in by_model.items()},
+            resets,
         )
 
     # -- overrides -------------------------------------------------------------------

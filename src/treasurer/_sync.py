@@ -26,11 +26,11 @@ from anyio.from_thread import BlockingPortal
 
 from . import _budget
 from ._actor import DEFAULT_MAILBOX_SIZE
-from ._amounts import Amounts, Money
+from ._amounts import Amounts, Money, UsageInfo
 from ._budget import Budget, Reservation, _typed_keyword_errors
 from ._errors import BudgetClosed, InvalidOption, LoopThreadError
 from ._events import DEFAULT_THRESHOLDS, Event, Override
-from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage
+from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage, UsageReport
 from ._windows import Window
 
 Backend = Literal["asyncio", "trio"]
@@ -157,7 +157,7 @@ class SyncReservation:
             raise
         return self
 
-    def commit(self, **actual: Unpack[Amounts]) -> None:
+    def commit(self, **actual: Unpack[UsageInfo]) -> None:
         """Record what the call really used; see :meth:`treasurer.Reservation.commit`."""
         self._runner.run(functools.partial(self._reservation.commit, **actual), what="commit()")
 
@@ -217,12 +217,19 @@ class SyncBudget:
         """Return unused tokens; see :meth:`treasurer.Budget.refund`."""
         self._runner.run(self._budget.refund, actual_used, estimated, what="refund()")
 
-    def record(self, **amounts: Unpack[Amounts]) -> Totals:
+    def record(self, **usage: Unpack[UsageInfo]) -> Totals:
         """Charge usage if it fits; see :meth:`treasurer.Budget.record`."""
         totals: Totals = self._runner.run(
-            functools.partial(self._budget.record, **amounts), what="record()"
+            functools.partial(self._budget.record, **usage), what="record()"
         )
         return totals
+
+    def usage(self, period: str = "lifetime", *, top: int = 5) -> UsageReport:
+        """Usage over a period; see :meth:`treasurer.Budget.usage`."""
+        report: UsageReport = self._runner.run(
+            functools.partial(self._budget.usage, period, top=top), what="usage()"
+        )
+        return report
 
     def reserve(
         self, *, ttl: timedelta | None = None, wait: bool = False, **amounts: Unpack[Amounts]
@@ -271,10 +278,10 @@ class SyncBudget:
     def per_request(self) -> Caps:
         return self._budget.per_request
 
-    def charge(self, **amounts: Unpack[Amounts]) -> Totals:
+    def charge(self, **usage: Unpack[UsageInfo]) -> Totals:
         """Record usage that already happened; never refused. See ``Budget.charge``."""
         totals: Totals = self._runner.run(
-            functools.partial(self._budget.charge, **amounts), what="charge()"
+            functools.partial(self._budget.charge, **usage), what="charge()"
         )
         return totals
 

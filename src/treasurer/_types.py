@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._amounts import NO_CAPS, REQUESTS, TOKENS, USD, CapVector, Vector, nanos_to_usd
+from ._amounts import AXES, NO_CAPS, REQUESTS, TOKENS, USD, CapVector, Vector, nanos_to_usd
 from ._errors import BudgetExceeded
 
 if TYPE_CHECKING:
     from ._events import Override
-    from ._ledger import WindowsView
+    from ._ledger import UsageView, WindowsView
     from ._windows import Window
 
 
@@ -23,6 +23,12 @@ def _remaining(cap: int | None, used: int, reserved: int) -> int | None:
 
 def _usd_or_none(nanos: int | None) -> Decimal | None:
     return None if nanos is None else nanos_to_usd(nanos)
+
+
+def _remaining_caps(limits: CapVector, used: Vector, reserved: Vector) -> Caps:
+    """What is left under each limit (``None`` where unbounded), in public units."""
+    left = [_remaining(limits[i], used[i], reserved[i]) for i in range(len(limits))]
+    return Caps._from_vector((left[0], left[1], left[2], left[3], left[4]))
 
 
 @attrs.frozen
@@ -198,15 +204,12 @@ class WindowUsage:
         limits: CapVector,
         reserved: Vector,
     ) -> WindowUsage:
-        remaining = [_remaining(limits[i], used[i], reserved[i]) for i in range(len(limits))]
         return cls(
             window.name,
             window.kind,
             Caps._from_vector(window.caps),
             Usage._from_vector(used),
-            Caps(
-                remaining[0], remaining[1], remaining[2], _usd_or_none(remaining[3]), remaining[4]
-            ),
+            _remaining_caps(limits, used, reserved),
             resets_at,
             Caps._from_vector(limits),
         )
@@ -255,3 +258,50 @@ class Check:
         if refusal is None:
             return cls(True, None, remaining, None, None, snapshot.windows)
         return cls(False, refusal, remaining, refusal.cap, refusal.window, snapshot.windows)
+
+
+@attrs.frozen
+class UsageReport:
+    """Usage over one period ("lifetime" or a window's current period).
+
+    ``percent_used`` has an entry per capped axis (used / limit x 100, the
+    limit including overrides). ``top_models_by_tokens`` and
+    ``top_models_by_usd`` rank the models named in usage records, largest first.
+    """
+
+    period: str
+    used: Usage
+    reserved: Usage
+    limits: Caps
+    remaining: Caps
+    percent_used: dict[str, float]
+    open_reservations: int
+    resets_at: datetime | None
+    top_models_by_tokens: tuple[tuple[str, int], ...]
+    top_models_by_usd: tuple[tuple[str, Decimal], ...]
+    models: dict[str, Usage]
+
+    @classmethod
+    def _build(cls, period: str, view: UsageView, top: int) -> UsageReport:
+        used, limits, reserved, open_reservations, by_model, resets_at = view
+        percent = {
+            AXES[i]: (used[i] * 100 / limit if limit else 100.0)
+            for i, limit in enumerate(limits)
+            if limit is not None
+        }
+        models = {model: Usage._from_vector(amount) for model, amount in by_model.items()}
+        by_tokens = sorted(models.items(), key=lambda item: (-item[1].tokens, item[0]))
+        by_usd = sorted(models.items(), key=lambda item: (-item[1].usd, item[0]))
+        return cls(
+            period,
+            Usage._from_vector(used),
+            Usage._from_vector(reserved),
+            Caps._from_vector(limits),
+            _remaining_caps(limits, used, reserved),
+            percent,
+            open_reservations,
+            resets_at,
+            tuple((model, usage.tokens) for model, usage in by_tokens[:top]),
+            tuple((model, usage.usd) for model, usage in by_usd[:top]),
+            models,
+        )

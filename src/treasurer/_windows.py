@@ -133,14 +133,15 @@ def _midnight(day: date, tz: tzinfo) -> datetime:
 class WindowState:
     """Usage of one window in its current period (or rolling span)."""
 
-    __slots__ = ("capped", "end", "entries", "limits", "start", "used", "window")
+    __slots__ = ("by_model", "capped", "end", "entries", "limits", "start", "used", "window")
 
     def __init__(self, window: Window, now: datetime) -> None:
         self.window: Final = window
         self.capped: Final = tuple(i for i, cap in enumerate(window.caps) if cap is not None)
         self.limits: CapVector = window.caps  # caps plus active overrides
         self.used = [0] * len(AXES)
-        self.entries: deque[tuple[datetime, Vector]] = deque()
+        self.by_model: dict[str, list[int]] = {}  # usage per model in this period
+        self.entries: deque[tuple[datetime, Vector, str | None]] = deque()
         self.start = self.end = now
         if window.kind in _CALENDAR:
             self.start, self.end = period_bounds(window, now)
@@ -154,10 +155,16 @@ class WindowState:
             entries = self.entries
             dropped = False
             while entries and entries[0][0] <= horizon:
-                _, amount = entries.popleft()
+                _, amount, model = entries.popleft()
                 used = self.used
                 for axis, value in enumerate(amount):
                     used[axis] -= value
+                if model is not None:
+                    totals = self.by_model[model]
+                    for axis, value in enumerate(amount):
+                        totals[axis] -= value
+                    if not any(totals):
+                        del self.by_model[model]
                 dropped = True
             return dropped
         if now < self.end:
@@ -165,14 +172,17 @@ class WindowState:
         self.start, self.end = period_bounds(self.window, now)
         assert self.start <= now < self.end, "a period must contain the instant it was made for"
         self.used = [0] * len(AXES)
+        self.by_model = {}
         return True
 
-    def charge(self, amount: Vector, now: datetime) -> None:
+    def charge(self, amount: Vector, now: datetime, model: str | None = None) -> None:
         used = self.used
         for axis, value in enumerate(amount):
             used[axis] += value
+        if model is not None:
+            add_to(self.by_model, model, amount)
         if self.window.kind == "rolling":
-            self.entries.append((now, amount))
+            self.entries.append((now, amount, model))
 
     def resets_at(self) -> datetime | None:
         """When usage next drops: the period's end, or when the oldest charge leaves."""
@@ -186,4 +196,14 @@ class WindowState:
 
     def clear(self) -> None:
         self.used = [0] * len(AXES)
+        self.by_model = {}
         self.entries.clear()
+
+
+def add_to(by_model: dict[str, list[int]], model: str, amount: Vector) -> None:
+    totals = by_model.get(model)
+    if totals is None:
+        by_model[model] = list(amount)
+    else:
+        for axis, value in enumerate(amount):
+            totals[axis] += value

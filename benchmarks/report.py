@@ -552,8 +552,9 @@ def plot_throughput(cases: list[Case], backends: Sequence[str], path: Path) -> N
     fig, axes = plt.subplots(1, len(backends), figsize=(5.2 * len(backends), 5.6), sharey=True)
     if len(backends) == 1:
         axes = [axes]
-    tab10 = plt.get_cmap("tab10")
-    colours = [tab10(i) for i in range(10)]
+    tab20 = plt.get_cmap("tab20")
+    # tab20's dark shades first, then its light ones: a colour per design.
+    colours = [tab20(i) for i in range(0, 20, 2)] + [tab20(i) for i in range(1, 20, 2)]
     handles: dict[str, Any] = {}
     for ax, backend in zip(axes, backends, strict=True):
         for index, design in enumerate(DESIGNS):

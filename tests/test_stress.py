@@ -9,6 +9,7 @@ themselves saw succeed.
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import anyio
@@ -16,6 +17,7 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 import treasurer
+from treasurer import Window
 from treasurer._actor import Message
 from treasurer._amounts import AXES, USD, usd_to_nanos
 
@@ -198,3 +200,94 @@ async def test_ten_thousand_tasks_never_overspend(seed: int, overrun: bool) -> N
         tracker.outcomes
     )
     assert stats.peak_batch_size > 1
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+async def test_windows_waiting_expiry_under_load(seed: int) -> None:
+    """5,000 tasks with windows, waiting reservations, expiry, a moving clock and
+    cancellations: no scope ever holds more than its cap (beyond late commits of
+    expired reservations, whose spend happened), and the books balance exactly."""
+    rng = random.Random(seed)
+    now = [datetime(2026, 11, 22, 10, 55, tzinfo=UTC)]
+    windows = [
+        Window.hour(tokens=30_000),
+        Window.rolling(timedelta(minutes=5), tokens=12_000, requests=600),
+    ]
+    used_by_tasks = [0]
+    late = [0]  # tokens committed after their reservation expired
+    seen: set[str] = set()
+    violations: list[str] = []
+    async with treasurer.open_budget(
+        tokens=150_000,
+        windows=windows,
+        clock=lambda: now[0],
+        reservation_ttl=timedelta(seconds=40),
+        mailbox_size=128,
+        on_event=lambda event: seen.add(type(event).__name__),
+    ) as budget:
+        core = budget._core
+        peak_waiting = 0
+
+        def check(_: list[Message]) -> None:
+            nonlocal peak_waiting
+            ledger = core.ledger
+            peak_waiting = max(peak_waiting, len(ledger.waiting))
+            scopes = [("lifetime", ledger.used, ledger.limits)]
+            scopes += [(w.window.name, w.used, w.limits) for w in ledger.windows]
+            for name, used, limits in scopes:
+                for axis, cap in enumerate(limits):
+                    slack = late[0] if axis == 2 else 0
+                    if cap is not None and used[axis] + ledger.reserved[axis] > cap + slack:
+                        violations.append(f"{name} {AXES[axis]}: {ledger!r}")  # pragma: no cover
+
+        core._after_batch = check
+
+        async def one(task_rng: random.Random) -> None:
+            estimate = task_rng.randint(10, 120)
+            committed = 0
+            try:
+                async with budget.reserve(tokens=estimate, wait=task_rng.random() < 0.5) as r:
+                    await pause(task_rng)
+                    if task_rng.random() < 0.15:
+                        return  # released
+                    committed = task_rng.randint(0, estimate)
+                    used_by_tasks[0] += committed
+                    try:
+                        r.commit(tokens=committed)
+                    except treasurer.ReservationExpired:  # the caller saw the deadline pass
+                        late[0] += committed
+            except treasurer.ReservationExpired:  # the budget expired it first
+                late[0] += committed
+            except treasurer.BudgetExceeded:
+                pass
+
+        async def run_one(task_rng: random.Random, scope: anyio.CancelScope) -> None:
+            with scope:
+                await one(task_rng)
+
+        async def clock_mover() -> None:
+            for _ in range(400):
+                await pause(rng)
+                now[0] += timedelta(seconds=rng.choice([0, 1, 5, 30]))
+
+        scopes = [anyio.CancelScope() for _ in range(5_000)]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock_mover)
+            for scope in scopes:
+                tg.start_soon(run_one, random.Random(rng.random()), scope)
+            for _ in range(300):
+                await pause(rng)
+                rng.choice(scopes).cancel()
+            # Let everything finish: time moves on until the last waiter is served.
+            while budget.statistics().reservations_waiting or budget.statistics().tasks_waiting:
+                now[0] += timedelta(minutes=5)
+                await budget.check()
+                await anyio.wait_all_tasks_blocked()
+        snap = budget.snapshot()
+    assert violations == []
+    assert snap.open_reservations == 0
+    assert snap.tokens_reserved == 0
+    assert snap.tokens_used == used_by_tasks[0]
+    # The run went through every path it is meant to stress.
+    assert {"ReservationExpired", "WindowRolledOver", "RequestRefused"} <= seen
+    assert peak_waiting > 10

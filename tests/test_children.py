@@ -104,3 +104,43 @@ class TestChildren:
             with pytest.raises(treasurer.InvalidAmount):
                 async with parent.child(tokens=-1, usd=1):
                     pass  # pragma: no cover
+
+
+class TestSyncChildren:
+    def test_child_from_threads(self) -> None:
+        """The sync facade opens children too; a view refuses with a clear error."""
+        import threading
+
+        import treasurer.sync
+
+        with treasurer.sync.open_budget(tokens=1_000) as parent:
+            spent: list[int] = []
+
+            def worker(n: int) -> None:
+                with parent.child(tokens=200, name=f"w{n}") as sub:
+                    assert isinstance(sub, treasurer.sync.SyncBudget)
+                    with sub.reserve(tokens=150) as r:
+                        r.commit(tokens=100)
+                    spent.append(100)
+
+            threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert parent.totals().tokens == 400
+            assert parent.snapshot().tokens_reserved == 0
+            with pytest.raises(treasurer.BudgetExceeded), parent.child(tokens=601):
+                pass  # pragma: no cover
+
+    async def test_not_on_a_view(self) -> None:
+        """A sync_view cannot open children (it has no task to hold them open)."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            view = budget.sync_view()
+
+            def open_child() -> None:
+                with view.child(tokens=10):
+                    pass  # pragma: no cover
+
+            with pytest.raises(treasurer.TreasurerError, match="sync_view"):
+                await anyio.to_thread.run_sync(open_child)

@@ -13,8 +13,9 @@ import atexit
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, Unpack
@@ -28,7 +29,7 @@ from . import _budget
 from ._actor import DEFAULT_MAILBOX_SIZE
 from ._amounts import Amounts, Money, UsageInfo
 from ._budget import Budget, Reservation, _typed_keyword_errors
-from ._errors import BudgetClosed, InvalidOption, LoopThreadError
+from ._errors import BudgetClosed, InvalidOption, LoopThreadError, TreasurerError
 from ._events import DEFAULT_THRESHOLDS, Event, Override
 from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage, UsageReport
 from ._windows import Window
@@ -248,6 +249,45 @@ class SyncBudget:
             functools.partial(self._budget.check, **amounts), what="check()"
         )
         return result
+
+    @contextmanager
+    def child(
+        self,
+        *,
+        name: str | None = None,
+        wait: bool = False,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        tokens: int | None = None,
+        usd: Money | None = None,
+        requests: int | None = None,
+    ) -> Iterator[SyncBudget]:
+        """A sub-budget carved out of this one: ``with budget.child(tokens=...) as sub:``.
+
+        See :meth:`treasurer.Budget.child`. Available on budgets opened with
+        :func:`open_budget`; a :meth:`~treasurer.Budget.sync_view` has no task
+        of its own to hold the child open, so open children in async code there.
+        """
+        runner = self._runner
+        if not isinstance(runner, _PortalRunner):
+            raise TreasurerError(
+                "child() is not available on a sync_view(); open the child with "
+                "`async with budget.child(...)` in async code and take its sync_view()"
+            )
+        runner.check_thread("child()")
+        opening = self._budget.child(
+            name=name,
+            wait=wait,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            tokens=tokens,
+            usd=usd,
+            requests=requests,
+        )
+        # The child's `async with` holds a task group, so it must be entered and
+        # left in one task: the portal runs the whole block in a task of its own.
+        with runner.portal.wrap_async_context_manager(opening) as sub:
+            yield SyncBudget(sub, runner)
 
     def override(
         self,

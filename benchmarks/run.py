@@ -71,9 +71,9 @@ class Config:
         return cls(
             quick=True,
             ns=(1, 10, 100, 1000),
-            pairs=2000,
+            pairs=1200,
             reps=3,
-            fanout_n=2000,
+            fanout_n=1000,
             tight_attempts_per_task=20,
             tight_grants=200,
             memory_n=1000,
@@ -116,6 +116,7 @@ class Bench:
         self.latency: list[dict[str, Any]] = []
         self.memory: list[dict[str, Any]] = []
         self.violations: list[str] = []
+        self.notes: list[str] = []
 
     def designs(self, backend: str, workload: str) -> list[Design]:
         return designs_for(backend, workload, set(self.config.designs))
@@ -141,7 +142,11 @@ class Bench:
         }
         if run.extra:
             entry["extra"] = run.extra
+        if run.notes:
+            entry["notes"] = run.notes
         self.runs.append(entry)
+        for note in run.notes:
+            self.notes.append(f"{backend} {workload} N={n} {design.key} rep {rep}: {note}")
         for problem in run.violations:
             self.violations.append(f"{backend} {workload} N={n} {design.key} rep {rep}: {problem}")
 
@@ -373,7 +378,13 @@ def markdown_section(
             if "load_average_1min" in meta
             else "."
         ),
-        "- Overspend and final-state checks: "
+        (
+            f"- Notes (findings that are not overspends): {len(data['notes'])}, "
+            "listed in results.json.\n"
+            if data.get("notes")
+            else ""
+        )
+        + "- Overspend and final-state checks: "
         + (
             "**all runs passed**."
             if not data["violations"]
@@ -425,6 +436,7 @@ def render(data: dict[str, Any], out: Path, write_docs: bool, console: Console) 
     print_tables(console, tables)
     print_targets(console, targets)
     out.mkdir(parents=True, exist_ok=True)
+    data.setdefault("notes", [])
     ordered = {key: data[key] for key in (*RESULT_KEYS, "runs")}
     (out / "results.json").write_text(json.dumps(ordered, indent=1) + "\n", encoding="utf-8")
     report.plot_throughput(cases, backends, out / "throughput.png")
@@ -435,6 +447,11 @@ def render(data: dict[str, Any], out: Path, write_docs: bool, console: Console) 
         update_docs(DOCS_PAGE, markdown_section(data, tables, targets, rel))
         console.print(f"Updated the results section of {DOCS_PAGE}")
     console.print(f"Total {data['meta']['duration_s'] / 60:.1f} minutes.")
+    data.setdefault("notes", [])
+    if data["notes"]:
+        console.print(f"[yellow]{len(data['notes'])} notes (not overspends):[/]")
+        for note in data["notes"]:
+            console.print(f"  {note}")
     if data["violations"]:
         console.print(f"[red]{len(data['violations'])} violations:[/]")
         for v in data["violations"]:
@@ -453,6 +470,7 @@ RESULT_KEYS = (
     "memory",
     "not_measured",
     "violations",
+    "notes",
 )
 
 
@@ -550,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": bench.memory,
         "not_measured": not_measured,
         "violations": bench.violations,
+        "notes": bench.notes,
         "runs": bench.runs,
     }
     return render(data, out, write_docs, console)

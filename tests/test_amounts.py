@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 import math
 import re
-from decimal import Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from treasurer import InvalidAmount, InvalidAmountType, TreasurerError, UnknownAxis
@@ -324,3 +324,20 @@ class TestBadInput:
             with pytest.raises(UnknownAxis, match=re.escape(repr(axis))) as caught:
                 parser({"tokens": 1, axis: 1})
             assert all(name in str(caught.value) for name in AXES)
+
+
+class TestFloatFastPath:
+    """usd_to_nanos converts most floats without Decimal; it must agree with it exactly."""
+
+    @settings(max_examples=3000)
+    @given(
+        st.floats(min_value=0, max_value=1e15, allow_nan=False)
+        | st.integers(0, 2_000_000_000_000_000).map(lambda n: n / 10**9)
+        | st.integers(0, 10**12).map(lambda n: n / 10**6)
+    )
+    def test_agrees_with_the_decimal_path(self, value: float) -> None:
+        """For any float, charge and cap conversions equal the exact Decimal computation."""
+        exact = Decimal(repr(value)).scaleb(9)
+        assert usd_to_nanos(value) == int(exact.to_integral_value(rounding=ROUND_CEILING))
+        floor = int(exact.to_integral_value(rounding=ROUND_FLOOR))
+        assert usd_to_nanos(value, round_up=False) == floor

@@ -316,6 +316,7 @@ class BudgetCore:
         if self.uses_time:  # one clock read per batch
             ledger.advance(self.clock())
         log = self.log
+        debug = self._debug_enabled()
         closing = self.closed
         for op, a, b, slot in batch:
             if op < _FIRST_SETTLEMENT:
@@ -327,14 +328,18 @@ class BudgetCore:
                     continue
                 if op == RESERVE_WAIT and (ledger.waiting or not self._fits(ledger, a, slot)):
                     ledger.wait(slot, a, b)  # answered when granted, in arrival order
-                    log.debug("reservation waiting", waiting=len(ledger.waiting), **_describe(a))
+                    if debug:
+                        log.debug(
+                            "reservation waiting", waiting=len(ledger.waiting), **_describe(a)
+                        )
                     continue
-            reply = self._apply(ledger, log, op, a, b)
+            reply = self._apply(ledger, log, op, a, b, debug)
             if slot is not None:
                 slot.deliver(reply)
         if ledger.waiting:
             for ticket, reservation_id, deadline in ledger.serve_waiters():
-                log.debug("reservation granted after waiting", reservation=reservation_id)
+                if debug:
+                    log.debug("reservation granted after waiting", reservation=reservation_id)
                 cast(Slot, ticket).deliver((reservation_id, deadline))
         self.publish()
         if ledger.events:
@@ -373,17 +378,33 @@ class BudgetCore:
                     await wakeup.wait()
                 continue
             # Due by the budget's clock, which the actor reads next: it will expire
-            # the reservation and move the deadline on, which wakes this task.
+            # what is due; with no target, the next deadline it publishes wakes us.
+            self._timer_target = None
             self.post(TICK)
             await wakeup.wait()
 
     def _publish_deadline(self) -> None:
-        """Tell the timer about the next deadline when it changed (actor only)."""
+        """Tell the timer about the next deadline if it must wake sooner (actor only).
+
+        A later deadline needs no wake-up: the timer wakes at the earlier one,
+        finds nothing due and sleeps again, so steady traffic costs no switch.
+        """
         ledger = self.ledger
         deadline = ledger.next_deadline() if ledger.reservations or ledger.waiting else None
         self.next_deadline = deadline
-        if deadline != self._timer_target:
+        target = self._timer_target
+        if deadline is not None and (target is None or deadline < target):
             self._timer_wakeup.set()
+
+    def _debug_enabled(self) -> bool:
+        """Whether debug events would go anywhere (asked once per batch).
+
+        Building their arguments costs more than applying most messages, so a
+        batch with debug logging off gets a logger that skips them entirely;
+        info and above still go to the real one.
+        """
+        is_enabled_for = getattr(self.log, "is_enabled_for", None)
+        return True if is_enabled_for is None else bool(is_enabled_for(logging.DEBUG))
 
     def _deliver(self, events: list[Event]) -> None:
         """Hand events out without waiting on anyone: log, callback, subscribers."""
@@ -437,24 +458,29 @@ class BudgetCore:
         return refusal is None or isinstance(refusal, RequestTooLarge)
 
     @staticmethod
-    def _apply(ledger: Ledger, log: Any, op: int, a: Any, b: Any) -> object:
+    def _apply(ledger: Ledger, log: Any, op: int, a: Any, b: Any, debug: bool = True) -> object:
         if op in (RESERVE, RESERVE_WAIT):
             granted = ledger.reserve(a, b)
             if isinstance(granted, BudgetExceeded):
                 log.info("request refused", op="reserve", cap=granted.cap, error=str(granted))
                 return granted
-            log.debug("reservation granted", reservation=granted, **_describe(a))
+            if debug:
+                log.debug("reservation granted", reservation=granted, **_describe(a))
             return (granted, ledger.deadline(granted))
         # Handles settle each reservation exactly once, so an unknown id has expired.
         if op == COMMIT:
             actual, meta = b if len(b) == 2 else (b, None)  # (vector, metadata) or a vector
             model = meta and meta.get("model")
             reply: object = ledger.commit(a, actual, expired_ok=True, model=model)
-            log.debug("reservation committed", reservation=a, **_describe(actual), **(meta or {}))
+            if debug:
+                log.debug(
+                    "reservation committed", reservation=a, **_describe(actual), **(meta or {})
+                )
             return reply
         if op == RELEASE:
             reply = ledger.release(a, expired_ok=True)
-            log.debug("reservation released", reservation=a)
+            if debug:
+                log.debug("reservation released", reservation=a)
             return reply
         if op == TICK:
             return None
@@ -463,15 +489,18 @@ class BudgetCore:
             if refusal is not None:
                 log.info("request refused", op="record", cap=refusal.cap, error=str(refusal))
                 return refusal
-            log.debug("usage recorded", **_describe(a), **(b or {}))
+            if debug:
+                log.debug("usage recorded", **_describe(a), **(b or {}))
             return ledger.state()
         if op == ADJUST:
             ledger.adjust(a)
-            log.debug("usage adjusted", credit=_describe(a))
+            if debug:
+                log.debug("usage adjusted", credit=_describe(a))
             return None
         if op == UNRECORD:
             ledger.unrecord(a)
-            log.debug("usage recorded by a cancelled caller was taken back", **_describe(a))
+            if debug:
+                log.debug("usage recorded by a cancelled caller was taken back", **_describe(a))
             return None
         if op == CHECK:
             return (ledger.refusal(a), (ledger.state(), ledger.windows_view(), ledger.limits, ()))
@@ -484,7 +513,8 @@ class BudgetCore:
             return ledger.remove_override(a)
         if op == CHARGE:
             ledger.charge(a, b and b.get("model"))
-            log.debug("usage charged", **_describe(a), **(b or {}))
+            if debug:
+                log.debug("usage charged", **_describe(a), **(b or {}))
             return ledger.state()
         if op == USAGE:
             return ledger.usage_view(a)

@@ -34,6 +34,10 @@ AXES: Final = ("input_tokens", "output_tokens", "tokens", "usd", "requests")
 AXIS_INDEX: Final = {name: index for index, name in enumerate(AXES)}
 
 NANOS_PER_USD: Final = 10**9
+# Below a million dollars adjacent doubles are at most 1.2e-10 apart, so two
+# numbers with 9 decimals (1e-9 apart or more) never round to the same double:
+# a nano count that round-trips is the exact decimal of the float.
+_FAST_FLOAT_LIMIT: Final = 1_000_000.0
 _NANO_EXPONENT: Final = 9
 _ONE: Final = Decimal(1)
 # Our own context: exact whatever precision the application set for its thread.
@@ -87,6 +91,12 @@ def usd_to_nanos(value: object, name: str = "usd", *, round_up: bool = True) -> 
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidAmount(f"{name} must be a finite number, got {value}")
+        if 0 <= value < _FAST_FLOAT_LIMIT:
+            # Fast path (no Decimal): exact, see _FAST_FLOAT_LIMIT; anything finer
+            # than a nano-dollar fails the round trip and takes the exact path.
+            nanos = round(value * NANOS_PER_USD)
+            if nanos / NANOS_PER_USD == value:
+                return nanos
         exact = Decimal(repr(value))
     elif isinstance(value, Decimal):
         if not value.is_finite():

@@ -29,13 +29,10 @@ def tests(session: nox.Session) -> None:
     """The whole test suite, every async test on asyncio and trio, with coverage."""
     install_group(session, "test")
     session.install("-e", ".")
-    session.run(
-        "pytest",
-        "--cov=treasurer",
-        "--cov-report=term-missing:skip-covered",
-        f"--cov-fail-under={COVERAGE_FLOOR}",
-        *session.posargs,
-    )
+    session.run("pytest", "--cov=treasurer", "--cov-report=", *session.posargs)
+    # The floor is enforced by coverage itself (exit status 2 below it), at two
+    # decimals, so 97.98 % cannot round up to a 98 % floor.
+    session.run("coverage", "report", f"--fail-under={COVERAGE_FLOOR}")
 
 
 @nox.session

@@ -111,3 +111,26 @@ class TestOverrides:
             budget.record(tokens=15)
             budget.remove_override(override)
             assert budget.snapshot().limits.tokens == 10
+
+
+class TestOverrideDeadlines:
+    async def test_removed_override_no_longer_schedules_the_timer(self) -> None:
+        """An override removed early drops out of the timer's schedule; one that expires
+        before any reservation deadline is what the timer wakes for."""
+        clock = Clock()
+        async with treasurer.open_budget(tokens=100, clock=clock) as budget:
+            early = await budget.override(tokens=5, expires_at=START + timedelta(minutes=1))
+            await budget.override(tokens=5, expires_at=START + timedelta(minutes=2))
+            async with budget.reserve(tokens=1):
+                core = budget._core
+                assert core.next_deadline == START + timedelta(minutes=1)
+                await budget.remove_override(early)
+                assert core.ledger.next_deadline() == START + timedelta(minutes=2)
+
+    def test_ledger_refuses_an_unknown_window_reset(self) -> None:
+        """The pure ledger answers a reset of an unknown window with InvalidOption."""
+        from treasurer._ledger import Ledger
+
+        ledger = Ledger((None, None, 10, None, None), windows=[Window.hour(tokens=5)], now=START)
+        assert isinstance(ledger.reset("day"), treasurer.InvalidOption)
+        assert ledger.reset("hour") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import anyio
 import pytest
 
 import treasurer
@@ -112,3 +113,49 @@ class TestUsage:
             with budget.reserve(tokens=5) as r:
                 r.commit(tokens=5, model="y")
             assert budget.usage().top_models_by_tokens == (("x", 10), ("y", 5))
+
+
+class TestSmallPaths:
+    async def test_a_model_accumulates(self) -> None:
+        """Several records of one model add up in its totals."""
+        async with treasurer.open_budget(windows=[Window.day(tokens=100, tz=UTC)]) as budget:
+            await budget.record(tokens=3, model="m")
+            await budget.record(tokens=4, model="m")
+            assert (await budget.usage()).models["m"].tokens == 7
+            assert (await budget.usage("day")).models["m"].tokens == 7
+
+    async def test_event_message_and_a_closed_subscription(self) -> None:
+        """Every event has a message; offering to a closed subscription is harmless."""
+        events: list[treasurer.Event] = []
+        async with treasurer.open_budget(tokens=10, on_event=events.append) as budget:
+            async with budget.subscribe() as subscription:
+                subscription.close()
+                async with budget.reserve(tokens=1) as r:
+                    r.commit(tokens=1)
+            assert subscription.missed == 0
+        created = next(e for e in events if isinstance(e, treasurer.ReservationCreated))
+        assert created.message == f"ReservationCreated in budget {budget.name!r}"
+
+
+class TestSyncDetails:
+    def test_reservation_properties_and_views_as_context_managers(self) -> None:
+        """A sync reservation shows its id and deadline; a view can be used with `with`."""
+        with treasurer.sync.open_budget(tokens=10) as budget:
+            with budget.reserve(tokens=1) as r:
+                assert r.id > 0
+                assert r.deadline is not None
+                r.commit(tokens=1)
+
+        async def main() -> None:
+            async with treasurer.open_budget(tokens=10) as async_budget:
+                view = async_budget.sync_view()
+
+                def use() -> None:
+                    with view as same:
+                        same.record(tokens=2)
+                    assert view.closed
+
+                await anyio.to_thread.run_sync(use)
+                assert async_budget.totals().tokens == 2
+
+        anyio.run(main)

@@ -326,7 +326,7 @@ class BudgetCore:
                 if closing:
                     slot.deliver(self.closed_error())
                     continue
-                if op == RESERVE_WAIT and (ledger.waiting or not self._fits(ledger, a, slot)):
+                if op == RESERVE_WAIT and (ledger.waiting or not self._fits(ledger, a)):
                     ledger.wait(slot, a, b)  # answered when granted, in arrival order
                     if debug:
                         log.debug(
@@ -452,7 +452,7 @@ class BudgetCore:
         self.ledger.verbose = self.on_event is not None or bool(self.subscribers)
 
     @staticmethod
-    def _fits(ledger: Ledger, amount: Vector, slot: Slot) -> bool:
+    def _fits(ledger: Ledger, amount: Vector) -> bool:
         """Whether a waiting request can be answered now: it fits, or never will."""
         refusal = ledger.refusal(amount)
         return refusal is None or isinstance(refusal, RequestTooLarge)

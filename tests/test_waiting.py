@@ -32,6 +32,16 @@ class Queue:
         granted in one batch may resume in any order)."""
         return [name for _, name in sorted(self._granted)]
 
+    async def reset(self) -> None:
+        """Zero the budget's usage and let every waiter that now fits run."""
+        await self.budget.reset()
+        await wait_all_tasks_blocked()
+
+    def release_all(self) -> None:
+        """Let every granted waiter commit and leave."""
+        for event in self.release.values():
+            event.set()
+
     async def start(self, name: str, tokens: int) -> None:
         scope = self.scopes[name] = anyio.CancelScope()
         done = self.release[name] = anyio.Event()
@@ -67,11 +77,9 @@ class TestFirstComeFirstServed:
                 queue.release["b"].set()
                 await wait_all_tasks_blocked()
                 assert queue.granted == ["holder", "b", "c"]  # b committed 60: still full
-                await budget.reset()
-                await wait_all_tasks_blocked()
+                await queue.reset()
                 assert queue.granted == ["holder", "b", "c", "d"]
-                for event in queue.release.values():
-                    event.set()
+                queue.release_all()
             assert budget.statistics().reservations_waiting == 0
             assert budget.snapshot().open_reservations == 0
 
@@ -84,16 +92,13 @@ class TestFirstComeFirstServed:
                 await queue.start("large", 80)
                 await queue.start("small", 10)  # would fit now, but arrived later
                 assert queue.granted == ["holder"]
-                await budget.reset()
-                await wait_all_tasks_blocked()
+                await queue.reset()
                 assert queue.granted == ["holder"]
                 queue.release["holder"].set()  # commit 60 then reset: 100 free
                 await wait_all_tasks_blocked()
-                await budget.reset()
-                await wait_all_tasks_blocked()
+                await queue.reset()
                 assert queue.granted == ["holder", "large", "small"]
-                for event in queue.release.values():
-                    event.set()
+                queue.release_all()
 
     async def test_fits_at_once(self) -> None:
         """A waiting reservation that fits is granted at once."""
@@ -130,11 +135,9 @@ class TestCancellation:
                 await budget.reset()
                 queue.release["holder"].set()
                 await wait_all_tasks_blocked()
-                await budget.reset()
-                await wait_all_tasks_blocked()
+                await queue.reset()
                 assert queue.granted == ["holder", "b", "d"]
-                for event in queue.release.values():
-                    event.set()
+                queue.release_all()
             assert queue.scopes["c"].cancelled_caught
             snap = budget.snapshot()
             assert (snap.open_reservations, snap.tokens_reserved) == (0, 0)
@@ -151,8 +154,7 @@ class TestCancellation:
                 queue.scopes["large"].cancel()
                 await wait_all_tasks_blocked()
                 assert queue.granted == ["holder", "small"]
-                for event in queue.release.values():
-                    event.set()
+                queue.release_all()
 
     async def test_timeout(self) -> None:
         """fail_after bounds the wait; the timed-out waiter leaves nothing behind."""

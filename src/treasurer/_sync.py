@@ -13,6 +13,7 @@ import atexit
 import functools
 import threading
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -39,8 +40,12 @@ _CLOSE_TIMEOUT = 10.0
 _BACKENDS: frozenset[str] = frozenset({"asyncio", "trio"})
 
 
-class _Runner:
-    """Runs a function on the budget's event loop thread and waits for it."""
+class _Runner(ABC):
+    """Runs a function on the budget's event loop thread and waits for it.
+
+    Two ways to get there: a portal into a loop the facade owns, or the token
+    of a loop someone else runs (for views).
+    """
 
     def __init__(self, loop_thread: int, describe: str) -> None:
         self.loop_thread = loop_thread
@@ -56,6 +61,7 @@ class _Runner:
         if self.closed and not settling:
             raise BudgetClosed(f"{self.describe} is closed")
 
+    @abstractmethod
     def run(
         self, func: Callable[..., Any], *args: object, what: str, settling: bool = False
     ) -> Any:
@@ -64,7 +70,6 @@ class _Runner:
         ``settling`` lets a release through even after this handle was closed,
         as long as the budget's loop still runs.
         """
-        raise NotImplementedError  # pragma: no cover - abstract
 
 
 class _PortalRunner(_Runner):

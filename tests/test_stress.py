@@ -231,7 +231,7 @@ async def test_windows_waiting_expiry_under_load(seed: int) -> None:
         def check(_: list[Message]) -> None:
             nonlocal peak_waiting
             ledger = core.ledger
-            peak_waiting = max(peak_waiting, len(ledger.waiting))
+            peak_waiting = max(peak_waiting, ledger.waiting)
             scopes = [("lifetime", ledger.used, ledger.limits)]
             scopes += [(w.window.name, w.used, w.limits) for w in ledger.windows]
             for name, used, limits in scopes:

@@ -40,6 +40,7 @@ from ._events import ReservationReleased as ReservationReleased
 from ._events import Subscription as Subscription
 from ._events import ThresholdCrossed as ThresholdCrossed
 from ._events import WindowRolledOver as WindowRolledOver
+from ._tenants import TenantCaps as TenantCaps
 from ._types import Caps as Caps
 from ._types import Check as Check
 from ._types import Snapshot as Snapshot
@@ -82,6 +83,7 @@ __all__ = (
     "Snapshot",
     "Statistics",
     "Subscription",
+    "TenantCaps",
     "ThresholdCrossed",
     "Totals",
     "TreasurerError",

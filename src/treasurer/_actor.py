@@ -23,7 +23,7 @@ import inspect
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -41,10 +41,10 @@ from ._events import (
     ThresholdCrossed,
     WindowRolledOver,
 )
-from ._ledger import Ledger, State, WindowsView
+from ._ledger import NO_TENANT_CAPS, Ledger, Scope, State, TenantSpec, WindowsView
 from ._slots import Slot, slot_factory
 from ._types import Snapshot, Statistics
-from ._windows import Window, utc_now
+from ._windows import Window, WindowState, utc_now
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -68,10 +68,19 @@ CHARGE: Final = 12
 # waiters' queue move (a waiter gave up).
 TICK: Final = 13
 _FIRST_SETTLEMENT: Final = COMMIT
+# Added to an op for a tenant's message, whose ``a`` is then ``(tenant, a)``.
+# Untenanted messages, the common case, carry nothing extra.
+TENANT: Final = 32
 
 Message = tuple[int, Any, Any, Slot | None]
 Published = tuple[State, WindowsView, CapVector, tuple[Override, ...]]
 """What reads see: lifetime figures, windows, caps in force, active overrides."""
+
+
+def tenant_op(op: int, tenant: str | None, a: object) -> tuple[int, object]:
+    """The op and first argument of a message for ``tenant`` (``None``: the budget)."""
+    return (op, a) if tenant is None else (op + TENANT, (tenant, a))
+
 
 DEFAULT_MAILBOX_SIZE: Final = 4096
 _MIN_TIMER_SLEEP: Final = 0.001  # seconds; no busy loop if the clocks disagree
@@ -102,16 +111,31 @@ class BudgetCore:
         thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
         on_event: Callable[[Event], object] | None = None,
         reservation_ttl: timedelta | None = None,
+        tenant_default: TenantSpec = NO_TENANT_CAPS,
+        tenant_specs: Mapping[str, TenantSpec] | None = None,
     ) -> None:
         self.name: Final = name or f"budget-{next(_names)}"
         self.caps: Final = caps
         self.per_request: Final = per_request
         self.clock: Final = clock
         self.ledger = Ledger(
-            caps, self.name, per_request, windows, clock(), thresholds, reservation_ttl
+            caps,
+            self.name,
+            per_request,
+            windows,
+            clock(),
+            thresholds,
+            reservation_ttl,
+            tenant_default,
+            tenant_specs,
         )
         # Whether batches must read the clock: windows or reservation deadlines.
-        self.uses_time = bool(windows) or reservation_ttl is not None
+        self.uses_time = (
+            bool(windows)
+            or reservation_ttl is not None
+            or bool(tenant_default[2])
+            or any(spec[2] for spec in (tenant_specs or {}).values())
+        )
         # The earliest reservation deadline, published by the actor for the timer.
         self.next_deadline: datetime | None = None
         self._timer_target: datetime | None = None
@@ -133,7 +157,9 @@ class BudgetCore:
         self.log = structlog.get_logger("treasurer").bind(budget=self.name)
         # One tuple, replaced whole after each batch, so a reader in any thread
         # sees lifetime and window figures from the same batch.
-        self.published: Published = self._view()
+        self.published: Published = self._view(self.ledger)
+        # Each tenant's figures, for synchronous reads; republished when they change.
+        self.tenant_published: dict[str, Published] = {}
         self._snapshot_cache: tuple[object, Snapshot] | None = None
         self.closed = False
         self._failure: BaseException | None = None
@@ -177,10 +203,14 @@ class BudgetCore:
             # already granted (asyncio can cancel a caller after the answer) is
             # handed back, as anyio's CapacityLimiter does.
             delivered, granted = slot.abandon()
+            tenant = None
+            if op >= TENANT:
+                op -= TENANT
+                tenant, a = a  # type: ignore[misc]
             if delivered:
-                self._undo(op, a, granted)
+                self._undo(op, a, granted, tenant)
             elif op == RESERVE_WAIT and not self.closed:
-                self.post(TICK)  # if it was at the head, the queue may move now
+                self.post(*tenant_op(TICK, tenant, None))  # if it was the head, its queue may move
             if isinstance(exc, ClosedResourceError | anyio.BrokenResourceError):  # pragma: no cover
                 # Defensive: the closed flag is set before either end of the mailbox
                 # closes, so a caller reaching send() after close was refused above.
@@ -192,14 +222,14 @@ class BudgetCore:
             raise reply
         return reply
 
-    def _undo(self, op: int, amount: object, reply: object) -> None:
+    def _undo(self, op: int, amount: object, reply: object, tenant: str | None) -> None:
         if isinstance(reply, BaseException) or self.closed:
             return
         if op in (RESERVE, RESERVE_WAIT):
             assert isinstance(reply, tuple)
             self.post(RELEASE, reply[0])
         elif op == RECORD:
-            self.post(UNRECORD, amount)
+            self.post(*tenant_op(UNRECORD, tenant, amount))
 
     def post(
         self, op: int, a: object = None, b: object = None, *, ack: bool = False
@@ -236,28 +266,55 @@ class BudgetCore:
         self._snapshot_cache = (published, snapshot)
         return snapshot
 
-    def build_snapshot(self, published: Published) -> Snapshot:
+    def build_snapshot(self, published: Published, tenant: str | None = None) -> Snapshot:
         (used, reserved, calls, open_reservations), windows, limits, overrides = published
+        if tenant is None:
+            caps, per_request = self.caps, self.per_request
+        else:
+            caps, per_request, _ = self.ledger.tenant_spec(tenant)
         return Snapshot._build(
-            self.caps,
+            caps,
             used,
             reserved,
             calls,
             open_reservations,
-            self.per_request,
+            per_request,
             windows,
             limits,
             overrides,
+            tenant,
         )
 
-    def _view(self) -> Published:
-        ledger = self.ledger
-        windows = ledger.windows_view() if ledger.windows else ()
-        overrides = tuple(ledger.overrides.values()) if ledger.overrides else ()
-        return (ledger.state(), windows, ledger.limits, overrides)
+    def tenant_snapshot(self, tenant: str) -> Snapshot:
+        """A tenant's figures as of the last batch that changed them."""
+        published = self.tenant_published.get(tenant)
+        if published is None:  # never used: what its first use would start from
+            caps, _, windows = self.ledger.tenant_spec(tenant)
+            now = self.clock()
+            zero = (0, 0, 0, 0, 0)
+            published = (
+                (zero, zero, 0, 0),
+                tuple((w, zero, WindowState(w, now).resets_at(), w.caps) for w in windows),
+                caps,
+                (),
+            )
+        return self.build_snapshot(published, tenant)
+
+    @staticmethod
+    def _view(scope: Scope) -> Published:
+        windows = scope.windows_view() if scope.windows else ()
+        overrides = tuple(scope.overrides.values()) if scope.overrides else ()
+        return (scope.state(), windows, scope.limits, overrides)
 
     def publish(self) -> None:
-        self.published = self._view()
+        ledger = self.ledger
+        self.published = self._view(ledger)
+        if ledger.touched:
+            published = self.tenant_published
+            for scope in ledger.touched:
+                assert scope.tenant is not None
+                published[scope.tenant] = self._view(scope)
+            ledger.touched.clear()
 
     def statistics(self) -> Statistics:
         return Statistics(
@@ -268,7 +325,7 @@ class BudgetCore:
             peak_batch_size=self._peak_batch,
             open_reservations=self.state[3],
             tasks_waiting=self._waiting,
-            reservations_waiting=len(self.ledger.waiting),
+            reservations_waiting=self.ledger.waiting,
         )
 
     # -- the actor -----------------------------------------------------------------
@@ -319,6 +376,10 @@ class BudgetCore:
         debug = self._debug_enabled()
         closing = self.closed
         for op, a, b, slot in batch:
+            tenant = None
+            if op >= TENANT:
+                op -= TENANT
+                tenant, a = a
             if op < _FIRST_SETTLEMENT:
                 assert slot is not None
                 if slot.abandoned:
@@ -326,21 +387,24 @@ class BudgetCore:
                 if closing:
                     slot.deliver(self.closed_error())
                     continue
-                if op == RESERVE_WAIT and (ledger.waiting or not self._fits(ledger, a)):
-                    ledger.wait(slot, a, b)  # answered when granted, in arrival order
+                if op == RESERVE_WAIT and (ledger.waiting or not self._fits(ledger, a, tenant)):
+                    ledger.wait(slot, a, b, tenant)  # answered when granted, in arrival order
                     if debug:
                         log.debug(
-                            "reservation waiting", waiting=len(ledger.waiting), **_describe(a)
+                            "reservation waiting",
+                            waiting=ledger.waiting,
+                            tenant=tenant,
+                            **_describe(a),
                         )
                     continue
-            reply = self._apply(ledger, log, op, a, b, debug)
+            reply = self._apply(ledger, log, op, a, b, debug, tenant)
             if slot is not None:
                 slot.deliver(reply)
         if ledger.waiting:
-            for ticket, reservation_id, deadline in ledger.serve_waiters():
+            for ticket, answer in ledger.serve_waiters():
                 if debug:
-                    log.debug("reservation granted after waiting", reservation=reservation_id)
-                cast(Slot, ticket).deliver((reservation_id, deadline))
+                    log.debug("waiting reservation answered", answer=repr(answer))
+                cast(Slot, ticket).deliver(answer)
         self.publish()
         if ledger.events:
             events, ledger.events = ledger.events, []
@@ -408,8 +472,8 @@ class BudgetCore:
 
     def _deliver(self, events: list[Event]) -> None:
         """Hand events out without waiting on anyone: log, callback, subscribers."""
-        log = self.log
         for event in events:
+            log = self.log if event.tenant is None else self.log.bind(tenant=event.tenant)
             if isinstance(event, ThresholdCrossed):
                 log.log(
                     _LOG_LEVELS[event.level],
@@ -452,15 +516,23 @@ class BudgetCore:
         self.ledger.verbose = self.on_event is not None or bool(self.subscribers)
 
     @staticmethod
-    def _fits(ledger: Ledger, amount: Vector) -> bool:
+    def _fits(ledger: Ledger, amount: Vector, tenant: str | None) -> bool:
         """Whether a waiting request can be answered now: it fits, or never will."""
-        refusal = ledger.refusal(amount)
+        refusal = ledger.refusal_for(amount, tenant)
         return refusal is None or isinstance(refusal, RequestTooLarge)
 
     @staticmethod
-    def _apply(ledger: Ledger, log: Any, op: int, a: Any, b: Any, debug: bool = True) -> object:
+    def _apply(
+        ledger: Ledger,
+        log: Any,
+        op: int,
+        a: Any,
+        b: Any,
+        debug: bool = True,
+        tenant: str | None = None,
+    ) -> object:
         if op in (RESERVE, RESERVE_WAIT):
-            granted = ledger.reserve(a, b)
+            granted = ledger.reserve(a, b, tenant)
             if isinstance(granted, BudgetExceeded):
                 log.info("request refused", op="reserve", cap=granted.cap, error=str(granted))
                 return granted
@@ -470,8 +542,8 @@ class BudgetCore:
         # Handles settle each reservation exactly once, so an unknown id has expired.
         if op == COMMIT:
             actual, meta = b if len(b) == 2 else (b, None)  # (vector, metadata) or a vector
-            model = meta and meta.get("model")
-            reply: object = ledger.commit(a, actual, expired_ok=True, model=model)
+            model = meta.get("model") if meta else None
+            reply: object = ledger.commit(a, actual, expired_ok=True, model=model, tenant=tenant)
             if debug:
                 log.debug(
                     "reservation committed", reservation=a, **_describe(actual), **(meta or {})
@@ -483,44 +555,47 @@ class BudgetCore:
                 log.debug("reservation released", reservation=a)
             return reply
         if op == TICK:
+            ledger.wake(tenant)
             return None
         if op == RECORD:
-            refusal = ledger.record(a, b and b.get("model"))
+            refusal = ledger.record(a, b.get("model") if b else None, tenant)
             if refusal is not None:
                 log.info("request refused", op="record", cap=refusal.cap, error=str(refusal))
                 return refusal
             if debug:
-                log.debug("usage recorded", **_describe(a), **(b or {}))
-            return ledger.state()
+                log.debug("usage recorded", tenant=tenant, **_describe(a), **(b or {}))
+            return ledger.scope(tenant).state()
         if op == ADJUST:
-            ledger.adjust(a)
+            ledger.adjust(a, tenant)
             if debug:
                 log.debug("usage adjusted", credit=_describe(a))
             return None
         if op == UNRECORD:
-            ledger.unrecord(a)
+            ledger.unrecord(a, tenant)
             if debug:
                 log.debug("usage recorded by a cancelled caller was taken back", **_describe(a))
             return None
         if op == CHECK:
-            return (ledger.refusal(a), (ledger.state(), ledger.windows_view(), ledger.limits, ()))
+            refusal = ledger.refusal_for(a, tenant)
+            scope = ledger.scope(tenant)
+            return (refusal, (scope.state(), scope.windows_view(), scope.limits, ()))
         if op == OVERRIDE:
             window, increase, expires_at, reason, created_by = a
-            result = ledger.add_override(window, increase, expires_at, reason, created_by)
-            log.info("override set", window=window, result=repr(result))
+            result = ledger.add_override(window, increase, expires_at, reason, created_by, tenant)
+            log.info("override set", window=window, tenant=tenant, result=repr(result))
             return result
         if op == REMOVE_OVERRIDE:
             return ledger.remove_override(a)
         if op == CHARGE:
-            ledger.charge(a, b and b.get("model"))
+            ledger.charge(a, b.get("model") if b else None, tenant)
             if debug:
-                log.debug("usage charged", **_describe(a), **(b or {}))
-            return ledger.state()
+                log.debug("usage charged", tenant=tenant, **_describe(a), **(b or {}))
+            return ledger.scope(tenant).state()
         if op == USAGE:
-            return ledger.usage_view(a)
+            return ledger.usage_for(a, tenant)
         if op == RESET:
-            reply = ledger.reset(a)
-            log.info("budget reset", window=a or "all")
+            reply = ledger.reset(a, tenant)
+            log.info("budget reset", window=a or "all", tenant=tenant)
             return reply
         raise AssertionError(f"unknown op {op}")  # pragma: no cover
 
@@ -544,12 +619,15 @@ class BudgetCore:
         pending.extend(self._overflow)
         self._overflow.clear()
         error = self.closed_error()
-        for ticket, _, _ in self.ledger.waiting:
+        for ticket in self.ledger.drain_waiting():
             cast(Slot, ticket).deliver(error)
-        self.ledger.waiting.clear()
         for op, a, b, slot in pending:
+            tenant = None
+            if op >= TENANT:
+                op -= TENANT
+                tenant, a = a
             if op >= _FIRST_SETTLEMENT and self._failure is None:
-                reply = self._apply(self.ledger, self.log, op, a, b)
+                reply = self._apply(self.ledger, self.log, op, a, b, True, tenant)
                 if slot is not None:
                     slot.deliver(reply)
             elif slot is not None:

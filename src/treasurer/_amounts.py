@@ -178,6 +178,7 @@ class Metadata(TypedDict, total=False):
     """What a usage record may say about itself, besides its amounts."""
 
     model: str
+    tenant: str
     request_id: str
     session_id: str
     tags: Mapping[str, str]

@@ -28,6 +28,7 @@ from ._actor import (
     RESET,
     USAGE,
     BudgetCore,
+    tenant_op,
 )
 from ._amounts import (
     AXES,
@@ -57,8 +58,9 @@ from ._errors import (
     UnknownAxis,
 )
 from ._events import DEFAULT_THRESHOLDS, Event, Override, Subscription
-from ._ledger import State
+from ._ledger import NO_TENANT_CAPS, State
 from ._slots import Slot
+from ._tenants import TenantCaps, validated_tenants, validated_window_list
 from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage, UsageReport
 from ._windows import Window, utc_now
 
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 Clock = Callable[[], datetime]
 DEFAULT_RESERVATION_TTL: Final = timedelta(minutes=15)
 
+_UNUSED: Final[State] = ((0, 0, 0, 0, 0), (0, 0, 0, 0, 0), 0, 0)
 _NEW: Final = 0
 _OPEN: Final = 1
 _SETTLED: Final = 2
@@ -82,18 +85,36 @@ class Reservation:
     or by cancellation) releases it. It settles exactly once.
     """
 
-    __slots__ = ("_ack", "_amount", "_core", "_deadline", "_id", "_state", "_ttl", "_wait")
+    __slots__ = (
+        "_ack",
+        "_amount",
+        "_core",
+        "_deadline",
+        "_id",
+        "_late",
+        "_state",
+        "_tenant",
+        "_ttl",
+        "_wait",
+    )
 
     def __init__(
-        self, core: BudgetCore, amount: Vector, ttl: timedelta | None = None, wait: bool = False
+        self,
+        core: BudgetCore,
+        amount: Vector,
+        ttl: timedelta | None = None,
+        wait: bool = False,
+        tenant: str | None = None,
     ) -> None:
         self._core = core
+        self._tenant = tenant
         self._amount = amount
         self._ttl = ttl
         self._wait = wait
         self._id = 0
         self._deadline: datetime | None = None
         self._state = _NEW
+        self._late = False  # commit() already raised ReservationExpired
         self._ack: Slot | None = None
 
     @property
@@ -116,11 +137,16 @@ class Reservation:
         """Whether it was committed or released."""
         return self._state == _SETTLED
 
+    @property
+    def tenant(self) -> str | None:
+        """The tenant it was made for (``None``: the budget itself)."""
+        return self._tenant
+
     async def __aenter__(self) -> Reservation:
         if self._state != _NEW:
             raise ReservationError("a reservation can be entered only once")
-        op = RESERVE_WAIT if self._wait else RESERVE
-        self._id, self._deadline = await self._core.request(op, self._amount, self._ttl)
+        op, amount = tenant_op(RESERVE_WAIT if self._wait else RESERVE, self._tenant, self._amount)
+        self._id, self._deadline = await self._core.request(op, amount, self._ttl)
         self._state = _OPEN
         return self
 
@@ -139,13 +165,19 @@ class Reservation:
         """
         self._check_open()
         amounts, meta = split_metadata(dict(actual))
+        if _same_tenant(self._tenant, meta) != self._tenant:
+            raise InvalidOption(
+                f"reservation {self._id} belongs to the budget, not to a tenant; "
+                "reserve through budget.tenant(...) to charge one"
+            )
         usage = parse(amounts, default_requests=self._amount[REQUESTS])
         payload = usage if meta is None else (usage, meta)
-        self._ack = self._core.post(COMMIT, self._id, payload, ack=True)
+        op, reservation = tenant_op(COMMIT, self._tenant, self._id)
+        self._ack = self._core.post(op, reservation, payload, ack=True)
         self._state = _SETTLED
         deadline = self._deadline
         if deadline is not None and self._core.clock() >= deadline:
-            self._ack = None  # the answer is this error; do not raise it twice
+            self._late = True  # the answer is this error; do not raise it twice
             raise ReservationExpired(
                 f"reservation {self._id} expired at {deadline.isoformat()} before it was "
                 "committed; its usage was recorded all the same"
@@ -192,7 +224,7 @@ class Reservation:
         else:
             with anyio.CancelScope(shield=True):
                 reply = await ack.wait()
-        if isinstance(reply, ReservationExpired) and exc_type is None:
+        if isinstance(reply, ReservationExpired) and exc_type is None and not self._late:
             raise reply
         if isinstance(reply, BaseException) and not isinstance(
             reply, BudgetClosed | ReservationExpired
@@ -210,7 +242,31 @@ class Reservation:
 
     def __repr__(self) -> str:
         state = ("new", "open", "settled")[self._state]
-        return f"<Reservation {self._id} {state} of {self._core.name!r}: {self.amount}>"
+        of = f"{self._core.name!r}" + ("" if self._tenant is None else f" ({self._tenant!r})")
+        return f"<Reservation {self._id} {state} of {of}: {self.amount}>"
+
+
+def _same_tenant(tenant: str | None, meta: dict[str, object] | None) -> str | None:
+    """The tenant a usage record is for: the handle's, or the ``tenant`` it names.
+
+    Naming another tenant than the handle's (or the reservation's) is refused
+    rather than guessed at.
+    """
+    if meta is None or "tenant" not in meta:
+        return tenant
+    named = meta.pop("tenant")
+    assert isinstance(named, str)
+    if tenant is not None and named != tenant:
+        raise InvalidOption(f"tenant={named!r} given for usage of tenant {tenant!r}")
+    if tenant is None and named is not None:
+        _check_tenant_name(named)
+    return named
+
+
+def _check_tenant_name(tenant: object) -> str:
+    if not isinstance(tenant, str) or not tenant:
+        raise InvalidOption(f"a tenant is named by a non-empty str, not {tenant!r}")
+    return tenant
 
 
 class Budget:
@@ -222,10 +278,11 @@ class Budget:
     actor published after its last batch.
     """
 
-    __slots__ = ("_core",)
+    __slots__ = ("_core", "_tenant")
 
-    def __init__(self, core: BudgetCore) -> None:
+    def __init__(self, core: BudgetCore, tenant: str | None = None) -> None:
         self._core = core
+        self._tenant = tenant
 
     @property
     def name(self) -> str:
@@ -233,9 +290,36 @@ class Budget:
         return self._core.name
 
     @property
+    def tenant_name(self) -> str | None:
+        """The tenant this handle is scoped to (``None``: the whole budget)."""
+        return self._tenant
+
+    def tenant(self, name: str) -> Budget:
+        """A handle scoped to one tenant, with this same API: ``budget.tenant("user-42")``.
+
+        A tenant's requests must fit its own caps (configured in
+        ``open_budget(tenants=...)``, else ``tenant_defaults``) and the
+        budget's, which are the shared total over all tenants; its usage
+        counts in both. A tenant comes into being at its first request, in
+        the actor, so concurrent first requests cannot get past its caps.
+        Making a handle sends nothing and is cheap.
+        """
+        if self._tenant is not None:
+            raise InvalidOption(
+                f"{self!r} is already a tenant's handle; tenants do not nest "
+                "(use child() for a sub-budget)"
+            )
+        return Budget(self._core, _check_tenant_name(name))
+
+    @property
     def caps(self) -> Caps:
-        """The caps the budget was opened with."""
-        return Caps._from_vector(self._core.caps)
+        """The caps the budget was opened with (a tenant handle: the tenant's own)."""
+        return Caps._from_vector(self._caps_vector())
+
+    def _caps_vector(self) -> CapVector:
+        if self._tenant is None:
+            return self._core.caps
+        return self._core.ledger.tenant_spec(self._tenant)[0]
 
     @property
     def closed(self) -> bool:
@@ -257,7 +341,7 @@ class Budget:
                 raise InvalidAmountType("tokens given both positionally and by keyword")
             values["tokens"] = tokens
         try:
-            await self._core.request(RECORD, parse(values))
+            await self._core.request(*tenant_op(RECORD, self._tenant, parse(values)))
         except RequestTooLarge:
             raise
         except BudgetExceeded:
@@ -275,18 +359,30 @@ class Budget:
         estimate = count(estimated, "estimated")
         credit = [0, 0, 0, 0, 0]
         credit[TOKENS] = estimate - actual
-        ack = self._core.post(ADJUST, tuple(credit), ack=True)
+        ack = self._core.post(*tenant_op(ADJUST, self._tenant, tuple(credit)), ack=True)
         assert ack is not None
         await ack.wait()
 
     @property
     def remaining(self) -> int | None:
-        """Tokens left: the ``tokens`` cap minus used and reserved (``None`` if uncapped)."""
-        cap = self._core.caps[TOKENS]
-        if cap is None:
-            return None
-        used, reserved, _, _ = self._core.state  # one read: one consistent batch
-        return cap - used[TOKENS] - reserved[TOKENS]
+        """Tokens left: the ``tokens`` cap minus used and reserved (``None`` if uncapped).
+
+        For a tenant, the smaller of what its own cap and the budget's shared
+        cap leave.
+        """
+        left = _tokens_left(self._core.caps[TOKENS], self._core.state)
+        if self._tenant is None:
+            return left
+        own = _tokens_left(self._caps_vector()[TOKENS], self._scoped_state())
+        if own is None or left is None:
+            return left if own is None else own
+        return min(own, left)
+
+    def _scoped_state(self) -> State:
+        if self._tenant is None:
+            return self._core.state
+        published = self._core.tenant_published.get(self._tenant)
+        return published[0] if published is not None else _UNUSED
 
     # -- the pool style: record, reserve, snapshot, reset --------------------------
 
@@ -299,7 +395,8 @@ class Budget:
         figures; all of them are logged with the record.
         """
         amounts, meta = split_metadata(dict(usage))
-        state: State = await self._core.request(RECORD, parse(amounts), meta)
+        tenant = _same_tenant(self._tenant, meta)
+        state: State = await self._core.request(*tenant_op(RECORD, tenant, parse(amounts)), meta)
         return Totals._from_vector(state[0], state[2])
 
     def reserve(
@@ -319,7 +416,7 @@ class Budget:
             self._core.uses_time = True
         if not isinstance(wait, bool):
             raise InvalidOption(f"wait must be True or False, not {wait!r}")
-        return Reservation(self._core, parse(dict(amounts)), ttl, wait)
+        return Reservation(self._core, parse(dict(amounts)), ttl, wait, self._tenant)
 
     async def check(self, **amounts: Unpack[Amounts]) -> Check:
         """Would this request fit now? Reserves nothing and changes nothing.
@@ -327,8 +424,9 @@ class Budget:
         Answered by the actor in order with every other call, so it is exact
         at that instant; another task may of course take the room right after.
         """
-        refusal, published = await self._core.request(CHECK, parse(dict(amounts)))
-        return Check._build(refusal, self._core.build_snapshot(published))
+        message = tenant_op(CHECK, self._tenant, parse(dict(amounts)))
+        refusal, published = await self._core.request(*message)
+        return Check._build(refusal, self._core.build_snapshot(published, self._tenant))
 
     @asynccontextmanager
     async def subscribe(self, buffer: int = 256) -> AsyncIterator[Subscription]:
@@ -342,7 +440,7 @@ class Budget:
             raise InvalidAmount("buffer must be >= 1")
         if self._core.closed:
             raise self._core.closed_error()
-        subscription = Subscription(buffer)
+        subscription = Subscription(buffer, self._tenant)
         self._core.subscribe(subscription)
         try:
             yield subscription
@@ -371,7 +469,7 @@ class Budget:
         amount = parse(dict(increase), default_requests=0)
         self._core.uses_time = True
         message = (window, amount, expires_at, str(reason), str(created_by))
-        override: Override = await self._core.request(OVERRIDE, message)
+        override: Override = await self._core.request(*tenant_op(OVERRIDE, self._tenant, message))
         return override
 
     async def remove_override(self, override: Override | int) -> None:
@@ -402,11 +500,11 @@ class Budget:
         budget allows.
         """
         caps = validated_caps(input_tokens, output_tokens, tokens, usd, requests, None)
-        parent_caps = self._core.caps
+        shared, own = self._core.caps, self._caps_vector()
         uncapped = [
             AXES[axis]
             for axis, cap in enumerate(caps)
-            if cap is None and parent_caps[axis] is not None
+            if cap is None and (shared[axis] is not None or own[axis] is not None)
         ]
         if uncapped:
             raise InvalidOption(
@@ -416,12 +514,13 @@ class Budget:
         if not isinstance(wait, bool):
             raise InvalidOption(f"wait must be True or False, not {wait!r}")
         carve = (caps[0] or 0, caps[1] or 0, caps[2] or 0, caps[3] or 0, caps[4] or 0)
-        held = Reservation(self._core, carve, timedelta.max, wait)
+        held = Reservation(self._core, carve, timedelta.max, wait, self._tenant)
         async with held:
             child: Budget | None = None
             try:
+                prefix = self.name if self._tenant is None else f"{self.name}/{self._tenant}"
                 async with open_budget(
-                    name=name or f"{self.name}/child-{held.id}",
+                    name=name or f"{prefix}/child-{held.id}",
                     input_tokens=input_tokens,
                     output_tokens=output_tokens,
                     tokens=tokens,
@@ -454,13 +553,18 @@ class Budget:
             raise InvalidOption(f"period must be a window's name or 'lifetime', not {period!r}")
         if count(top, "top") < 1:
             raise InvalidAmount("top must be >= 1")
-        view = await self._core.request(USAGE, period)
-        return UsageReport._build(period, view, top)
+        view = await self._core.request(*tenant_op(USAGE, self._tenant, period))
+        return UsageReport._build(period, view, top, self._tenant)
 
     @property
     def per_request(self) -> Caps:
-        """The per-request caps (``None`` where a request may be any size)."""
-        return Caps._from_vector(self._core.per_request)
+        """The per-request caps (``None`` where a request may be any size).
+
+        A tenant's own; the budget's per-request caps apply to tenants too.
+        """
+        if self._tenant is None:
+            return Caps._from_vector(self._core.per_request)
+        return Caps._from_vector(self._core.ledger.tenant_spec(self._tenant)[1])
 
     async def charge(self, **usage: Unpack[UsageInfo]) -> Totals:
         """Record usage that already happened, even past a cap, and return the totals.
@@ -471,7 +575,8 @@ class Budget:
         Applied even if the caller is cancelled while waiting.
         """
         amounts, meta = split_metadata(dict(usage))
-        ack = self._core.post(CHARGE, parse(amounts), meta, ack=True)
+        tenant = _same_tenant(self._tenant, meta)
+        ack = self._core.post(*tenant_op(CHARGE, tenant, parse(amounts)), meta, ack=True)
         assert ack is not None
         state = await ack.wait()
         if isinstance(state, BaseException):
@@ -483,21 +588,32 @@ class Budget:
         later can never push the budget past its caps.
 
         With ``window`` (a time window's name, e.g. ``"day"``), zero only that
-        window's current usage.
+        window's current usage. On the whole budget it zeroes every tenant's
+        usage too; on a tenant's handle, only that tenant's (the shared total
+        keeps counting what the tenant spent).
         """
         if window is not None:
-            names = [state.window.name for state in self._core.ledger.windows]  # fixed at open
+            if self._tenant is None:
+                specs = [state.window for state in self._core.ledger.windows]
+            else:
+                specs = list(self._core.ledger.tenant_spec(self._tenant)[2])
+            names = [spec.name for spec in specs]  # fixed at open
             if window not in names:
                 raise InvalidOption(f"no window named {window!r}; this budget has {names}")
-        await self._core.request(RESET, window)
+        await self._core.request(*tenant_op(RESET, self._tenant, window))
 
     def snapshot(self) -> Snapshot:
-        """Everything at once, consistent as of the actor's last batch."""
-        return self._core.snapshot()
+        """Everything at once, consistent as of the actor's last batch.
+
+        For a tenant: the tenant's own figures (``snapshot().tenant`` names it).
+        """
+        if self._tenant is None:
+            return self._core.snapshot()
+        return self._core.tenant_snapshot(self._tenant)
 
     def totals(self) -> Totals:
         """Usage recorded so far and the number of calls."""
-        state = self._core.state
+        state = self._scoped_state()
         return Totals._from_vector(state[0], state[2])
 
     def statistics(self) -> Statistics:
@@ -515,7 +631,16 @@ class Budget:
         return sync_view(self)
 
     def __repr__(self) -> str:
+        if self._tenant is not None:
+            return f"<Budget {self.name!r} tenant {self._tenant!r}>"
         return f"<Budget {self.name!r} {self._core.ledger!r}>"
+
+
+def _tokens_left(cap: int | None, state: State) -> int | None:
+    if cap is None:
+        return None
+    used, reserved, _, _ = state  # one read: one consistent batch
+    return cap - used[TOKENS] - reserved[TOKENS]
 
 
 def validated_per_request(per_request: Mapping[str, object] | None) -> CapVector:
@@ -555,19 +680,15 @@ def validated_caps(
 
 def validated_windows(windows: object, clock: object) -> tuple[tuple[Window, ...], Clock]:
     """The windows and clock of :func:`open_budget`, validated."""
-    if not isinstance(windows, Sequence) or not all(isinstance(w, Window) for w in windows):
-        raise InvalidOption(f"windows must be a sequence of treasurer.Window, not {windows!r}")
-    names = [w.name for w in windows]
-    if len(set(names)) != len(names) or {"lifetime", "request"} & set(names):
-        raise InvalidOption(f"window names must be unique and not lifetime or request: {names}")
+    window_specs = validated_window_list(windows)
     if clock is None:
-        return tuple(windows), utc_now
+        return window_specs, utc_now
     if not callable(clock):
         raise InvalidOption(f"clock must be a callable returning an aware datetime, not {clock!r}")
     now = clock()
     if not isinstance(now, datetime) or now.utcoffset() is None:
         raise InvalidOption(f"clock must return an aware datetime, got {now!r}")
-    return tuple(windows), clock
+    return window_specs, clock
 
 
 def validated_thresholds(thresholds: object, on_event: object) -> tuple[int, ...]:
@@ -638,6 +759,8 @@ async def open_budget(
     thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
     on_event: Callable[[Event], object] | None = None,
     reservation_ttl: timedelta | None = DEFAULT_RESERVATION_TTL,
+    tenant_defaults: TenantCaps | None = None,
+    tenants: Mapping[str, TenantCaps] | None = None,
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
 ) -> AsyncIterator[Budget]:
     """Open a budget whose actor lives as long as the ``async with`` block.
@@ -653,14 +776,18 @@ async def open_budget(
     :class:`ThresholdCrossed` event fires; ``on_event`` (a function or an
     async function) receives every event. A reservation left unsettled for
     ``reservation_ttl`` (15 minutes unless given; ``None`` for never) is
-    released by the budget at its deadline. After the block, every call
-    raises :class:`BudgetClosed`.
+    released by the budget at its deadline. ``budget.tenant(name)`` scopes
+    calls to a tenant, whose own caps are ``tenants[name]`` or else
+    ``tenant_defaults`` (:class:`TenantCaps`; without either, a tenant has
+    only the budget's caps, which are a total shared by all tenants). After
+    the block, every call raises :class:`BudgetClosed`.
     """
     caps = validated_caps(input_tokens, output_tokens, tokens, usd, requests, max_tokens)
     per_request_caps = validated_per_request(per_request)
     window_specs, clock_function = validated_windows(windows, clock)
     threshold_values = validated_thresholds(thresholds, on_event)
     ttl = validated_ttl(reservation_ttl)
+    tenant_default, tenant_specs = validated_tenants(tenant_defaults, tenants)
     validate_mailbox_size(mailbox_size)
     core = BudgetCore(
         caps,
@@ -672,6 +799,8 @@ async def open_budget(
         thresholds=threshold_values,
         on_event=on_event,
         reservation_ttl=ttl,
+        tenant_default=tenant_default or NO_TENANT_CAPS,
+        tenant_specs=tenant_specs,
     )
     body_error: BaseException | None = None
     async with anyio.create_task_group() as task_group:

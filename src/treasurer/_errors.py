@@ -25,8 +25,9 @@ class BudgetExceeded(TreasurerError):
     "output_tokens", "tokens", "usd" or "requests") and ``window`` which of
     its caps: "lifetime" (the budget's whole life), "request" (the
     per-request cap) or a time window's name ("hour", "day", ...), with
-    ``resets_at`` the instant that window next frees usage. USD figures are
-    ``Decimal``; token and request figures are ``int``.
+    ``resets_at`` the instant that window next frees usage. ``tenant`` is the
+    tenant whose own cap refused it (``None``: the budget's shared caps).
+    USD figures are ``Decimal``; token and request figures are ``int``.
     """
 
     def __init__(
@@ -42,8 +43,10 @@ class BudgetExceeded(TreasurerError):
         available: Quantity,
         window: str = "lifetime",
         resets_at: datetime | None = None,
+        tenant: str | None = None,
     ) -> None:
         self.budget = budget
+        self.tenant = tenant
         self.cap = cap
         self.window = window
         self.resets_at = resets_at
@@ -60,11 +63,16 @@ class BudgetExceeded(TreasurerError):
         where = "" if self.window == "lifetime" else f" per {self.window}"
         resets = "" if self.resets_at is None else f"; it resets at {self.resets_at.isoformat()}"
         return (
-            f"budget {self.budget!r}: {self.cap} cap{where} of {f(self.limit)} exceeded: "
+            f"{self._scope()}: {self.cap} cap{where} of {f(self.limit)} exceeded: "
             f"requested {f(self.requested)} but only {f(self.available)} available "
             f"({f(self.used)} used, {f(self.reserved)} reserved); "
             f"it would have reached {f(self.attempted)}{resets}"
         )
+
+    def _scope(self) -> str:
+        if self.tenant is None:
+            return f"budget {self.budget!r}"
+        return f"budget {self.budget!r}, tenant {self.tenant!r}"
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self), self.__dict__))
@@ -78,12 +86,12 @@ class RequestTooLarge(BudgetExceeded, ValueError):
         f = _show
         if self.window == "request":
             return (
-                f"budget {self.budget!r}: requested {f(self.requested)} {self.cap}, more "
+                f"{self._scope()}: requested {f(self.requested)} {self.cap}, more "
                 f"than the per-request {self.cap} cap of {f(self.limit)}"
             )
         where = "" if self.window == "lifetime" else f" per {self.window}"
         return (
-            f"budget {self.budget!r}: requested {f(self.requested)} {self.cap}, more than "
+            f"{self._scope()}: requested {f(self.requested)} {self.cap}, more than "
             f"the whole {self.cap} cap{where} of {f(self.limit)}, so it can never fit "
             f"({f(self.used)} used, {f(self.reserved)} reserved, {f(self.available)} "
             f"available; it would have reached {f(self.attempted)})"

@@ -24,16 +24,25 @@ DEFAULT_THRESHOLDS: Final = (50, 75, 90, 100)
 
 @attrs.frozen(kw_only=True)
 class Event:
-    """Base class of every event: which budget, when (the budget's clock), how serious."""
+    """Base class of every event: which budget (and tenant), when (the budget's
+    clock), how serious. ``tenant`` is ``None`` for the budget's shared scope."""
 
     budget: str
     at: datetime
     level: Level = "info"
+    tenant: str | None = None
 
     @property
     def message(self) -> str:
         """One plain sentence about what happened."""
-        return f"{type(self).__name__} in budget {self.budget!r}"
+        return f"{type(self).__name__} in {self.scope}"
+
+    @property
+    def scope(self) -> str:
+        """Which budget, and which tenant if any, in words."""
+        if self.tenant is None:
+            return f"budget {self.budget!r}"
+        return f"budget {self.budget!r}, tenant {self.tenant!r}"
 
 
 @attrs.frozen(kw_only=True)
@@ -56,7 +65,7 @@ class ThresholdCrossed(Event):
     def message(self) -> str:
         where = "" if self.window == "lifetime" else f" per {self.window}"
         return (
-            f"budget {self.budget!r}: {self.cap} usage{where} reached {self.threshold}% "
+            f"{self.scope}: {self.cap} usage{where} reached {self.threshold}% "
             f"of its cap ({self.used} of {self.limit})"
         )
 
@@ -102,14 +111,15 @@ class ReservationExpired(Event):
     @property
     def message(self) -> str:
         return (
-            f"budget {self.budget!r}: reservation {self.reservation} expired unsettled "
+            f"{self.scope}: reservation {self.reservation} expired unsettled "
             f"at {self.deadline.isoformat()} and was released"
         )
 
 
 @attrs.frozen(kw_only=True)
 class Override:
-    """A temporary increase of the caps of one scope ("lifetime" or a window's name)."""
+    """A temporary increase of the caps of one scope ("lifetime" or a window's
+    name) of the budget, or of one tenant."""
 
     id: int
     window: str
@@ -118,6 +128,7 @@ class Override:
     expires_at: datetime
     reason: str = ""
     created_by: str = ""
+    tenant: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -155,16 +166,20 @@ class Subscription:
     Its buffer is bounded. When it is full, new events are dropped, never
     waited for, so a slow subscriber cannot slow the budget down, and
     :attr:`missed` counts every dropped event. Iteration ends when the
-    subscription or the budget closes.
+    subscription or the budget closes. A tenant's subscription gets only
+    that tenant's events.
     """
 
-    def __init__(self, buffer: int) -> None:
+    def __init__(self, buffer: int, tenant: str | None = None) -> None:
         send, receive = anyio.create_memory_object_stream[Event](buffer)
         self._send: MemoryObjectSendStream[Event] = send
         self._receive: MemoryObjectReceiveStream[Event] = receive
+        self.tenant: Final = tenant  # only this tenant's events (``None``: all)
         self.missed = 0
 
     def offer(self, event: Event) -> None:
+        if self.tenant is not None and event.tenant != self.tenant:
+            return
         try:
             self._send.send_nowait(event)
         except anyio.WouldBlock:

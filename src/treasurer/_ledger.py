@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
@@ -50,8 +50,10 @@ WindowsView = tuple[tuple[Window, Vector, datetime | None, CapVector], ...]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
-UsageView = tuple[Vector, CapVector, Vector, int, dict[str, Vector], datetime | None]
-"""used, limits, reserved, open reservations, usage per model, resets_at."""
+UsageView = tuple[
+    Vector, CapVector, Vector, int, dict[str, Vector], datetime | None, tuple[Override, ...]
+]
+"""used, limits, reserved, open reservations, usage per model, resets_at, overrides."""
 
 
 class Ticket(Protocol):
@@ -66,98 +68,105 @@ def _vector(values: list[int]) -> Vector:
     return (values[0], values[1], values[2], values[3], values[4])
 
 
-class Ledger:
-    """Used and reserved amounts per axis, checked against fixed caps."""
+TenantSpec = tuple[CapVector, CapVector, tuple[Window, ...]]
+"""A tenant's own caps: whole-life caps, per-request caps, time windows."""
+
+NO_TENANT_CAPS: Final[TenantSpec] = (NO_CAPS, NO_CAPS, ())
+
+Waiter = tuple[int, Ticket, Vector, "timedelta | None"]
+"""Arrival number, ticket, amount, time-to-live of a reservation waiting for room."""
+
+Answer = tuple[Ticket, "tuple[int, datetime | None] | BudgetExceeded"]
+"""A waiter's ticket and its answer: (reservation id, deadline), or why it never fits."""
+
+
+class Scope:
+    """Caps and usage of one accounting scope: the budget's shared one, or one tenant's.
+
+    Holds whole-life caps, per-request caps, time windows, overrides in force,
+    threshold state and the queue of requests waiting for room in it. Events
+    and the clock belong to the ledger that owns it.
+    """
 
     __slots__ = (
         "_capped",
-        "_deadline_of",
-        "_deadlines",
         "_fired",
-        "_increases",
-        "_next_id",
-        "_next_override",
-        "_override_expiry",
         "_per_request_capped",
         "by_model",
         "calls",
         "caps",
-        "default_ttl",
-        "events",
+        "increases",
         "limits",
         "name",
-        "now",
+        "open",
         "overrides",
+        "owner",
+        "parked",
         "per_request",
-        "reservations",
+        "queue",
         "reserved",
-        "thresholds",
+        "seen",
+        "tenant",
         "used",
-        "verbose",
-        "waiting",
         "windows",
     )
 
     def __init__(
         self,
-        caps: CapVector,
-        name: str = "budget",
-        per_request: CapVector = NO_CAPS,
-        windows: Sequence[Window] = (),
-        now: datetime = _EPOCH,
-        thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
-        default_ttl: timedelta | None = None,
+        owner: Ledger,
+        name: str,
+        tenant: str | None,
+        spec: TenantSpec,
+        now: datetime,
     ) -> None:
+        caps, per_request, windows = spec
+        self.owner: Final = owner
         self.name: Final = name
-        self.default_ttl = default_ttl
+        self.tenant: Final = tenant
+        self.caps: Final = caps
+        self.per_request: Final = per_request
         # Caps in force now: the caps plus active overrides (recomputed only
         # when an override starts or ends, so admission reads one vector).
         self.limits: CapVector = caps
-        self.by_model: dict[str, list[int]] = {}  # lifetime usage per model
-        self.overrides: dict[int, Override] = {}
-        self._override_expiry: list[tuple[datetime, int]] = []
-        self._next_override = 1
-        self._increases: dict[int, tuple[int, Vector]] = {}
-        # (deadline, reservation id): a heap, so expiry never scans reservations.
-        self._deadlines: list[tuple[datetime, int]] = []
-        self._deadline_of: dict[int, datetime] = {}
-        # Reservations waiting for room, in arrival order.
-        self.waiting: deque[tuple[Ticket, Vector, timedelta | None]] = deque()
-        self.caps: Final = caps
-        self.per_request: Final = per_request
-        self.now = now
-        self.thresholds: Final = tuple(sorted(thresholds))
-        # Events since the actor last took them. Per-operation events
-        # (reservations, refusals) are made only while someone listens.
-        self.events: list[Event] = []
-        self.verbose = False
-        # How many thresholds have fired, per (scope, axis); scope -1 is the lifetime.
-        self._fired: dict[tuple[int, int], int] = {}
         self.windows: Final = tuple(WindowState(window, now) for window in windows)
+        self.seen = now  # when the windows last advanced
         self._capped: Final = tuple(i for i, cap in enumerate(caps) if cap is not None)
         self._per_request_capped: Final = tuple(
             i for i, cap in enumerate(per_request) if cap is not None
         )
         self.used = [0] * len(AXES)
         self.reserved = [0] * len(AXES)
-        self.reservations: dict[int, Vector] = {}
+        self.by_model: dict[str, list[int]] = {}  # lifetime usage per model
         self.calls = 0
-        self._next_id = 1
+        self.open = 0  # open reservations (a tenant's; the ledger counts its own)
+        # How many thresholds have fired, per (window index, axis); -1 is the lifetime.
+        self._fired: dict[tuple[int, int], int] = {}
+        self.overrides: dict[int, Override] = {}
+        self.increases: dict[int, tuple[int, Vector]] = {}  # override id: (window index, increase)
+        # Requests waiting for room in this scope, in arrival order; ``parked``
+        # while the head does not fit this scope's own caps.
+        self.queue: deque[Waiter] = deque()
+        self.parked = False
 
     # -- admission ---------------------------------------------------------------
 
     def refusal(self, amount: Vector) -> BudgetExceeded | None:
-        """Why ``amount`` cannot be admitted now, or ``None`` if it fits.
+        """Why ``amount`` cannot be admitted in this scope now, or ``None`` if it fits.
 
         First a cap the request can never fit (per request, then whole caps),
         then the first cap in axis order that it does not fit now.
         """
+        return self.too_large(amount) or self.no_room(amount)
+
+    def too_large(self, amount: Vector) -> BudgetExceeded | None:
+        """A cap of this scope that ``amount`` exceeds on its own, so it never fits."""
         for axis in self._per_request_capped:
             limit = self.per_request[axis]
             assert limit is not None
             if amount[axis] > limit:
                 return RequestTooLarge(
                     budget=self.name,
+                    tenant=self.tenant,
                     cap=AXES[axis],
                     limit=to_public(axis, limit),
                     requested=to_public(axis, amount[axis]),
@@ -167,18 +176,23 @@ class Ledger:
                     available=to_public(axis, limit),
                     window="request",
                 )
-        caps, used, reserved = self.limits, self.used, self.reserved
+        caps = self.limits
         for axis in self._capped:
             cap = caps[axis]
             assert cap is not None
             if amount[axis] > cap:
-                return self._exceeded(RequestTooLarge, axis, amount, cap, used)
+                return self._exceeded(RequestTooLarge, axis, amount, cap, self.used)
         for window in self.windows:
             for axis in window.capped:
                 cap = window.limits[axis]
                 assert cap is not None
                 if amount[axis] > cap:
                     return self._exceeded(RequestTooLarge, axis, amount, cap, window.used, window)
+        return None
+
+    def no_room(self, amount: Vector) -> BudgetExceeded | None:
+        """The first cap of this scope without room for ``amount`` now."""
+        caps, used, reserved = self.limits, self.used, self.reserved
         for axis in self._capped:
             cap = caps[axis]
             assert cap is not None
@@ -206,6 +220,7 @@ class Ledger:
         used, reserved, requested = used_by_scope[axis], self.reserved[axis], amount[axis]
         return kind(
             budget=self.name,
+            tenant=self.tenant,
             cap=AXES[axis],
             limit=to_public(axis, cap),
             requested=to_public(axis, requested),
@@ -217,40 +232,68 @@ class Ledger:
             resets_at=None if window is None else window.resets_at(),
         )
 
-    def advance(self, now: datetime) -> list[Window]:
-        """Tell the ledger the time; returns the windows that dropped usage.
+    # -- usage -------------------------------------------------------------------
 
-        Those windows re-arm their thresholds; a calendar one emits WindowRolledOver.
+    def advance_windows(self, now: datetime) -> list[Window]:
+        """Move each window to ``now``; returns those that dropped usage.
+
+        Those re-arm their thresholds; a calendar one emits WindowRolledOver.
         """
-        self.now = now
-        if self._deadlines and self._deadlines[0][0] <= now:
-            self._expire(now)
-        if self._override_expiry and self._override_expiry[0][0] <= now:
-            self._expire_overrides(now)
+        self.seen = now
         rolled = []
-        for scope, state in enumerate(self.windows):
+        for index, state in enumerate(self.windows):
             if state.advance(now):
                 rolled.append(state.window)
                 for axis in state.capped:
-                    self._fired.pop((scope, axis), None)
+                    self._fired.pop((index, axis), None)
                 if state.window.kind != "rolling":  # rolling windows age out continuously
-                    self.events.append(
+                    self.owner.events.append(
                         WindowRolledOver(
-                            budget=self.name, at=now, window=state.window.name, resets_at=state.end
+                            budget=self.name,
+                            tenant=self.tenant,
+                            at=now,
+                            window=state.window.name,
+                            resets_at=state.end,
                         )
                     )
         return rolled
 
-    def _charge(self, amount: Vector, model: str | None = None) -> None:
+    def hold(self, amount: Vector) -> None:
+        reserved = self.reserved
+        for axis, value in enumerate(amount):
+            reserved[axis] += value
+
+    def unhold(self, amount: Vector) -> None:
+        reserved = self.reserved
+        for axis, value in enumerate(amount):
+            reserved[axis] -= value
+
+    def charge_usage(self, amount: Vector, model: str | None) -> None:
         used = self.used
         for axis, value in enumerate(amount):
             used[axis] += value
         if model is not None:
             add_to(self.by_model, model, amount)
+        now = self.owner.now
         for window in self.windows:
-            window.charge(amount, self.now, model)
-        if self.thresholds:
+            window.charge(amount, now, model)
+        if self.owner.thresholds:
             self._check_thresholds()
+
+    def credit(self, credit: tuple[int, ...]) -> None:
+        """Give usage back (negative entries charge more); see :meth:`Ledger.adjust`."""
+        used = self.used
+        extra = [0] * len(AXES)
+        for axis, value in enumerate(credit):
+            if value:
+                used[axis] = max(used[axis] - value, 0)
+                extra[axis] = max(-value, 0)
+        if any(extra):
+            now = self.owner.now
+            for window in self.windows:
+                window.charge(_vector(extra), now)
+            if self.owner.thresholds:
+                self._check_thresholds()
 
     def _check_thresholds(self) -> None:
         caps, used = self.limits, self.used
@@ -258,25 +301,26 @@ class Ledger:
             cap = caps[axis]
             assert cap is not None
             self._alert(-1, axis, used[axis], cap, None)
-        for scope, window in enumerate(self.windows):
+        for index, window in enumerate(self.windows):
             for axis in window.capped:
                 cap = window.limits[axis]
                 assert cap is not None
-                self._alert(scope, axis, window.used[axis], cap, window)
+                self._alert(index, axis, window.used[axis], cap, window)
 
     def _alert(
-        self, scope: int, axis: int, used: int, cap: int, window: WindowState | None
+        self, index: int, axis: int, used: int, cap: int, window: WindowState | None
     ) -> None:
         """Fire each threshold that ``used`` has newly reached, once."""
-        thresholds, key = self.thresholds, (scope, axis)
+        thresholds, key = self.owner.thresholds, (index, axis)
         fired = start = self._fired.get(key, 0)
         while fired < len(thresholds) and used * 100 >= cap * thresholds[fired]:
             threshold = thresholds[fired]
             fired += 1
-            self.events.append(
+            self.owner.events.append(
                 ThresholdCrossed(
                     budget=self.name,
-                    at=self.now,
+                    tenant=self.tenant,
+                    at=self.owner.now,
                     level=threshold_level(threshold),
                     cap=AXES[axis],
                     window="lifetime" if window is None else window.window.name,
@@ -289,11 +333,277 @@ class Ledger:
         if fired != start:
             self._fired[key] = fired
 
+    def clear(self, window: str | None = None) -> InvalidOption | None:
+        """Zero usage: everything, or one time window's current period."""
+        if window is not None:
+            index = self.window_index(window)
+            if index is None or index < 0:
+                names = [state.window.name for state in self.windows]
+                return InvalidOption(f"no window named {window!r}; this scope has {names}")
+            state = self.windows[index]
+            state.clear()
+            for axis in state.capped:
+                self._fired.pop((index, axis), None)
+            return None
+        self.used = [0] * len(AXES)
+        self.by_model = {}
+        self.calls = 0
+        self._fired.clear()
+        for state in self.windows:
+            state.clear()
+        return None
+
+    # -- reads -------------------------------------------------------------------
+
+    def open_reservations(self) -> int:
+        return self.open
+
+    def state(self) -> State:
+        """An immutable copy of the current figures."""
+        return (_vector(self.used), _vector(self.reserved), self.calls, self.open_reservations())
+
+    def windows_view(self) -> WindowsView:
+        """An immutable copy of each window's usage, and when it next resets."""
+        return tuple(
+            (state.window, _vector(state.used), state.resets_at(), state.limits)
+            for state in self.windows
+        )
+
+    def usage_view(self, period: str) -> UsageView | InvalidOption:
+        """Raw figures for a usage report of ``period`` ("lifetime" or a window's name)."""
+        index = self.window_index(period)
+        if index is None:
+            return InvalidOption(f"no period named {period!r}; this scope has {self.periods()}")
+        if index < 0:
+            used, limits, by_model, resets = self.used, self.limits, self.by_model, None
+        else:
+            state = self.windows[index]
+            used, limits, by_model, resets = (
+                state.used,
+                state.limits,
+                state.by_model,
+                state.resets_at(),
+            )
+        return (
+            _vector(used),
+            limits,
+            _vector(self.reserved),
+            self.open_reservations(),
+            {model: _vector(totals) for model, totals in by_model.items()},
+            resets,
+            tuple(o for o in self.overrides.values() if o.window == period),
+        )
+
+    def periods(self) -> list[str]:
+        return ["lifetime", *(state.window.name for state in self.windows)]
+
+    def window_index(self, window: str) -> int | None:
+        """-1 for "lifetime", a window's index by name, or ``None``."""
+        if window == "lifetime":
+            return -1
+        for index, state in enumerate(self.windows):
+            if state.window.name == window:
+                return index
+        return None
+
+    def recompute_limits(self, index: int) -> None:
+        base = self.caps if index < 0 else self.windows[index].window.caps
+        limits = list(base)
+        for override_index, increase in self.increases.values():
+            if override_index == index:
+                for axis, value in enumerate(increase):
+                    cap = limits[axis]
+                    if value and cap is not None:
+                        limits[axis] = cap + value
+        if index < 0:
+            self.limits = _vector_caps(limits)
+        else:
+            self.windows[index].limits = _vector_caps(limits)
+
+    def next_reset(self) -> datetime | None:
+        """When one of this scope's windows next frees usage."""
+        resets = [at for state in self.windows if (at := state.resets_at()) is not None]
+        return min(resets) if resets else None
+
+
+def _vector_caps(values: list[int | None]) -> CapVector:
+    return (values[0], values[1], values[2], values[3], values[4])
+
+
+class Ledger(Scope):
+    """The budget: its shared scope, its tenants, reservations, waiters and overrides.
+
+    Every operation takes an optional ``tenant``. A tenant's request must fit
+    both the tenant's own caps and the budget's (which are therefore a shared
+    total over all tenants), and its usage counts in both. Tenants are made
+    on first use, from their configured caps or the defaults, and their
+    windows advance only when they are used (lazily, like every window).
+    """
+
+    __slots__ = (
+        "_deadline_of",
+        "_deadlines",
+        "_next_id",
+        "_next_override",
+        "_next_seq",
+        "_override_expiry",
+        "_override_scope",
+        "_parked_wake",
+        "_ready",
+        "_scope_of",
+        "_tenant_default",
+        "_tenant_specs",
+        "default_ttl",
+        "events",
+        "now",
+        "reservations",
+        "tenants",
+        "thresholds",
+        "touched",
+        "verbose",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        caps: CapVector,
+        name: str = "budget",
+        per_request: CapVector = NO_CAPS,
+        windows: Sequence[Window] = (),
+        now: datetime = _EPOCH,
+        thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
+        default_ttl: timedelta | None = None,
+        tenant_default: TenantSpec = NO_TENANT_CAPS,
+        tenant_specs: Mapping[str, TenantSpec] | None = None,
+    ) -> None:
+        self.now = now
+        self.thresholds: Final = tuple(sorted(thresholds))
+        # Events since the actor last took them. Per-operation events
+        # (reservations, refusals) are made only while someone listens.
+        self.events: list[Event] = []
+        self.verbose = False
+        super().__init__(self, name, None, (caps, per_request, tuple(windows)), now)
+        self.default_ttl = default_ttl
+        self.reservations: dict[int, Vector] = {}
+        self._next_id = 1
+        # (deadline, reservation id): a heap, so expiry never scans reservations.
+        self._deadlines: list[tuple[datetime, int]] = []
+        self._deadline_of: dict[int, datetime] = {}
+        self._next_override = 1
+        self._override_expiry: list[tuple[datetime, int]] = []
+        self._override_scope: dict[int, Scope] = {}
+        # Tenants, made on first use; which tenant holds each tenant reservation.
+        self._tenant_default: Final = tenant_default
+        self._tenant_specs: Final = dict(tenant_specs or {})
+        self.tenants: dict[str, Scope] = {}
+        self._scope_of: dict[int, Scope] = {}
+        # Tenants whose figures changed since the actor last published them.
+        self.touched: set[Scope] = set()
+        # Waiting: each scope queues its own requests; ``_ready`` holds the
+        # head of every queue that is not parked, by arrival number, so the
+        # oldest is tried first. A parked tenant is woken when it frees room,
+        # or by ``_parked_wake`` when one of its windows next resets.
+        self.waiting = 0
+        self._next_seq = 0
+        self._ready: list[tuple[int, Scope]] = []
+        self._parked_wake: list[tuple[datetime, int, Scope]] = []
+
+    # -- tenants -----------------------------------------------------------------
+
+    def scope(self, tenant: str | None) -> Scope:
+        """The scope of ``tenant`` (``None``: the budget's own), made on first use."""
+        if tenant is None:
+            return self
+        scope = self.tenants.get(tenant)
+        if scope is None:
+            spec = self._tenant_specs.get(tenant, self._tenant_default)
+            scope = self.tenants[tenant] = Scope(self, self.name, tenant, spec, self.now)
+            self.touched.add(scope)
+        elif scope.windows and scope.seen != self.now:
+            self._advance_tenant(scope)
+        return scope
+
+    def _advance_tenant(self, scope: Scope) -> None:
+        if scope.advance_windows(self.now):
+            self.touched.add(scope)
+            self._unpark(scope)
+
+    def _refusal_in(self, scope: Scope, amount: Vector) -> BudgetExceeded | None:
+        """Why ``amount`` does not fit ``scope`` and the shared caps (``None``: it fits).
+
+        Caps it can never fit come first, from either scope, so a waiter is
+        never queued for something that cannot happen.
+        """
+        if scope is self:
+            return self.refusal(amount)
+        return (
+            scope.too_large(amount)
+            or self.too_large(amount)
+            or scope.no_room(amount)
+            or self.no_room(amount)
+        )
+
+    def refusal_for(self, amount: Vector, tenant: str | None = None) -> BudgetExceeded | None:
+        """Why ``amount`` cannot be admitted for ``tenant`` now (``None``: it fits)."""
+        return self._refusal_in(self.scope(tenant), amount)
+
+    def tenant_spec(self, tenant: str) -> TenantSpec:
+        """The caps ``tenant`` has, or will have on first use."""
+        return self._tenant_specs.get(tenant, self._tenant_default)
+
+    # -- time --------------------------------------------------------------------
+
+    def advance(self, now: datetime) -> list[Window]:
+        """Tell the ledger the time; returns the budget's windows that dropped usage.
+
+        Expires reservations and overrides that are due and wakes parked
+        tenants whose windows reset; other tenants' windows advance lazily.
+        """
+        self.now = now
+        if self._deadlines and self._deadlines[0][0] <= now:
+            self._expire(now)
+        if self._override_expiry and self._override_expiry[0][0] <= now:
+            self._expire_overrides(now)
+        wake = self._parked_wake
+        while wake and wake[0][0] <= now:
+            scope = heapq.heappop(wake)[2]
+            if scope.parked:
+                self._advance_tenant(scope)
+                self._unpark(scope)
+        return self.advance_windows(now) if self.windows else []
+
+    def next_deadline(self) -> datetime | None:
+        """The next instant time alone changes something: a reservation or
+        override expires, or, while requests wait, a window frees usage
+        (``None``: nothing is due)."""
+        deadlines, reservations = self._deadlines, self.reservations
+        while deadlines and deadlines[0][1] not in reservations:
+            heapq.heappop(deadlines)  # settled already: dropped lazily, never scanned for
+        due = deadlines[0][0] if deadlines else None
+        heap = self._override_expiry
+        while heap and heap[0][1] not in self._override_scope:
+            heapq.heappop(heap)
+        if heap and (due is None or heap[0][0] < due):
+            due = heap[0][0]
+        wake = self._parked_wake
+        while wake and not wake[0][2].parked:
+            heapq.heappop(wake)
+        if wake and (due is None or wake[0][0] < due):
+            due = wake[0][0]
+        if self._ready:
+            resets = self.next_reset()
+            if resets is not None and (due is None or resets < due):
+                due = resets
+        return due
+
+    # -- reservations ------------------------------------------------------------
+
     def _refused(self, refusal: BudgetExceeded) -> BudgetExceeded:
         if self.verbose:
             self.events.append(
                 RequestRefused(
                     budget=self.name,
+                    tenant=refusal.tenant,
                     at=self.now,
                     level="warning",
                     cap=refusal.cap,
@@ -303,33 +613,41 @@ class Ledger:
             )
         return refusal
 
-    # -- operations (the actor's message handlers) -------------------------------
-
-    def reserve(self, amount: Vector, ttl: timedelta | None = None) -> int | BudgetExceeded:
+    def reserve(
+        self, amount: Vector, ttl: timedelta | None = None, tenant: str | None = None
+    ) -> int | BudgetExceeded:
         """Hold ``amount`` until committed, released or expired; returns its id.
 
         ``ttl`` is the time-to-live; ``None`` means the ledger's default
         (which may be no expiry at all) and ``timedelta.max`` never expires.
         See :meth:`deadline`.
         """
-        refusal = self.refusal(amount)
+        scope = self if tenant is None else self.scope(tenant)
+        refusal = self.refusal(amount) if scope is self else self._refusal_in(scope, amount)
         if refusal is not None:
             return self._refused(refusal)
-        reserved = self.reserved
-        for axis, value in enumerate(amount):
-            reserved[axis] += value
+        return self._hold(scope, amount, ttl)
+
+    def _hold(self, scope: Scope, amount: Vector, ttl: timedelta | None) -> int:
+        self.hold(amount)
         reservation_id = self._next_id
         self._next_id = reservation_id + 1
         self.reservations[reservation_id] = amount
+        if scope is not self:
+            scope.hold(amount)
+            scope.open += 1
+            self._scope_of[reservation_id] = scope
+            self.touched.add(scope)
         ttl = self.default_ttl if ttl is None else ttl
-        deadline = None if ttl is None or ttl == timedelta.max else self.now + ttl
-        if deadline is not None:
+        if ttl is not None and ttl != timedelta.max:
+            deadline = self.now + ttl
             heapq.heappush(self._deadlines, (deadline, reservation_id))
             self._deadline_of[reservation_id] = deadline
         if self.verbose:
             self.events.append(
                 ReservationCreated(
                     budget=self.name,
+                    tenant=scope.tenant,
                     at=self.now,
                     reservation=reservation_id,
                     amount=Usage._from_vector(amount),
@@ -341,67 +659,37 @@ class Ledger:
         """When an open reservation expires (``None``: never)."""
         return self._deadline_of.get(reservation_id)
 
-    def next_deadline(self) -> datetime | None:
-        """The next instant time alone changes something: a reservation expires,
-        or, while requests wait, a window frees usage (``None``: nothing is due)."""
-        deadlines, reservations = self._deadlines, self.reservations
-        while deadlines and deadlines[0][1] not in reservations:
-            heapq.heappop(deadlines)  # settled already: dropped lazily, never scanned for
-        due = deadlines[0][0] if deadlines else None
-        heap = self._override_expiry
-        while heap and heap[0][1] not in self.overrides:
-            heapq.heappop(heap)
-        if heap and (due is None or heap[0][0] < due):
-            due = heap[0][0]
-        if self.waiting:
-            for window in self.windows:
-                resets = window.resets_at()
-                if resets is not None and (due is None or resets < due):
-                    due = resets
-        return due
-
-    # -- waiting for budget --------------------------------------------------------
-
-    def wait(self, ticket: Ticket, amount: Vector, ttl: timedelta | None) -> None:
-        """Queue a reservation that does not fit yet; :meth:`serve_waiters` grants it."""
-        self.waiting.append((ticket, amount, ttl))
-
-    def serve_waiters(self) -> list[tuple[Ticket, int, datetime | None]]:
-        """Grant waiting reservations in arrival order, from the head only.
-
-        Stops at the first that still does not fit, so a large request at the
-        head is never overtaken by smaller ones behind it. Tickets whose
-        holder gave up are dropped. Returns (ticket, id, deadline) per grant.
-        """
-        granted = []
-        waiting = self.waiting
-        while waiting:
-            ticket, amount, ttl = waiting[0]
-            if ticket.abandoned:
-                waiting.popleft()
-                continue
-            if self.refusal(amount) is not None:
-                break
-            waiting.popleft()
-            reservation_id = self.reserve(amount, ttl)
-            assert isinstance(reservation_id, int)
-            granted.append((ticket, reservation_id, self.deadline(reservation_id)))
-        return granted
+    def _end(self, reservation_id: int) -> tuple[Vector, Scope] | None:
+        """Close an open reservation: what it held, and its scope (``None``: not open)."""
+        held = self.reservations.pop(reservation_id, None)
+        if self._deadline_of:
+            self._deadline_of.pop(reservation_id, None)
+        if held is None:
+            return None
+        self.unhold(held)
+        scope = self._scope_of.pop(reservation_id, None) if self._scope_of else None
+        if scope is None:
+            return held, self
+        if scope.windows and scope.seen != self.now:
+            self._advance_tenant(scope)
+        scope.unhold(held)
+        scope.open -= 1
+        self.touched.add(scope)
+        self._unpark(scope)
+        return held, scope
 
     def _expire(self, now: datetime) -> None:
-        deadlines, reservations = self._deadlines, self.reservations
+        deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             deadline, reservation_id = heapq.heappop(deadlines)
-            held = reservations.pop(reservation_id, None)
-            if held is None:
+            ended = self._end(reservation_id)
+            if ended is None:
                 continue
-            del self._deadline_of[reservation_id]
-            reserved = self.reserved
-            for axis, value in enumerate(held):
-                reserved[axis] -= value
+            held, scope = ended
             self.events.append(
                 ReservationExpiredEvent(
                     budget=self.name,
+                    tenant=scope.tenant,
                     at=now,
                     level="warning",
                     reservation=reservation_id,
@@ -417,34 +705,36 @@ class Ledger:
         *,
         expired_ok: bool = False,
         model: str | None = None,
+        tenant: str | None = None,
     ) -> ReservationError | None:
         """End a reservation, charging what was really used, even past a cap.
 
         With ``expired_ok`` (the caller vouches that it settles each
         reservation once, as the handles do), an issued id that is no longer
-        open can only have expired: ``actual`` is still charged, since that
-        spend happened, and the answer is :class:`ReservationExpired`.
+        open can only have expired: ``actual`` is still charged (to
+        ``tenant``, the reservation's), since that spend happened, and the
+        answer is :class:`ReservationExpired`.
         """
-        held = self.reservations.pop(reservation_id, None)
-        if self._deadline_of:
-            self._deadline_of.pop(reservation_id, None)
-        if held is None:
+        ended = self._end(reservation_id)
+        if ended is None:
             if expired_ok and 0 < reservation_id < self._next_id:
-                self.charge(actual, model)
+                self.charge(actual, model, tenant)
                 return ReservationExpired(
                     f"reservation {reservation_id} expired before it was committed; "
                     "its usage was recorded all the same"
                 )
             return ReservationError(f"reservation {reservation_id} is not open")
-        reserved = self.reserved
-        for axis, value in enumerate(held):
-            reserved[axis] -= value
-        self._charge(actual, model)
+        scope = ended[1]
+        self.charge_usage(actual, model)
         self.calls += 1
+        if scope is not self:
+            scope.charge_usage(actual, model)
+            scope.calls += 1
         if self.verbose:
             self.events.append(
                 ReservationCommitted(
                     budget=self.name,
+                    tenant=scope.tenant,
                     at=self.now,
                     reservation=reservation_id,
                     actual=Usage._from_vector(actual),
@@ -457,37 +747,48 @@ class Ledger:
 
         With ``expired_ok`` (see :meth:`commit`), releasing an expired one is a no-op.
         """
-        held = self.reservations.pop(reservation_id, None)
-        if self._deadline_of:
-            self._deadline_of.pop(reservation_id, None)
-        if held is None:
+        ended = self._end(reservation_id)
+        if ended is None:
             if expired_ok and 0 < reservation_id < self._next_id:
                 return None  # expired: already released
             return ReservationError(f"reservation {reservation_id} is not open")
-        reserved = self.reserved
-        for axis, value in enumerate(held):
-            reserved[axis] -= value
         if self.verbose:
             self.events.append(
-                ReservationReleased(budget=self.name, at=self.now, reservation=reservation_id)
+                ReservationReleased(
+                    budget=self.name,
+                    tenant=ended[1].tenant,
+                    at=self.now,
+                    reservation=reservation_id,
+                )
             )
         return None
 
-    def record(self, amount: Vector, model: str | None = None) -> BudgetExceeded | None:
+    # -- usage without a reservation -----------------------------------------------
+
+    def record(
+        self, amount: Vector, model: str | None = None, tenant: str | None = None
+    ) -> BudgetExceeded | None:
         """Charge ``amount`` at once if it fits; a refusal changes nothing."""
-        refusal = self.refusal(amount)
+        scope = self if tenant is None else self.scope(tenant)
+        refusal = self.refusal(amount) if scope is self else self._refusal_in(scope, amount)
         if refusal is not None:
             return self._refused(refusal)
-        self._charge(amount, model)
-        self.calls += 1
+        self._charge_in(scope, amount, model)
         return None
 
-    def charge(self, amount: Vector, model: str | None = None) -> None:
+    def charge(self, amount: Vector, model: str | None = None, tenant: str | None = None) -> None:
         """Record usage that already happened, whatever the caps: it is never refused."""
-        self._charge(amount, model)
-        self.calls += 1
+        self._charge_in(self.scope(tenant), amount, model)
 
-    def adjust(self, credit: tuple[int, ...]) -> None:
+    def _charge_in(self, scope: Scope, amount: Vector, model: str | None) -> None:
+        self.charge_usage(amount, model)
+        self.calls += 1
+        if scope is not self:
+            scope.charge_usage(amount, model)
+            scope.calls += 1
+            self.touched.add(scope)
+
+    def adjust(self, credit: tuple[int, ...], tenant: str | None = None) -> None:
         """Give ``credit`` back to the budget (negative entries charge more).
 
         Usage never drops below zero: the part of a credit for usage from
@@ -498,85 +799,143 @@ class Ledger:
         could admit more than its cap. So a window keeps counting credited
         usage until it rolls over; it never undercounts.
         """
-        used = self.used
-        extra = [0] * len(AXES)
-        for axis, value in enumerate(credit):
-            if value:
-                used[axis] = max(used[axis] - value, 0)
-                extra[axis] = max(-value, 0)
-        if self.windows and any(extra):
-            for window in self.windows:
-                window.charge((extra[0], extra[1], extra[2], extra[3], extra[4]), self.now)
-        if self.thresholds and any(extra):
-            self._check_thresholds()
+        self.credit(credit)
+        if tenant is not None:
+            scope = self.scope(tenant)
+            scope.credit(credit)
+            self.touched.add(scope)
+            self._unpark(scope)
 
-    def unrecord(self, amount: Vector) -> None:
+    def unrecord(self, amount: Vector, tenant: str | None = None) -> None:
         """Take back a :meth:`record` whose caller was cancelled before it saw the reply.
 
         Like any credit, it does not reach time windows (see :meth:`adjust`).
         """
-        self.adjust(amount)
+        self.adjust(amount, tenant)
         self.calls = max(self.calls - 1, 0)
+        if tenant is not None:
+            scope = self.scope(tenant)
+            scope.calls = max(scope.calls - 1, 0)
 
-    def reset(self, window: str | None = None) -> InvalidOption | None:
-        """Zero all usage, in every window; open reservations stay reserved.
+    def reset(self, window: str | None = None, tenant: str | None = None) -> InvalidOption | None:
+        """Zero usage; open reservations stay reserved.
 
-        With ``window``, zero only that time window's current usage.
+        Without ``tenant``: the budget's usage and every tenant's. With
+        ``tenant``: that tenant's only (the shared total keeps counting it).
+        With ``window``, only that time window's current period.
         """
-        if window is not None:
-            for scope, state in enumerate(self.windows):
-                if state.window.name == window:
-                    state.clear()
-                    for axis in state.capped:
-                        self._fired.pop((scope, axis), None)
-                    return None
-            names = [state.window.name for state in self.windows]
-            return InvalidOption(f"no window named {window!r}; this budget has {names}")
-        self.used = [0] * len(AXES)
-        self.by_model = {}
-        self.calls = 0
-        self._fired.clear()
-        for state in self.windows:
-            state.clear()
-        return None
+        if tenant is not None:
+            scope = self.scope(tenant)
+            self.touched.add(scope)
+            self._unpark(scope)
+            return scope.clear(window)
+        error = self.clear(window)
+        if error is None and window is None:
+            for scope in self.tenants.values():
+                scope.clear()
+                self.touched.add(scope)
+                self._unpark(scope)
+        return error
+
+    # -- waiting for room ----------------------------------------------------------
+
+    def wait(
+        self, ticket: Ticket, amount: Vector, ttl: timedelta | None, tenant: str | None = None
+    ) -> None:
+        """Queue a reservation that does not fit yet; :meth:`serve_waiters` answers it."""
+        scope = self.scope(tenant)
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        if not scope.queue:
+            heapq.heappush(self._ready, (seq, scope))
+        scope.queue.append((seq, ticket, amount, ttl))
+        self.waiting += 1
+
+    def serve_waiters(self) -> list[Answer]:
+        """Grant waiting reservations, oldest first, while they fit.
+
+        A request blocked by the shared caps stops everything behind it, so a
+        large request is never overtaken by smaller ones that arrived later. A
+        request blocked only by its own tenant's caps holds up that tenant's
+        later requests, not other tenants': its tenant is parked until it
+        frees room or a window of it resets. Requests that can no longer ever
+        fit (an override ended) are answered with the error; tickets whose
+        holder gave up are dropped.
+        """
+        answers: list[Answer] = []
+        ready = self._ready
+        while ready:
+            seq, scope = ready[0]
+            queue = scope.queue
+            if not queue or queue[0][0] != seq or scope.parked:
+                heapq.heappop(ready)  # stale: that head was answered or its scope parked
+                continue
+            _, ticket, amount, ttl = queue[0]
+            if not ticket.abandoned:
+                if scope is self:
+                    refusal = self.refusal(amount)
+                    if refusal is not None and not isinstance(refusal, RequestTooLarge):
+                        break  # the oldest request does not fit the shared caps yet
+                else:
+                    refusal = scope.too_large(amount) or self.too_large(amount)
+                    if refusal is None:
+                        if scope.no_room(amount) is not None:
+                            heapq.heappop(ready)
+                            self._park(scope)
+                            continue
+                        if self.no_room(amount) is not None:
+                            break
+                if refusal is None:
+                    reservation_id = self._hold(scope, amount, ttl)
+                    answers.append((ticket, (reservation_id, self.deadline(reservation_id))))
+                else:
+                    answers.append((ticket, refusal))
+            heapq.heappop(ready)
+            queue.popleft()
+            self.waiting -= 1
+            if queue:
+                heapq.heappush(ready, (queue[0][0], scope))
+        return answers
+
+    def _park(self, scope: Scope) -> None:
+        scope.parked = True
+        resets = scope.next_reset()
+        if resets is not None:
+            heapq.heappush(self._parked_wake, (resets, scope.queue[0][0], scope))
+
+    def _unpark(self, scope: Scope) -> None:
+        if scope.parked:
+            scope.parked = False
+            heapq.heappush(self._ready, (scope.queue[0][0], scope))
+
+    def wake(self, tenant: str | None) -> None:
+        """Look at ``tenant``'s queue again (a waiter at its head gave up)."""
+        if tenant is not None and tenant in self.tenants:
+            self._unpark(self.tenants[tenant])
+
+    def drain_waiting(self) -> list[Ticket]:
+        """Remove every waiting request (the budget is closing); returns their tickets."""
+        tickets = [waiter[1] for waiter in self.queue]
+        self.queue.clear()
+        for scope in self.tenants.values():
+            tickets.extend(waiter[1] for waiter in scope.queue)
+            scope.queue.clear()
+            scope.parked = False
+        self._ready.clear()
+        self._parked_wake.clear()
+        self.waiting = 0
+        return tickets
 
     # -- reads -------------------------------------------------------------------
 
-    def state(self) -> State:
-        """An immutable copy of the current figures."""
-        return (_vector(self.used), _vector(self.reserved), self.calls, len(self.reservations))
+    def open_reservations(self) -> int:
+        return len(self.reservations)
 
-    def windows_view(self) -> WindowsView:
-        """An immutable copy of each window's usage, and when it next resets."""
-        return tuple(
-            (state.window, _vector(state.used), state.resets_at(), state.limits)
-            for state in self.windows
-        )
+    def scope_state(self, tenant: str | None) -> State:
+        return self.scope(tenant).state()
 
-    def usage_view(self, period: str) -> UsageView | InvalidOption:
-        """Raw figures for a usage report of ``period`` ("lifetime" or a window's name)."""
-        scope = self._scope(period)
-        if scope is None:
-            names = ["lifetime", *(state.window.name for state in self.windows)]
-            return InvalidOption(f"no period named {period!r}; this budget has {names}")
-        if scope < 0:
-            used, limits, by_model, resets = self.used, self.limits, self.by_model, None
-        else:
-            state = self.windows[scope]
-            used, limits, by_model, resets = (
-                state.used,
-                state.limits,
-                state.by_model,
-                state.resets_at(),
-            )
-        return (
-            _vector(used),
-            limits,
-            _vector(self.reserved),
-            len(self.reservations),
-            {model: _vector(totals) for model, totals in by_model.items()},
-            resets,
-        )
+    def usage_for(self, period: str, tenant: str | None = None) -> UsageView | InvalidOption:
+        return self.scope(tenant).usage_view(period)
 
     # -- overrides -------------------------------------------------------------------
 
@@ -587,13 +946,14 @@ class Ledger:
         expires_at: datetime,
         reason: str,
         created_by: str,
+        tenant: str | None = None,
     ) -> Override | InvalidOption:
         """Raise the caps of one scope ("lifetime" or a window) until ``expires_at``."""
-        scope = self._scope(window)
-        if scope is None:
-            names = ["lifetime", *(state.window.name for state in self.windows)]
-            return InvalidOption(f"no window named {window!r}; this budget has {names}")
-        base = self.caps if scope < 0 else self.windows[scope].window.caps
+        scope = self.scope(tenant)
+        index = scope.window_index(window)
+        if index is None:
+            return InvalidOption(f"no window named {window!r}; this scope has {scope.periods()}")
+        base = scope.caps if index < 0 else scope.windows[index].window.caps
         uncapped = [AXES[i] for i, value in enumerate(increase) if value and base[i] is None]
         if uncapped:
             return InvalidOption(f"{window} has no cap on {', '.join(uncapped)} to raise")
@@ -609,58 +969,47 @@ class Ledger:
             expires_at=expires_at,
             reason=reason,
             created_by=created_by,
+            tenant=tenant,
         )
         self._next_override += 1
-        self.overrides[override.id] = override
-        self._increases[override.id] = (scope, increase)
+        scope.overrides[override.id] = override
+        scope.increases[override.id] = (index, increase)
+        self._override_scope[override.id] = scope
         heapq.heappush(self._override_expiry, (expires_at, override.id))
-        self._recompute_limits(scope)
-        self.events.append(OverrideSet(budget=self.name, at=self.now, override=override))
+        scope.recompute_limits(index)
+        if scope is not self:
+            self.touched.add(scope)
+            self._unpark(scope)
+        self.events.append(
+            OverrideSet(budget=self.name, tenant=tenant, at=self.now, override=override)
+        )
         return override
 
     def remove_override(self, override_id: int) -> InvalidOption | None:
         """End an override before it expires."""
-        if override_id not in self.overrides:
+        if override_id not in self._override_scope:
             return InvalidOption(f"no active override {override_id}")
         self._end_override(override_id, expired=False)
         return None
 
     def _end_override(self, override_id: int, *, expired: bool) -> None:
-        override = self.overrides.pop(override_id)
-        scope, _ = self._increases.pop(override_id)
-        self._recompute_limits(scope)
+        scope = self._override_scope.pop(override_id)
+        override = scope.overrides.pop(override_id)
+        index, _ = scope.increases.pop(override_id)
+        scope.recompute_limits(index)
+        if scope is not self:
+            self.touched.add(scope)
         kind = OverrideExpired if expired else OverrideRemoved
-        self.events.append(kind(budget=self.name, at=self.now, override=override))
+        self.events.append(
+            kind(budget=self.name, tenant=scope.tenant, at=self.now, override=override)
+        )
 
     def _expire_overrides(self, now: datetime) -> None:
         heap = self._override_expiry
         while heap and heap[0][0] <= now:
             _, override_id = heapq.heappop(heap)
-            if override_id in self.overrides:
+            if override_id in self._override_scope:
                 self._end_override(override_id, expired=True)
-
-    def _scope(self, window: str) -> int | None:
-        if window == "lifetime":
-            return -1
-        for scope, state in enumerate(self.windows):
-            if state.window.name == window:
-                return scope
-        return None
-
-    def _recompute_limits(self, scope: int) -> None:
-        base = self.caps if scope < 0 else self.windows[scope].window.caps
-        limits = list(base)
-        for override_scope, increase in self._increases.values():
-            if override_scope == scope:
-                for axis, value in enumerate(increase):
-                    cap = limits[axis]
-                    if value and cap is not None:
-                        limits[axis] = cap + value
-        vector = (limits[0], limits[1], limits[2], limits[3], limits[4])
-        if scope < 0:
-            self.limits = vector
-        else:
-            self.windows[scope].limits = vector
 
     def __repr__(self) -> str:
         parts = []
@@ -669,4 +1018,5 @@ class Ledger:
             shown = "-" if cap is None else str(to_public(axis, cap))
             used = to_public(axis, self.used[axis])
             parts.append(f"{name}={used}+{to_public(axis, self.reserved[axis])}/{shown}")
-        return f"<Ledger {self.name!r} {' '.join(parts)} open={len(self.reservations)}>"
+        tenants = f" tenants={len(self.tenants)}" if self.tenants else ""
+        return f"<Ledger {self.name!r} {' '.join(parts)} open={len(self.reservations)}{tenants}>"

@@ -32,6 +32,7 @@ from ._amounts import Amounts, Money, UsageInfo
 from ._budget import Budget, Reservation, _typed_keyword_errors
 from ._errors import BudgetClosed, InvalidOption, LoopThreadError, TreasurerError
 from ._events import DEFAULT_THRESHOLDS, Event, Override
+from ._tenants import TenantCaps, validated_tenants
 from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage, UsageReport
 from ._windows import Window
 
@@ -214,6 +215,18 @@ class SyncBudget:
     def closed(self) -> bool:
         return self._runner.closed or self._budget.closed
 
+    @property
+    def tenant_name(self) -> str | None:
+        """The tenant this handle is scoped to (``None``: the whole budget)."""
+        return self._budget.tenant_name
+
+    def tenant(self, name: str) -> SyncBudget:
+        """A blocking handle scoped to one tenant; see :meth:`treasurer.Budget.tenant`.
+
+        It lives as long as this budget does; its :meth:`close` does nothing.
+        """
+        return _SyncTenant(self._budget.tenant(name), self._runner)
+
     def consume(self, tokens: int | None = None, /, **amounts: Unpack[Amounts]) -> bool:
         """Atomically check and deduct; see :meth:`treasurer.Budget.consume`."""
         call = functools.partial(self._budget.consume, tokens, **amounts)
@@ -370,6 +383,11 @@ class SyncBudget:
         return f"<SyncBudget {self.name!r} {state}>"
 
 
+class _SyncTenant(SyncBudget):
+    def close(self) -> None:
+        """Nothing to close: a tenant's handle shares its budget's life."""
+
+
 _open: weakref.WeakSet[_OwnedSyncBudget] = weakref.WeakSet()
 
 
@@ -448,6 +466,8 @@ def open_budget(
     thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
     on_event: Callable[[Event], object] | None = None,
     reservation_ttl: timedelta | None = _budget.DEFAULT_RESERVATION_TTL,
+    tenant_defaults: TenantCaps | None = None,
+    tenants: Mapping[str, TenantCaps] | None = None,
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
     backend: Backend = "asyncio",
     backend_options: dict[str, Any] | None = None,
@@ -475,6 +495,8 @@ def open_budget(
         "thresholds": thresholds,
         "on_event": on_event,
         "reservation_ttl": reservation_ttl,
+        "tenant_defaults": tenant_defaults,
+        "tenants": tenants,
         "mailbox_size": mailbox_size,
     }
     # Bad input raises here, in the caller's thread, before any thread starts.
@@ -483,6 +505,7 @@ def open_budget(
     _budget.validated_windows(windows, clock)
     _budget.validated_thresholds(thresholds, on_event)
     _budget.validated_ttl(reservation_ttl)
+    validated_tenants(tenant_defaults, tenants)
     _budget.validate_mailbox_size(mailbox_size)
     if str(backend) not in _BACKENDS:  # for callers without a type checker
         raise InvalidOption(f"backend must be 'asyncio' or 'trio', not {backend!r}")

@@ -114,6 +114,8 @@ class Snapshot:
     limits: Caps = Caps()
     """The caps in force now: ``caps`` plus active lifetime overrides."""
     overrides: tuple[Override, ...] = ()
+    tenant: str | None = None
+    """The tenant these figures belong to (``None``: the whole budget)."""
 
     def window(self, name: str) -> WindowUsage:
         """The time window called ``name`` ("hour", "day", ...)."""
@@ -136,6 +138,7 @@ class Snapshot:
         windows: WindowsView = (),
         limits: CapVector | None = None,
         overrides: tuple[Override, ...] = (),
+        tenant: str | None = None,
     ) -> Snapshot:
         limits = caps if limits is None else limits
         remaining = [_remaining(limits[i], used[i], reserved[i]) for i in range(len(caps))]
@@ -162,6 +165,7 @@ class Snapshot:
             tuple(WindowUsage._build(*window, reserved) for window in windows),
             Caps._from_vector(limits),
             overrides,
+            tenant,
         )
 
     @property
@@ -265,8 +269,8 @@ class UsageReport:
     """Usage over one period ("lifetime" or a window's current period).
 
     ``percent_used`` has an entry per capped axis (used / limit x 100, the
-    limit including overrides). ``top_models_by_tokens`` and
-    ``top_models_by_usd`` rank the models named in usage records, largest first.
+    limit including overrides, which ``overrides`` lists). ``top_models_by_tokens``
+    and ``top_models_by_usd`` rank the models named in usage records, largest first.
     """
 
     period: str
@@ -280,10 +284,14 @@ class UsageReport:
     top_models_by_tokens: tuple[tuple[str, int], ...]
     top_models_by_usd: tuple[tuple[str, Decimal], ...]
     models: dict[str, Usage]
+    overrides: tuple[Override, ...] = ()
+    tenant: str | None = None
 
     @classmethod
-    def _build(cls, period: str, view: UsageView, top: int) -> UsageReport:
-        used, limits, reserved, open_reservations, by_model, resets_at = view
+    def _build(
+        cls, period: str, view: UsageView, top: int, tenant: str | None = None
+    ) -> UsageReport:
+        used, limits, reserved, open_reservations, by_model, resets_at, overrides = view
         percent = {
             AXES[i]: (used[i] * 100 / limit if limit else 100.0)
             for i, limit in enumerate(limits)
@@ -304,4 +312,6 @@ class UsageReport:
             tuple((model, usage.tokens) for model, usage in by_tokens[:top]),
             tuple((model, usage.usd) for model, usage in by_usd[:top]),
             models,
+            overrides,
+            tenant,
         )

@@ -393,6 +393,23 @@ class TreasurerReserveInstance(AsyncInstance):
         return _treasurer_final(self.budget)
 
 
+class TreasurerTenantsInstance(TreasurerReserveInstance):
+    """Reserve/commit as above, each task as the next of 1,000 tenants in turn."""
+
+    def __init__(self, budget: treasurer.Budget, tenants: int) -> None:
+        super().__init__(budget, usd=True)
+        self.handles = [budget.tenant(f"tenant-{i}") for i in range(tenants)]
+        self.turn = 0
+
+    async def pairs(self, k: int) -> None:
+        budget = self.handles[self.turn % len(self.handles)]
+        self.turn += 1
+        rt, ru, ct, cu = RESERVE.tokens, RESERVE.usd, COMMIT.tokens, COMMIT.usd
+        for _ in range(k):
+            async with budget.reserve(tokens=rt, usd=ru) as r:
+                r.commit(tokens=ct, usd=cu)
+
+
 class TreasurerConsumeInstance(AsyncInstance):
     """``if await budget.consume(n): ...; await budget.refund(actual, n)`` (tokens only)."""
 
@@ -448,18 +465,33 @@ def _windows(caps: Caps) -> list[Any]:
 
 
 HAS_WINDOWS: Final = hasattr(treasurer, "Window")
+HAS_TENANTS: Final = hasattr(treasurer, "TenantCaps")
+TENANTS: Final = 1000
 
 
 @asynccontextmanager
 async def _open_treasurer(caps: Caps, kind: str) -> AsyncIterator[Instance]:
     usd_cap = Decimal(caps.nanos) / NANOS_PER_USD
-    options: dict[str, Any] = {"windows": _windows(caps)} if kind == "windows" else {}
+    options: dict[str, Any] = {}
+    if kind in ("windows", "tenants"):
+        options["windows"] = _windows(caps)
+    if kind == "tenants":
+        # Every tenant has caps and an hourly window of its own (as large as the
+        # budget, so none refuses): the full policy on every request.
+        tenant_caps: Any = vars(treasurer)["TenantCaps"]
+        hourly = vars(treasurer)["Window"].hour(tokens=caps.tokens)
+        options["tenant_defaults"] = tenant_caps(tokens=caps.tokens, usd=usd_cap, windows=[hourly])
     # Mailbox as large as the largest fan-out, so callers never wait on a full one.
     async with treasurer.open_budget(
         tokens=caps.tokens, usd=usd_cap, mailbox_size=16384, **options
     ) as b:
         if kind == "consume":
             yield TreasurerConsumeInstance(b)
+        elif kind == "tenants":
+            instance = TreasurerTenantsInstance(b, TENANTS)
+            for handle in instance.handles:  # all 1,000 exist before the clock starts
+                await handle.charge()
+            yield instance
         else:
             yield TreasurerReserveInstance(b, usd=kind != "tokens")
 
@@ -479,6 +511,7 @@ TREASURER: Final = "treasurer"
 TREASURER_TOKENS: Final = "treasurer(tokens)"
 TREASURER_CONSUME: Final = "treasurer consume"
 TREASURER_WINDOWS: Final = "treasurer+windows"
+TREASURER_TENANTS: Final = "treasurer+windows+tenants"
 
 DESIGNS: Final = (
     Design(FLOOR, "floor: bare check-and-deduct, no await", _open(FloorInstance)),
@@ -526,13 +559,27 @@ DESIGNS: Final = (
             Design(
                 TREASURER_WINDOWS,
                 "treasurer reserve/commit, tokens + USD, with an hourly, a daily and a "
-                "rolling one-hour window (no tenants yet)",
+                "rolling one-hour window",
                 lambda caps: _open_treasurer(caps, "windows"),
                 reference=False,
                 workloads=frozenset({"pairs"}),
             )
         ]
         if HAS_WINDOWS
+        else []
+    ),
+    *(
+        [
+            Design(
+                TREASURER_TENANTS,
+                "treasurer reserve/commit, tokens + USD, the three windows above, and "
+                "1,000 tenants with caps and an hourly window each (tasks take turns)",
+                lambda caps: _open_treasurer(caps, "tenants"),
+                reference=False,
+                workloads=frozenset({"pairs"}),
+            )
+        ]
+        if HAS_TENANTS
         else []
     ),
 )

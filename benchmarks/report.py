@@ -21,6 +21,7 @@ from designs import (
     THREADING_LOCK,
     TOKEN_BUDGET,
     TREASURER,
+    TREASURER_TENANTS,
     TREASURER_WINDOWS,
 )
 
@@ -266,32 +267,33 @@ def evaluate_targets(
                     ],
                 )
             )
-    # Windows (tenants do not exist yet): what windows alone cost, for information.
+    # The full policy (windows and 1,000 tenants) against the plain budget; windows
+    # alone for information.
     figures = []
     detail = []
     for backend in BACKENDS:
         for n in (10, 100, 1000, 10000):
             plain = by.get((backend, "pairs", n, TREASURER))
+            full = by.get((backend, "pairs", n, TREASURER_TENANTS))
             windows = by.get((backend, "pairs", n, TREASURER_WINDOWS))
-            if plain is None or windows is None:
+            if plain is None or full is None:
                 continue
-            slower = plain.median / windows.median - 1
+            slower = plain.median / full.median - 1
             figures.append(slower)
-            detail.append(
-                f"{backend} N={n}: {slower:+.0%} time per op with three windows "
-                f"({windows.median:,.0f} vs {plain.median:,.0f} ops/s)"
+            line = (
+                f"{backend} N={n}: {slower:+.0%} time per op with windows and 1,000 tenants "
+                f"({full.median:,.0f} vs {plain.median:,.0f} ops/s)"
             )
+            if windows is not None:
+                line += f"; windows alone {plain.median / windows.median - 1:+.0%}"
+            detail.append(line)
     if figures:
         targets.append(
             Target(
                 "with windows and 1,000 tenants, <= 25 % slower than the plain budget",
-                "NOT MEASURABLE",
-                f"windows alone: {min(figures):+.0%} to {max(figures):+.0%}",
-                [
-                    "tenants do not exist yet, so the target cannot be judged; "
-                    "what windows alone cost (time per op against the plain budget):",
-                    *detail,
-                ],
+                _status(max(figures) <= 0.25),
+                f"{min(figures):+.0%} to {max(figures):+.0%}",
+                ["time per op against the plain budget, medians:", *detail],
             )
         )
     for name, why in not_measured.items():

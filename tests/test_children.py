@@ -31,6 +31,34 @@ class TestChildren:
             assert snap.calls == 1
             assert sub.closed
 
+    async def test_a_reservation_outliving_the_child_counts_as_spent(self) -> None:
+        """A task that still holds a reservation (or a grandchild) when the child
+        closes can no longer report its spend, so the parent counts it all."""
+        async with treasurer.open_budget(tokens=1000) as parent:
+            held = anyio.Event()
+            leave = anyio.Event()
+            outcome: list[BaseException] = []
+
+            async def straggler(sub: treasurer.Budget) -> None:
+                try:
+                    async with sub.reserve(tokens=300) as r:
+                        held.set()
+                        await leave.wait()
+                        r.commit(tokens=10)
+                except treasurer.BudgetClosed as exc:
+                    outcome.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                async with parent.child(tokens=500) as sub:
+                    await sub.record(tokens=50)
+                    tg.start_soon(straggler, sub)
+                    await held.wait()
+                assert parent.snapshot().tokens_used == 350
+                assert parent.remaining == 650
+                leave.set()
+            assert len(outcome) == 1
+            assert parent.totals().tokens == 350
+
     async def test_refused_when_the_parent_cannot_carve(self) -> None:
         """A child larger than what the parent has left is refused at once."""
         async with treasurer.open_budget(tokens=100) as parent:

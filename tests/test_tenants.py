@@ -507,6 +507,20 @@ class TestNoScans:
 
 
 class TestSync:
+    async def test_tenant_reads_belong_to_the_loop_thread(self) -> None:
+        """Tenants' figures are read from the ledger on the loop's thread; another
+        thread gets a clear error, or goes through the sync view."""
+        async with treasurer.open_budget(tenant_defaults=TenantCaps(tokens=10)) as budget:
+            a = budget.tenant("a")
+            await a.record(tokens=3)
+            with pytest.raises(treasurer.LoopThreadError, match=r"treasurer\.sync"):
+                await anyio.to_thread.run_sync(a.snapshot)
+            view = budget.sync_view().tenant("a")
+            totals = await anyio.to_thread.run_sync(view.totals)
+            assert totals.tokens == 3
+            assert (await anyio.to_thread.run_sync(lambda: view.remaining)) == 7
+            assert (await anyio.to_thread.run_sync(view.snapshot)).tenant == "a"
+
     def test_the_thread_facade_has_tenants(self) -> None:
         with treasurer.sync.open_budget(
             tokens=100, tenant_defaults=TenantCaps(tokens=10)

@@ -58,6 +58,24 @@ class Queue:
 
 
 class TestFirstComeFirstServed:
+    async def test_too_large_behind_other_waiters_raises_at_once(self) -> None:
+        """A request that can never fit is answered at once, even with a queue, and
+        does not block the waiters behind it."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            async with anyio.create_task_group() as tg:
+                queue = Queue(budget, tg)
+                await queue.start("holder", 100)
+                await queue.start("b", 50)
+                with pytest.raises(treasurer.RequestTooLarge):
+                    async with budget.reserve(tokens=150, wait=True):
+                        pass  # pragma: no cover
+                await queue.start("c", 50)
+                assert budget.statistics().reservations_waiting == 2
+                queue.scopes["holder"].cancel()
+                await wait_all_tasks_blocked()
+                assert queue.granted == ["holder", "b", "c"]
+                queue.release_all()
+
     async def test_waiters_are_granted_in_arrival_order(self) -> None:
         """Released room goes to waiters in the order they came, as far as it reaches."""
         async with treasurer.open_budget(tokens=100) as budget:

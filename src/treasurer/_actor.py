@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -32,7 +33,13 @@ import structlog
 from anyio import ClosedResourceError, EndOfStream, WouldBlock
 
 from ._amounts import AXES, NO_CAPS, CapVector, Vector, to_public
-from ._errors import BudgetBroken, BudgetClosed, BudgetExceeded, RequestTooLarge
+from ._errors import (
+    BudgetBroken,
+    BudgetClosed,
+    BudgetExceeded,
+    LoopThreadError,
+    RequestTooLarge,
+)
 from ._events import (
     DEFAULT_THRESHOLDS,
     Event,
@@ -158,8 +165,10 @@ class BudgetCore:
         # One tuple, replaced whole after each batch, so a reader in any thread
         # sees lifetime and window figures from the same batch.
         self.published: Published = self._view(self.ledger)
-        # Each tenant's figures, for synchronous reads; republished when they change.
-        self.tenant_published: dict[str, Published] = {}
+        # Tenants' figures are not published (thousands of tenants would make
+        # every batch pay for reads nobody asked for): they are read from the
+        # ledger between batches, on the loop's thread.
+        self.loop_thread: Final = threading.get_ident()
         self._snapshot_cache: tuple[object, Snapshot] | None = None
         self.closed = False
         self._failure: BaseException | None = None
@@ -285,20 +294,31 @@ class BudgetCore:
             tenant,
         )
 
-    def tenant_snapshot(self, tenant: str) -> Snapshot:
-        """A tenant's figures as of the last batch that changed them."""
-        published = self.tenant_published.get(tenant)
-        if published is None:  # never used: what its first use would start from
-            caps, _, windows = self.ledger.tenant_spec(tenant)
-            now = self.clock()
-            zero = (0, 0, 0, 0, 0)
-            published = (
-                (zero, zero, 0, 0),
-                tuple((w, zero, WindowState(w, now).resets_at(), w.caps) for w in windows),
-                caps,
-                (),
+    def tenant_view(self, tenant: str) -> Published:
+        """A tenant's figures as of the last batch; only on the loop's thread,
+        where no batch can be half applied."""
+        if threading.get_ident() != self.loop_thread:
+            raise LoopThreadError(
+                f"tenant {tenant!r} of budget {self.name!r} can be read only on the "
+                "budget's event loop thread; from other threads use treasurer.sync"
             )
-        return self.build_snapshot(published, tenant)
+        scope = self.ledger.existing(tenant)
+        if scope is not None:
+            return self._view(scope)
+        # Never used: what its first use would start from.
+        caps, _, windows = self.ledger.tenant_spec(tenant)
+        now = self.ledger.now
+        zero = (0, 0, 0, 0, 0)
+        return (
+            (zero, zero, 0, 0),
+            tuple((w, zero, WindowState(w, now).resets_at(), w.caps) for w in windows),
+            caps,
+            (),
+        )
+
+    def tenant_snapshot(self, tenant: str) -> Snapshot:
+        """A tenant's figures as of the last batch (on the loop's thread)."""
+        return self.build_snapshot(self.tenant_view(tenant), tenant)
 
     @staticmethod
     def _view(scope: Scope) -> Published:
@@ -307,14 +327,7 @@ class BudgetCore:
         return (scope.state(), windows, scope.limits, overrides)
 
     def publish(self) -> None:
-        ledger = self.ledger
-        self.published = self._view(ledger)
-        if ledger.touched:
-            published = self.tenant_published
-            for scope in ledger.touched:
-                assert scope.tenant is not None
-                published[scope.tenant] = self._view(scope)
-            ledger.touched.clear()
+        self.published = self._view(self.ledger)
 
     def statistics(self) -> Statistics:
         return Statistics(
@@ -387,7 +400,7 @@ class BudgetCore:
                 if closing:
                     slot.deliver(self.closed_error())
                     continue
-                if op == RESERVE_WAIT and (ledger.waiting or not self._fits(ledger, a, tenant)):
+                if op == RESERVE_WAIT and self._must_wait(ledger, a, tenant):
                     ledger.wait(slot, a, b, tenant)  # answered when granted, in arrival order
                     if debug:
                         log.debug(
@@ -516,10 +529,13 @@ class BudgetCore:
         self.ledger.verbose = self.on_event is not None or bool(self.subscribers)
 
     @staticmethod
-    def _fits(ledger: Ledger, amount: Vector, tenant: str | None) -> bool:
-        """Whether a waiting request can be answered now: it fits, or never will."""
+    def _must_wait(ledger: Ledger, amount: Vector, tenant: str | None) -> bool:
+        """Whether a waiting request joins the queue: it does not fit now, or
+        others wait before it. One that can never fit is answered at once."""
         refusal = ledger.refusal_for(amount, tenant)
-        return refusal is None or isinstance(refusal, RequestTooLarge)
+        if isinstance(refusal, RequestTooLarge):
+            return False
+        return refusal is not None or ledger.waiting > 0
 
     @staticmethod
     def _apply(

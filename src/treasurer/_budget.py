@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 Clock = Callable[[], datetime]
 DEFAULT_RESERVATION_TTL: Final = timedelta(minutes=15)
 
-_UNUSED: Final[State] = ((0, 0, 0, 0, 0), (0, 0, 0, 0, 0), 0, 0)
 _NEW: Final = 0
 _OPEN: Final = 1
 _SETTLED: Final = 2
@@ -381,8 +380,7 @@ class Budget:
     def _scoped_state(self) -> State:
         if self._tenant is None:
             return self._core.state
-        published = self._core.tenant_published.get(self._tenant)
-        return published[0] if published is not None else _UNUSED
+        return self._core.tenant_view(self._tenant)[0]
 
     # -- the pool style: record, reserve, snapshot, reset --------------------------
 
@@ -531,15 +529,18 @@ class Budget:
                     yield child
             finally:
                 if child is not None:
-                    # The child has closed, so its totals are final: what the
+                    # The child has closed, so its figures are final: what the
                     # subtree spent, committed here even if the block failed.
-                    spent = child.totals()
+                    # Reservations still open in it (held by a task that
+                    # outlived the block, or by a grandchild) count as spent:
+                    # their holders can no longer report what they use.
+                    final = child.snapshot()
                     held.commit(
-                        input_tokens=spent.input_tokens,
-                        output_tokens=spent.output_tokens,
-                        tokens=spent.tokens,
-                        usd=spent.usd,
-                        requests=spent.requests,
+                        input_tokens=final.input_tokens_used + final.input_tokens_reserved,
+                        output_tokens=final.output_tokens_used + final.output_tokens_reserved,
+                        tokens=final.tokens_used + final.tokens_reserved,
+                        usd=final.usd_used + final.usd_reserved,
+                        requests=final.requests_used + final.requests_reserved,
                     )
 
     async def usage(self, period: str = "lifetime", *, top: int = 5) -> UsageReport:

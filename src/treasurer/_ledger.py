@@ -72,6 +72,8 @@ TenantSpec = tuple[CapVector, CapVector, tuple[Window, ...]]
 """A tenant's own caps: whole-life caps, per-request caps, time windows."""
 
 NO_TENANT_CAPS: Final[TenantSpec] = (NO_CAPS, NO_CAPS, ())
+_NEVER: Final = float("inf")  # a usage no threshold fires at
+_FOREVER: Final = datetime.max.replace(tzinfo=UTC)
 
 Waiter = tuple[int, Ticket, Vector, "timedelta | None"]
 """Arrival number, ticket, amount, time-to-live of a reservation waiting for room."""
@@ -92,6 +94,7 @@ class Scope:
         "_capped",
         "_fired",
         "_per_request_capped",
+        "_trips",
         "by_model",
         "calls",
         "caps",
@@ -105,7 +108,7 @@ class Scope:
         "per_request",
         "queue",
         "reserved",
-        "seen",
+        "stale_at",
         "tenant",
         "used",
         "windows",
@@ -129,7 +132,9 @@ class Scope:
         # when an override starts or ends, so admission reads one vector).
         self.limits: CapVector = caps
         self.windows: Final = tuple(WindowState(window, now) for window in windows)
-        self.seen = now  # when the windows last advanced
+        # The first instant a window may drop usage: before it, advancing is a
+        # no-op. Never later than the truth (that would skip a rollover).
+        self.stale_at = self.next_reset() or _FOREVER
         self._capped: Final = tuple(i for i, cap in enumerate(caps) if cap is not None)
         self._per_request_capped: Final = tuple(
             i for i, cap in enumerate(per_request) if cap is not None
@@ -141,6 +146,11 @@ class Scope:
         self.open = 0  # open reservations (a tenant's; the ledger counts its own)
         # How many thresholds have fired, per (window index, axis); -1 is the lifetime.
         self._fired: dict[tuple[int, int], int] = {}
+        # The usage at which the next threshold fires, per axis, for the lifetime
+        # (row 0) and each window (row index + 1): a charge compares, no more.
+        self._trips: list[list[float]] = [[_NEVER] * len(AXES) for _ in range(len(windows) + 1)]
+        for index in range(-1, len(windows)):
+            self._rearm(index)
         self.overrides: dict[int, Override] = {}
         self.increases: dict[int, tuple[int, Vector]] = {}  # override id: (window index, increase)
         # Requests waiting for room in this scope, in arrival order; ``parked``
@@ -239,13 +249,13 @@ class Scope:
 
         Those re-arm their thresholds; a calendar one emits WindowRolledOver.
         """
-        self.seen = now
         rolled = []
         for index, state in enumerate(self.windows):
             if state.advance(now):
                 rolled.append(state.window)
                 for axis in state.capped:
                     self._fired.pop((index, axis), None)
+                self._rearm(index)
                 if state.window.kind != "rolling":  # rolling windows age out continuously
                     self.owner.events.append(
                         WindowRolledOver(
@@ -256,29 +266,48 @@ class Scope:
                             resets_at=state.end,
                         )
                     )
+        self.stale_at = self.next_reset() or _FOREVER
         return rolled
+
+    # Vectors have exactly five axes; spelled out, these run on every request.
 
     def hold(self, amount: Vector) -> None:
         reserved = self.reserved
-        for axis, value in enumerate(amount):
-            reserved[axis] += value
+        reserved[0] += amount[0]
+        reserved[1] += amount[1]
+        reserved[2] += amount[2]
+        reserved[3] += amount[3]
+        reserved[4] += amount[4]
 
     def unhold(self, amount: Vector) -> None:
         reserved = self.reserved
-        for axis, value in enumerate(amount):
-            reserved[axis] -= value
+        reserved[0] -= amount[0]
+        reserved[1] -= amount[1]
+        reserved[2] -= amount[2]
+        reserved[3] -= amount[3]
+        reserved[4] -= amount[4]
 
     def charge_usage(self, amount: Vector, model: str | None) -> None:
         used = self.used
-        for axis, value in enumerate(amount):
-            used[axis] += value
+        used[0] += amount[0]
+        used[1] += amount[1]
+        used[2] += amount[2]
+        used[3] += amount[3]
+        used[4] += amount[4]
         if model is not None:
             add_to(self.by_model, model, amount)
+        if self.windows:
+            self._charge_windows(amount, model)
+        if self.owner.thresholds:
+            self._check_thresholds()
+
+    def _charge_windows(self, amount: Vector, model: str | None = None) -> None:
         now = self.owner.now
         for window in self.windows:
             window.charge(amount, now, model)
-        if self.owner.thresholds:
-            self._check_thresholds()
+            duration = window.window.duration
+            if duration is not None and now + duration < self.stale_at:
+                self.stale_at = now + duration  # a rolling window's first charge
 
     def credit(self, credit: tuple[int, ...]) -> None:
         """Give usage back (negative entries charge more); see :meth:`Ledger.adjust`."""
@@ -289,23 +318,37 @@ class Scope:
                 used[axis] = max(used[axis] - value, 0)
                 extra[axis] = max(-value, 0)
         if any(extra):
-            now = self.owner.now
-            for window in self.windows:
-                window.charge(_vector(extra), now)
+            self._charge_windows(_vector(extra))
             if self.owner.thresholds:
                 self._check_thresholds()
 
     def _check_thresholds(self) -> None:
-        caps, used = self.limits, self.used
+        trips, used = self._trips, self.used
+        lifetime = trips[0]
         for axis in self._capped:
-            cap = caps[axis]
-            assert cap is not None
-            self._alert(-1, axis, used[axis], cap, None)
-        for index, window in enumerate(self.windows):
-            for axis in window.capped:
-                cap = window.limits[axis]
+            if used[axis] >= lifetime[axis]:
+                cap = self.limits[axis]
                 assert cap is not None
-                self._alert(index, axis, window.used[axis], cap, window)
+                self._alert(-1, axis, used[axis], cap, None)
+        for index, window in enumerate(self.windows):
+            row, window_used = trips[index + 1], window.used
+            for axis in window.capped:
+                if window_used[axis] >= row[axis]:
+                    cap = window.limits[axis]
+                    assert cap is not None
+                    self._alert(index, axis, window_used[axis], cap, window)
+
+    def _rearm(self, index: int) -> None:
+        """Recompute when each threshold of one scope (-1: lifetime) next fires."""
+        thresholds = self.owner.thresholds
+        limits = self.limits if index < 0 else self.windows[index].limits
+        row = self._trips[index + 1]
+        for axis, cap in enumerate(limits):
+            fired = self._fired.get((index, axis), 0)
+            if cap is None or fired >= len(thresholds):
+                row[axis] = _NEVER
+            else:  # used * 100 >= cap * threshold, in integers
+                row[axis] = -(-cap * thresholds[fired] // 100)
 
     def _alert(
         self, index: int, axis: int, used: int, cap: int, window: WindowState | None
@@ -332,6 +375,7 @@ class Scope:
             )
         if fired != start:
             self._fired[key] = fired
+            self._rearm(index)
 
     def clear(self, window: str | None = None) -> InvalidOption | None:
         """Zero usage: everything, or one time window's current period."""
@@ -344,6 +388,7 @@ class Scope:
             state.clear()
             for axis in state.capped:
                 self._fired.pop((index, axis), None)
+            self._rearm(index)
             return None
         self.used = [0] * len(AXES)
         self.by_model = {}
@@ -351,6 +396,8 @@ class Scope:
         self._fired.clear()
         for state in self.windows:
             state.clear()
+        for index in range(-1, len(self.windows)):
+            self._rearm(index)
         return None
 
     # -- reads -------------------------------------------------------------------
@@ -419,6 +466,7 @@ class Scope:
             self.limits = _vector_caps(limits)
         else:
             self.windows[index].limits = _vector_caps(limits)
+        self._rearm(index)
 
     def next_reset(self) -> datetime | None:
         """When one of this scope's windows next frees usage."""
@@ -459,7 +507,6 @@ class Ledger(Scope):
         "reservations",
         "tenants",
         "thresholds",
-        "touched",
         "verbose",
         "waiting",
     )
@@ -497,8 +544,6 @@ class Ledger(Scope):
         self._tenant_specs: Final = dict(tenant_specs or {})
         self.tenants: dict[str, Scope] = {}
         self._scope_of: dict[int, Scope] = {}
-        # Tenants whose figures changed since the actor last published them.
-        self.touched: set[Scope] = set()
         # Waiting: each scope queues its own requests; ``_ready`` holds the
         # head of every queue that is not parked, by arrival number, so the
         # oldest is tried first. A parked tenant is woken when it frees room,
@@ -518,15 +563,24 @@ class Ledger(Scope):
         if scope is None:
             spec = self._tenant_specs.get(tenant, self._tenant_default)
             scope = self.tenants[tenant] = Scope(self, self.name, tenant, spec, self.now)
-            self.touched.add(scope)
-        elif scope.windows and scope.seen != self.now:
+        elif self.now >= scope.stale_at:
             self._advance_tenant(scope)
         return scope
 
     def _advance_tenant(self, scope: Scope) -> None:
         if scope.advance_windows(self.now):
-            self.touched.add(scope)
             self._unpark(scope)
+
+    def existing(self, tenant: str) -> Scope | None:
+        """A tenant's scope, current to the ledger's time, if it was ever used.
+
+        For reads between batches: it creates nothing, but brings the tenant's
+        windows up to date, as its next use would.
+        """
+        scope = self.tenants.get(tenant)
+        if scope is not None and self.now >= scope.stale_at:
+            self._advance_tenant(scope)
+        return scope
 
     def _refusal_in(self, scope: Scope, amount: Vector) -> BudgetExceeded | None:
         """Why ``amount`` does not fit ``scope`` and the shared caps (``None``: it fits).
@@ -570,7 +624,7 @@ class Ledger(Scope):
             if scope.parked:
                 self._advance_tenant(scope)
                 self._unpark(scope)
-        return self.advance_windows(now) if self.windows else []
+        return self.advance_windows(now) if now >= self.stale_at else []
 
     def next_deadline(self) -> datetime | None:
         """The next instant time alone changes something: a reservation or
@@ -637,7 +691,6 @@ class Ledger(Scope):
             scope.hold(amount)
             scope.open += 1
             self._scope_of[reservation_id] = scope
-            self.touched.add(scope)
         ttl = self.default_ttl if ttl is None else ttl
         if ttl is not None and ttl != timedelta.max:
             deadline = self.now + ttl
@@ -670,11 +723,10 @@ class Ledger(Scope):
         scope = self._scope_of.pop(reservation_id, None) if self._scope_of else None
         if scope is None:
             return held, self
-        if scope.windows and scope.seen != self.now:
+        if self.now >= scope.stale_at:
             self._advance_tenant(scope)
         scope.unhold(held)
         scope.open -= 1
-        self.touched.add(scope)
         self._unpark(scope)
         return held, scope
 
@@ -786,7 +838,6 @@ class Ledger(Scope):
         if scope is not self:
             scope.charge_usage(amount, model)
             scope.calls += 1
-            self.touched.add(scope)
 
     def adjust(self, credit: tuple[int, ...], tenant: str | None = None) -> None:
         """Give ``credit`` back to the budget (negative entries charge more).
@@ -803,7 +854,6 @@ class Ledger(Scope):
         if tenant is not None:
             scope = self.scope(tenant)
             scope.credit(credit)
-            self.touched.add(scope)
             self._unpark(scope)
 
     def unrecord(self, amount: Vector, tenant: str | None = None) -> None:
@@ -826,14 +876,12 @@ class Ledger(Scope):
         """
         if tenant is not None:
             scope = self.scope(tenant)
-            self.touched.add(scope)
             self._unpark(scope)
             return scope.clear(window)
         error = self.clear(window)
         if error is None and window is None:
             for scope in self.tenants.values():
                 scope.clear()
-                self.touched.add(scope)
                 self._unpark(scope)
         return error
 
@@ -978,7 +1026,6 @@ class Ledger(Scope):
         heapq.heappush(self._override_expiry, (expires_at, override.id))
         scope.recompute_limits(index)
         if scope is not self:
-            self.touched.add(scope)
             self._unpark(scope)
         self.events.append(
             OverrideSet(budget=self.name, tenant=tenant, at=self.now, override=override)
@@ -998,7 +1045,7 @@ class Ledger(Scope):
         index, _ = scope.increases.pop(override_id)
         scope.recompute_limits(index)
         if scope is not self:
-            self.touched.add(scope)
+            self._unpark(scope)  # its head may now be too large, to be answered
         kind = OverrideExpired if expired else OverrideRemoved
         self.events.append(
             kind(budget=self.name, tenant=scope.tenant, at=self.now, override=override)

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Literal, Unpack
+from typing import Any, Literal, TypeVar, Unpack
 
 import anyio
 import anyio.from_thread
@@ -39,6 +39,9 @@ from ._windows import Window
 Backend = Literal["asyncio", "trio"]
 _CLOSE_TIMEOUT = 10.0
 _BACKENDS: frozenset[str] = frozenset({"asyncio", "trio"})
+
+
+_T = TypeVar("_T")
 
 
 class _Runner(ABC):
@@ -384,8 +387,31 @@ class SyncBudget:
 
 
 class _SyncTenant(SyncBudget):
+    """A tenant's blocking handle. Its reads take one hop to the budget's loop:
+    tenants' figures are read from the ledger there, not published."""
+
     def close(self) -> None:
         """Nothing to close: a tenant's handle shares its budget's life."""
+
+    def _read(self, read: Callable[[], _T], what: str) -> _T:
+        async def on_the_loop() -> _T:
+            return read()
+
+        result: _T = self._runner.run(on_the_loop, what=what)
+        return result
+
+    @property
+    def remaining(self) -> int | None:
+        """Tokens left for this tenant (``None`` if uncapped)."""
+        return self._read(lambda: self._budget.remaining, "remaining")
+
+    def snapshot(self) -> Snapshot:
+        """The tenant's figures as of the actor's last batch."""
+        return self._read(self._budget.snapshot, "snapshot()")
+
+    def totals(self) -> Totals:
+        """The tenant's usage so far."""
+        return self._read(self._budget.totals, "totals()")
 
 
 _open: weakref.WeakSet[_OwnedSyncBudget] = weakref.WeakSet()

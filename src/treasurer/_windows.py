@@ -176,9 +176,12 @@ class WindowState:
         return True
 
     def charge(self, amount: Vector, now: datetime, model: str | None = None) -> None:
-        used = self.used
-        for axis, value in enumerate(amount):
-            used[axis] += value
+        used = self.used  # five axes, spelled out: this runs on every charge
+        used[0] += amount[0]
+        used[1] += amount[1]
+        used[2] += amount[2]
+        used[3] += amount[3]
+        used[4] += amount[4]
         if model is not None:
             add_to(self.by_model, model, amount)
         if self.window.kind == "rolling":

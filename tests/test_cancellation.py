@@ -27,6 +27,13 @@ def core_of(budget: treasurer.Budget) -> BudgetCore:
     return budget._core
 
 
+@pytest.fixture(autouse=True)
+def _through_the_mailbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests reach into the mailbox's interleavings, so every message goes
+    through it; the uncontended fast path is tested in TestFastPath."""
+    monkeypatch.setattr(BudgetCore, "inline", False)
+
+
 def when_batch_holds(op: int, action: Callable[[], None]) -> Callable[[list[Message]], None]:
     """A hook that runs ``action`` once, on the first batch holding the victim's message."""
     done = False
@@ -407,3 +414,82 @@ class TestActorFailure:
             reservation.commit(tokens=1)
         reservation.release()
         assert budget.snapshot().open_reservations == 1  # state as the actor last published it
+
+
+class TestFastPath:
+    """An idle budget applies a call at once in the caller's task, after one
+    checkpoint; under contention calls go through the mailbox."""
+
+    @staticmethod
+    def applied_in(budget: treasurer.Budget) -> list[int]:
+        core = core_of(budget)
+        core.inline = True
+        tasks: list[int] = []
+        core._before_batch = lambda _: tasks.append(anyio.get_current_task().id)
+        return tasks
+
+    async def test_uncontended_calls_are_applied_in_the_callers_task(self) -> None:
+        async with treasurer.open_budget(tokens=100) as budget:
+            tasks = self.applied_in(budget)
+            me = anyio.get_current_task().id
+            async with budget.reserve(tokens=30) as r:
+                r.commit(tokens=20)
+                assert budget.snapshot().tokens_used == 20  # applied by commit() itself
+            assert await budget.consume(10)
+            await budget.refund(5, 10)
+            assert tasks == [me] * 4
+            assert budget.totals().tokens == 25
+            assert budget.statistics().messages_served == 4
+
+    async def test_cancelled_at_the_checkpoint_applies_nothing(self) -> None:
+        async with treasurer.open_budget(tokens=100) as budget:
+            tasks = self.applied_in(budget)
+            for call in (budget.record(tokens=MARK), budget.consume(MARK)):
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await call
+                assert scope.cancelled_caught
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                async with budget.reserve(tokens=MARK):
+                    pytest.fail("must not be entered")  # pragma: no cover
+            assert tasks == []
+            assert_nothing_held(budget)
+
+    async def test_contention_goes_through_the_mailbox(self) -> None:
+        async with treasurer.open_budget(tokens=1000) as budget:
+            tasks = self.applied_in(budget)
+            callers: set[int] = set()
+
+            async def caller() -> None:
+                callers.add(anyio.get_current_task().id)
+                for _ in range(5):
+                    async with budget.reserve(tokens=10) as r:
+                        r.commit(tokens=10)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(10):
+                    tg.start_soon(caller)
+            by_the_actor = [task for task in tasks if task not in callers]
+            assert by_the_actor  # the actor served batches...
+            assert budget.statistics().peak_batch_size > 1  # ...of several messages
+            assert_nothing_held(budget, used=500)
+
+    async def test_a_late_comer_during_the_checkpoint_sends_to_the_mailbox(self) -> None:
+        """A task arriving while another is in the fast path's checkpoint does not
+        take the fast path too: it goes to the mailbox, and the first, finding a
+        message there after its checkpoint, follows it rather than overtake it."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            tasks = self.applied_in(budget)
+            callers: list[int] = []
+
+            async def call(tokens: int) -> None:
+                callers.append(anyio.get_current_task().id)
+                await budget.record(tokens=tokens)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, 1)
+                tg.start_soon(call, 2)
+            assert budget.totals().tokens == 3
+            assert tasks  # one batch or two...
+            assert not set(tasks) & set(callers)  # ...all applied by the actor

@@ -49,7 +49,7 @@ from ._events import (
     WindowRolledOver,
 )
 from ._ledger import NO_TENANT_CAPS, Ledger, Scope, State, TenantSpec, WindowsView
-from ._slots import Slot, slot_factory
+from ._slots import Answered, Slot, checkpoint_factory, slot_factory
 from ._types import Snapshot, Statistics
 from ._windows import Window, WindowState, utc_now
 
@@ -78,6 +78,7 @@ _FIRST_SETTLEMENT: Final = COMMIT
 # Added to an op for a tenant's message, whose ``a`` is then ``(tenant, a)``.
 # Untenanted messages, the common case, carry nothing extra.
 TENANT: Final = 32
+_MAY_WAIT: Final = frozenset({RESERVE_WAIT, RESERVE_WAIT + TENANT})  # never applied inline
 
 Message = tuple[int, Any, Any, Slot | None]
 Published = tuple[State, WindowsView, CapVector, tuple[Override, ...]]
@@ -105,6 +106,10 @@ def _describe(amount: Vector | tuple[int, ...]) -> dict[str, object]:
 
 class BudgetCore:
     """Mailbox, actor loop and published state of one budget."""
+
+    # False sends every message through the mailbox (tests use it to reach the
+    # mailbox's interleavings; the fast path has its own tests).
+    inline = True
 
     def __init__(
         self,
@@ -161,6 +166,13 @@ class BudgetCore:
         # the actor waits to receive, so it will wake and take these first.
         self._overflow: deque[Message] = deque()
         self._new_slot: Callable[[], Slot] = slot_factory()
+        self._checkpoint = checkpoint_factory()
+        # Messages sent to the mailbox and not yet taken by the actor, and
+        # whether a batch is being applied: while both are nil, a message is
+        # applied at once in its sender's task (see _idle).
+        self._in_flight = 0
+        self._serving = False
+        self._alone = False  # a task is in the fast path's checkpoint
         self.log = structlog.get_logger("treasurer").bind(budget=self.name)
         # One tuple, replaced whole after each batch, so a reader in any thread
         # sees lifetime and window figures from the same batch.
@@ -191,13 +203,52 @@ class BudgetCore:
             return error
         return BudgetClosed(f"budget {self.name!r} is closed")
 
+    def _idle(self) -> bool:
+        """Whether a message may be applied at once, in the caller's task.
+
+        True when nothing sent to the mailbox is still unapplied and no batch is
+        being applied: applying the message now, synchronously, is then exactly
+        what the actor would do next with a batch of one, in the same order.
+        """
+        return not self._in_flight and not self._serving and not self.closed and self.inline
+
+    def _apply_now(self, op: int, a: object, b: object) -> object:
+        answer = Answered()
+        try:
+            self._serve([(op, a, b, answer)])
+        except BaseException as exc:  # pragma: no cover - a ledger bug, never expected
+            self._failure = exc
+            self.log.exception("budget failed while applying a message")
+            self.close()
+            raise self.closed_error() from exc
+        return answer.value
+
     async def request(self, op: int, a: object = None, b: object = None) -> Any:
         """Send a request and wait for its reply; raise a reply that is an error."""
         if self.closed:
             raise self.closed_error()
+        if op not in _MAY_WAIT and not self._waiting and not self._alone and self._idle():
+            # The uncontended fast path: a checkpoint (where a cancellation lands,
+            # before anything is applied), then, if no other task turned up
+            # meanwhile, the request applied at once. No reply to wait for and
+            # nothing to undo. Under contention requests go to the mailbox, where
+            # one actor wake-up serves a whole batch.
+            self._alone = True
+            try:
+                await self._checkpoint()
+            finally:
+                self._alone = False
+            if not self._waiting and self._idle():
+                reply = self._apply_now(op, a, b)
+                if isinstance(reply, BaseException):
+                    raise reply
+                return reply
+            if self.closed:
+                raise self.closed_error()
         slot = self._new_slot()
         message = (op, a, b, slot)
         self._waiting += 1
+        self._in_flight += 1
         try:
             try:
                 self._send.send_nowait(message)
@@ -251,8 +302,13 @@ class BudgetCore:
         """
         if self.closed:
             raise self.closed_error()
+        if self._idle():  # applied at once; see request()
+            answer = Answered()
+            answer.deliver(self._apply_now(op, a, b))
+            return answer if ack else None
         slot = self._new_slot() if ack else None
         message = (op, a, b, slot)
+        self._in_flight += 1
         try:
             self._send.send_nowait(message)
         except WouldBlock:
@@ -346,12 +402,6 @@ class BudgetCore:
     async def run(self) -> None:
         """Serve batches until the mailbox is closed and drained."""
         receive = self._receive
-        caps = {
-            AXES[axis]: to_public(axis, cap)
-            for axis, cap in enumerate(self.caps)
-            if cap is not None
-        }
-        self.log.info("budget opened", caps=caps)
         try:
             while True:
                 try:
@@ -368,6 +418,7 @@ class BudgetCore:
                         batch.append(receive.receive_nowait())
                     except (WouldBlock, EndOfStream):
                         break
+                self._in_flight -= len(batch)
                 self._serve(batch)
                 self._pending = []
         except anyio.get_cancelled_exc_class():
@@ -379,7 +430,22 @@ class BudgetCore:
         finally:
             self._shutdown()
 
+    def log_opened(self) -> None:
+        caps = {
+            AXES[axis]: to_public(axis, cap)
+            for axis, cap in enumerate(self.caps)
+            if cap is not None
+        }
+        self.log.info("budget opened", caps=caps)
+
     def _serve(self, batch: list[Message]) -> None:
+        self._serving = True
+        try:
+            self._serve_batch(batch)
+        finally:
+            self._serving = False
+
+    def _serve_batch(self, batch: list[Message]) -> None:
         if self._before_batch is not None:
             self._before_batch(batch)
         ledger = self.ledger

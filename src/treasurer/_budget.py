@@ -808,6 +808,7 @@ async def open_budget(
         core.spawn = task_group.start_soon
         task_group.start_soon(core.run, name=f"treasurer actor {core.name}")
         task_group.start_soon(core.run_timer, name=f"treasurer timer {core.name}")
+        core.log_opened()
         try:
             yield Budget(core)
         except anyio.get_cancelled_exc_class():

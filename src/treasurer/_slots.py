@@ -10,8 +10,8 @@ an abandoned request and lets a caller hand back a grant it never saw.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import sniffio
 
@@ -127,6 +127,45 @@ def _outcome_value(value: object) -> Any:
     import outcome
 
     return outcome.Value(value)
+
+
+class Answered:
+    """A slot answered before anyone waits: for a message applied at once.
+
+    Awaiting it returns the answer without suspending, on either event loop.
+    """
+
+    __slots__ = ("value",)
+
+    abandoned: Final = False
+
+    def __init__(self) -> None:
+        self.value: object = None
+
+    def deliver(self, value: object) -> None:
+        self.value = value
+
+    def wait(self) -> Answered:
+        return self
+
+    def __await__(self) -> Generator[Any, None, object]:
+        yield from ()  # a generator that never suspends
+        return self.value
+
+    def abandon(self) -> tuple[bool, object]:
+        return True, self.value
+
+
+def checkpoint_factory() -> Callable[[], Awaitable[None]]:
+    """The event loop's own checkpoint (a cancellation point and a chance for
+    other tasks to run), without anyio's per-call dispatch."""
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        sleep = asyncio.sleep
+        return lambda: sleep(0)
+    if library == "trio":
+        return cast(Callable[[], Awaitable[None]], _trio().lowlevel.checkpoint)
+    raise RuntimeError(f"treasurer runs on asyncio or trio, not {library!r}")  # pragma: no cover
 
 
 def slot_factory() -> Callable[[], Slot]:

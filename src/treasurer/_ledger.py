@@ -93,7 +93,10 @@ class Scope:
     __slots__ = (
         "_capped",
         "_fired",
+        "_gap",
+        "_largest",
         "_per_request_capped",
+        "_room",
         "_trips",
         "by_model",
         "calls",
@@ -149,8 +152,20 @@ class Scope:
         # The usage at which the next threshold fires, per axis, for the lifetime
         # (row 0) and each window (row index + 1): a charge compares, no more.
         self._trips: list[list[float]] = [[_NEVER] * len(AXES) for _ in range(len(windows) + 1)]
+        # Per axis, over the lifetime and every window: the least room left
+        # (cap minus used), the largest request any cap allows, and how far
+        # usage is from the next threshold. Every charge adds the same amount
+        # to the lifetime and every window, so a charge just subtracts; the
+        # rest (a window rolling over, a credit, an override) recomputes. A
+        # request is checked against these five numbers, and only a refusal
+        # looks at each cap to say which one refused.
+        self._room: list[float] = [_NEVER] * len(AXES)
+        self._gap: list[float] = [_NEVER] * len(AXES)
+        self._largest: list[float] = [_NEVER] * len(AXES)
         for index in range(-1, len(windows)):
             self._rearm(index)
+        self._recompute()
+        self._recompute_largest()
         self.overrides: dict[int, Override] = {}
         self.increases: dict[int, tuple[int, Vector]] = {}  # override id: (window index, increase)
         # Requests waiting for room in this scope, in arrival order; ``parked``
@@ -170,6 +185,15 @@ class Scope:
 
     def too_large(self, amount: Vector) -> BudgetExceeded | None:
         """A cap of this scope that ``amount`` exceeds on its own, so it never fits."""
+        largest = self._largest
+        if (
+            amount[0] <= largest[0]
+            and amount[1] <= largest[1]
+            and amount[2] <= largest[2]
+            and amount[3] <= largest[3]
+            and amount[4] <= largest[4]
+        ):
+            return None
         for axis in self._per_request_capped:
             limit = self.per_request[axis]
             assert limit is not None
@@ -202,7 +226,16 @@ class Scope:
 
     def no_room(self, amount: Vector) -> BudgetExceeded | None:
         """The first cap of this scope without room for ``amount`` now."""
-        caps, used, reserved = self.limits, self.used, self.reserved
+        room, reserved = self._room, self.reserved
+        if (
+            amount[0] + reserved[0] <= room[0]
+            and amount[1] + reserved[1] <= room[1]
+            and amount[2] + reserved[2] <= room[2]
+            and amount[3] + reserved[3] <= room[3]
+            and amount[4] + reserved[4] <= room[4]
+        ):
+            return None
+        caps, used = self.limits, self.used
         for axis in self._capped:
             cap = caps[axis]
             assert cap is not None
@@ -267,6 +300,8 @@ class Scope:
                         )
                     )
         self.stale_at = self.next_reset() or _FOREVER
+        if rolled:
+            self._recompute()
         return rolled
 
     # Vectors have exactly five axes; spelled out, these run on every request.
@@ -288,17 +323,28 @@ class Scope:
         reserved[4] -= amount[4]
 
     def charge_usage(self, amount: Vector, model: str | None) -> None:
-        used = self.used
-        used[0] += amount[0]
-        used[1] += amount[1]
-        used[2] += amount[2]
-        used[3] += amount[3]
-        used[4] += amount[4]
+        a0, a1, a2, a3, a4 = amount
+        used, room, gap = self.used, self._room, self._gap
+        used[0] += a0
+        used[1] += a1
+        used[2] += a2
+        used[3] += a3
+        used[4] += a4
+        room[0] -= a0
+        room[1] -= a1
+        room[2] -= a2
+        room[3] -= a3
+        room[4] -= a4
+        gap[0] -= a0
+        gap[1] -= a1
+        gap[2] -= a2
+        gap[3] -= a3
+        gap[4] -= a4
         if model is not None:
             add_to(self.by_model, model, amount)
         if self.windows:
             self._charge_windows(amount, model)
-        if self.owner.thresholds:
+        if gap[0] <= 0 or gap[1] <= 0 or gap[2] <= 0 or gap[3] <= 0 or gap[4] <= 0:
             self._check_thresholds()
 
     def _charge_windows(self, amount: Vector, model: str | None = None) -> None:
@@ -321,6 +367,7 @@ class Scope:
             self._charge_windows(_vector(extra))
             if self.owner.thresholds:
                 self._check_thresholds()
+        self._recompute()
 
     def _check_thresholds(self) -> None:
         trips, used = self._trips, self.used
@@ -349,6 +396,39 @@ class Scope:
                 row[axis] = _NEVER
             else:  # used * 100 >= cap * threshold, in integers
                 row[axis] = -(-cap * thresholds[fired] // 100)
+        self._recompute_gap()
+
+    def _recompute(self) -> None:
+        """Recompute the room left per axis (see ``_room``) after usage changed
+        other than by a charge, and the distance to the next threshold."""
+        room = self._room
+        for axis in range(len(AXES)):
+            cap = self.limits[axis]
+            least: float = _NEVER if cap is None else cap - self.used[axis]
+            for window in self.windows:
+                cap = window.limits[axis]
+                if cap is not None and cap - window.used[axis] < least:
+                    least = cap - window.used[axis]
+            room[axis] = least
+        self._recompute_gap()
+
+    def _recompute_gap(self) -> None:
+        gap, trips = self._gap, self._trips
+        for axis in range(len(AXES)):
+            least = trips[0][axis] - self.used[axis]
+            for index, window in enumerate(self.windows):
+                distance = trips[index + 1][axis] - window.used[axis]
+                if distance < least:
+                    least = distance
+            gap[axis] = least
+
+    def _recompute_largest(self) -> None:
+        largest = self._largest
+        for axis in range(len(AXES)):
+            caps = [self.per_request[axis], self.limits[axis]]
+            caps += [window.limits[axis] for window in self.windows]
+            present = [cap for cap in caps if cap is not None]
+            largest[axis] = min(present) if present else _NEVER
 
     def _alert(
         self, index: int, axis: int, used: int, cap: int, window: WindowState | None
@@ -389,6 +469,7 @@ class Scope:
             for axis in state.capped:
                 self._fired.pop((index, axis), None)
             self._rearm(index)
+            self._recompute()
             return None
         self.used = [0] * len(AXES)
         self.by_model = {}
@@ -398,6 +479,7 @@ class Scope:
             state.clear()
         for index in range(-1, len(self.windows)):
             self._rearm(index)
+        self._recompute()
         return None
 
     # -- reads -------------------------------------------------------------------
@@ -467,6 +549,8 @@ class Scope:
         else:
             self.windows[index].limits = _vector_caps(limits)
         self._rearm(index)
+        self._recompute()
+        self._recompute_largest()
 
     def next_reset(self) -> datetime | None:
         """When one of this scope's windows next frees usage."""

@@ -16,7 +16,9 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 import treasurer
-from treasurer._actor import ADJUST, RECORD, RESERVE, BudgetCore, Message
+from treasurer import TenantCaps
+from treasurer._actor import ADJUST, CHARGE, RECORD, RESERVE, BudgetCore, Message, tenant_op
+from treasurer._slots import Answered
 
 pytestmark = pytest.mark.anyio
 
@@ -376,6 +378,20 @@ class TestClosing:
         with pytest.raises(treasurer.BudgetClosed):
             await budget.consume(1)
 
+    async def test_a_tenants_settlements_queued_at_cancellation_apply(self) -> None:
+        """The shutdown applies a tenant's queued settlements and delivers their events."""
+        events: list[treasurer.Event] = []
+        with anyio.CancelScope() as outer:
+            async with treasurer.open_budget(
+                tokens=100, tenant_defaults=TenantCaps(tokens=10), on_event=events.append
+            ) as budget:
+                outer.cancel()
+                core_of(budget).post(*tenant_op(CHARGE, "a", (0, 0, 8, 0, 0)))
+                await anyio.sleep_forever()
+        assert budget.totals().tokens == 8
+        crossed = [e for e in events if isinstance(e, treasurer.ThresholdCrossed)]
+        assert [(e.tenant, e.threshold) for e in crossed] == [("a", 50), ("a", 75)]
+
 
 class TestActorFailure:
     async def test_every_pending_and_later_call_fails(self) -> None:
@@ -455,6 +471,40 @@ class TestFastPath:
                     pytest.fail("must not be entered")  # pragma: no cover
             assert tasks == []
             assert_nothing_held(budget)
+
+    async def test_closed_during_the_checkpoint(self) -> None:
+        """A call whose budget closes while it is in the fast path's checkpoint
+        raises BudgetClosed and applies nothing."""
+        outcome: list[BaseException] = []
+        async with treasurer.open_budget(tokens=100) as budget:
+            core = core_of(budget)
+            core.inline = True
+
+            async def caller() -> None:
+                try:
+                    await budget.record(tokens=MARK)
+                except treasurer.BudgetClosed as exc:
+                    outcome.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(caller)
+                await checkpoint()  # the caller reaches its checkpoint
+                assert core._alone
+                core.close()
+        assert len(outcome) == 1
+        assert budget.totals().tokens == 0
+
+    def test_an_answer_given_at_once_is_awaitable_anywhere(self) -> None:
+        answer = Answered()
+        answer.deliver(42)
+        assert not answer.abandoned
+        assert answer.abandon() == (True, 42)
+
+        async def wait() -> object:
+            return await answer.wait()
+
+        assert anyio.run(wait) == 42
+        assert anyio.run(wait, backend="trio") == 42
 
     async def test_contention_goes_through_the_mailbox(self) -> None:
         async with treasurer.open_budget(tokens=1000) as budget:

@@ -15,6 +15,7 @@ import treasurer
 import treasurer.sync
 from treasurer import TenantCaps, Window
 from treasurer._actor import BudgetCore
+from treasurer._amounts import NO_CAPS
 from treasurer._ledger import Ledger, Scope
 
 pytestmark = pytest.mark.anyio
@@ -265,6 +266,31 @@ class TestTenantApi:
                 await a.override(usd=1, expires_at=START + timedelta(hours=2))
 
 
+class TestLogs:
+    async def test_tenant_calls_are_logged_with_the_tenant(
+        self, captured_logs: list[dict[str, object]]
+    ) -> None:
+        async with treasurer.open_budget(
+            name="logged", tenant_defaults=TenantCaps(tokens=10)
+        ) as budget:
+            a = budget.tenant("a")
+            await a.charge(tokens=10)
+
+            async def waiter() -> None:
+                async with a.reserve(tokens=5, wait=True):
+                    pass
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await wait_all_tasks_blocked()
+                await a.reset()
+        by_event = {entry["event"]: entry for entry in captured_logs}
+        assert by_event["usage charged"]["tenant"] == "a"
+        assert by_event["reservation waiting"]["tenant"] == "a"
+        assert "waiting reservation answered" in by_event
+        assert by_event["threshold crossed"]["tenant"] == "a"
+
+
 class TestTime:
     async def test_tenant_windows_roll_over_lazily_and_exactly(self) -> None:
         clock = FakeClock()
@@ -286,6 +312,61 @@ class TestTime:
                 await a.record(tokens=1)
             assert refused.value.resets_at == datetime(2026, 11, 22, 15, tzinfo=UTC)
             assert (await a.usage("hour")).used.tokens == 100
+
+    async def test_a_read_brings_an_idle_tenants_windows_up_to_date(self) -> None:
+        clock = FakeClock()
+        async with treasurer.open_budget(
+            clock=clock, tenant_defaults=TenantCaps(windows=[Window.hour(tokens=100)])
+        ) as budget:
+            a = budget.tenant("a")
+            await a.record(tokens=60)
+            clock.now = datetime(2026, 11, 22, 11, 5, tzinfo=UTC)
+            await budget.check()  # a batch: the budget's time moves on, a's does not
+            hour = a.snapshot().window("hour")
+            assert hour.used.tokens == 0
+            assert hour.resets_at == datetime(2026, 11, 22, 12, tzinfo=UTC)
+
+    async def test_a_commit_after_the_tenants_window_rolled_over(self) -> None:
+        """Settling a tenant's reservation after its hour ended charges the new hour."""
+        clock = FakeClock()
+        async with treasurer.open_budget(
+            clock=clock, tenant_defaults=TenantCaps(windows=[Window.hour(tokens=100)])
+        ) as budget:
+            a = budget.tenant("a")
+            await a.record(tokens=50)
+            async with a.reserve(tokens=40, ttl=timedelta(hours=1)) as r:
+                clock.now = datetime(2026, 11, 22, 11, 5, tzinfo=UTC)
+                await budget.check()
+                r.commit(tokens=30)
+            assert a.snapshot().window("hour").used.tokens == 30
+            assert a.totals().tokens == 80
+
+    async def test_a_waiter_an_ended_override_makes_too_large_is_answered(self) -> None:
+        clock = FakeClock()
+        async with treasurer.open_budget(
+            clock=clock, tenant_defaults=TenantCaps(tokens=10)
+        ) as budget:
+            a = budget.tenant("a")
+            await a.override(tokens=10, expires_at=START + timedelta(minutes=5))
+            await a.record(tokens=10)
+            outcome: list[BaseException] = []
+
+            async def waiter() -> None:
+                try:
+                    async with a.reserve(tokens=15, wait=True):
+                        pass  # pragma: no cover
+                except treasurer.RequestTooLarge as exc:
+                    outcome.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await wait_all_tasks_blocked()
+                assert budget.statistics().reservations_waiting == 1
+                clock.now = START + timedelta(minutes=5)
+                await budget.check()
+            assert len(outcome) == 1
+            assert outcome[0].tenant == "a"  # type: ignore[attr-defined]
+            assert budget.statistics().reservations_waiting == 0
 
     async def test_expiry_and_late_commit_of_a_tenants_reservation(self) -> None:
         clock = FakeClock()
@@ -506,6 +587,36 @@ class TestNoScans:
         assert len(checks) <= 2
 
 
+class TestLedger:
+    """Ledger paths the handles reach only in rare interleavings."""
+
+    def test_unrecord_takes_back_a_tenants_record(self) -> None:
+        ledger = Ledger((None,) * 5, tenant_default=((None, None, 10, None, None), NO_CAPS, ()))
+        assert ledger.record((0, 0, 6, 0, 1), tenant="a") is None
+        ledger.unrecord((0, 0, 6, 0, 1), tenant="a")
+        assert ledger.scope("a").state() == ((0,) * 5, (0,) * 5, 0, 0)
+        assert ledger.state()[2] == 0
+        assert ledger.record((0, 0, 10, 0, 1), tenant="a") is None
+
+    def test_a_parked_tenant_woken_early_leaves_no_timer_behind(self) -> None:
+        start = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
+        hourly = (NO_CAPS, NO_CAPS, (Window.hour(tokens=10),))
+        ledger = Ledger((None,) * 5, now=start, tenant_default=hourly)
+
+        class Ticket:
+            abandoned = False
+
+        held = ledger.reserve((0, 0, 10, 0, 1), tenant="a")
+        assert isinstance(held, int)
+        ledger.wait(Ticket(), (0, 0, 5, 0, 1), None, "a")
+        assert ledger.serve_waiters() == []  # parked until 11:00, or a release
+        assert ledger.next_deadline() == datetime(2026, 11, 22, 11, tzinfo=UTC)
+        assert ledger.release(held) is None
+        ((_, answer),) = ledger.serve_waiters()
+        assert isinstance(answer, tuple)
+        assert ledger.next_deadline() is None  # the parked tenant's wake-up is gone
+
+
 class TestSync:
     async def test_tenant_reads_belong_to_the_loop_thread(self) -> None:
         """Tenants' figures are read from the ledger on the loop's thread; another
@@ -533,6 +644,8 @@ class TestSync:
             assert a.totals().tokens == 10
             assert budget.totals().tokens == 10
             assert a.snapshot().tenant == "a"
+            assert a.tenant_name == "a"
+            assert budget.tenant_name is None
             a.close()  # a tenant view shares the budget's life: nothing to close
             assert budget.consume(5)
 

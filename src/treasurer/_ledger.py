@@ -222,7 +222,7 @@ class Scope:
                 assert cap is not None
                 if amount[axis] > cap:
                     return self._exceeded(RequestTooLarge, axis, amount, cap, window.used, window)
-        return None
+        return None  # pragma: no cover - _largest is exactly these caps
 
     def no_room(self, amount: Vector) -> BudgetExceeded | None:
         """The first cap of this scope without room for ``amount`` now."""
@@ -249,7 +249,7 @@ class Scope:
                 assert cap is not None
                 if window_used[axis] + reserved[axis] + amount[axis] > cap:
                     return self._exceeded(BudgetExceeded, axis, amount, cap, window_used, window)
-        return None
+        return None  # pragma: no cover - _room is exactly these caps' room
 
     def _exceeded(
         self,
@@ -1062,9 +1062,6 @@ class Ledger(Scope):
 
     def open_reservations(self) -> int:
         return len(self.reservations)
-
-    def scope_state(self, tenant: str | None) -> State:
-        return self.scope(tenant).state()
 
     def usage_for(self, period: str, tenant: str | None = None) -> UsageView | InvalidOption:
         return self.scope(tenant).usage_view(period)

@@ -580,6 +580,7 @@ class Ledger(Scope):
         "_next_seq",
         "_override_expiry",
         "_override_scope",
+        "_parked",
         "_parked_wake",
         "_ready",
         "_scope_of",
@@ -636,6 +637,7 @@ class Ledger(Scope):
         self._next_seq = 0
         self._ready: list[tuple[int, Scope]] = []
         self._parked_wake: list[tuple[datetime, int, Scope]] = []
+        self._parked: set[Scope] = set()
 
     # -- tenants -----------------------------------------------------------------
 
@@ -1009,6 +1011,8 @@ class Ledger(Scope):
                     if refusal is not None and not isinstance(refusal, RequestTooLarge):
                         break  # the oldest request does not fit the shared caps yet
                 else:
+                    if self.now >= scope.stale_at:  # its windows advance lazily
+                        scope.advance_windows(self.now)
                     refusal = scope.too_large(amount) or self.too_large(amount)
                     if refusal is None:
                         if scope.no_room(amount) is not None:
@@ -1031,6 +1035,7 @@ class Ledger(Scope):
 
     def _park(self, scope: Scope) -> None:
         scope.parked = True
+        self._parked.add(scope)
         resets = scope.next_reset()
         if resets is not None:
             heapq.heappush(self._parked_wake, (resets, scope.queue[0][0], scope))
@@ -1038,6 +1043,7 @@ class Ledger(Scope):
     def _unpark(self, scope: Scope) -> None:
         if scope.parked:
             scope.parked = False
+            self._parked.discard(scope)
             heapq.heappush(self._ready, (scope.queue[0][0], scope))
 
     def wake(self, tenant: str | None) -> None:
@@ -1055,6 +1061,7 @@ class Ledger(Scope):
             scope.parked = False
         self._ready.clear()
         self._parked_wake.clear()
+        self._parked.clear()
         self.waiting = 0
         return tickets
 
@@ -1125,8 +1132,11 @@ class Ledger(Scope):
         override = scope.overrides.pop(override_id)
         index, _ = scope.increases.pop(override_id)
         scope.recompute_limits(index)
-        if scope is not self:
-            self._unpark(scope)  # its head may now be too large, to be answered
+        # A waiter the lower caps make too large is answered with the error: look
+        # again at the tenant's queue, or at every parked one for the shared caps
+        # (overrides end rarely; waiters do not wait on a timer meanwhile).
+        for parked in (scope,) if scope is not self else tuple(self._parked):
+            self._unpark(parked)
         kind = OverrideExpired if expired else OverrideRemoved
         self.events.append(
             kind(budget=self.name, tenant=scope.tenant, at=self.now, override=override)

@@ -25,6 +25,37 @@ class Clock:
 
 
 class TestOverrides:
+    @pytest.mark.parametrize("window", ["lifetime", "hour"])
+    @pytest.mark.parametrize("tenant", [None, "a"])
+    async def test_an_ended_override_takes_its_room_back(
+        self, window: str, tenant: str | None
+    ) -> None:
+        """With usage between the lower and the raised cap, once the override ends
+        nothing more fits, and a request larger than the lower cap can never fit."""
+        clock = Clock()
+        caps = {"tokens": 100} if window == "lifetime" else {}
+        windows = [Window.hour(tokens=100)] if window == "hour" else []
+        if tenant is None:
+            opened = treasurer.open_budget(clock=clock, windows=windows, **caps)
+        else:
+            defaults = treasurer.TenantCaps(windows=windows, **caps)
+            opened = treasurer.open_budget(clock=clock, tenant_defaults=defaults)
+        async with opened as budget:
+            scope = budget if tenant is None else budget.tenant(tenant)
+            await scope.override(tokens=50, window=window, expires_at=START + timedelta(minutes=10))
+            await scope.record(tokens=120)  # 30 left under the raised cap
+            assert (await scope.check(tokens=30)).fits
+            raised = (await scope.check(tokens=101)).refusal  # no room now, but not too large
+            assert type(raised) is treasurer.BudgetExceeded
+            clock.now = START + timedelta(minutes=10)  # the override ends
+            with pytest.raises(treasurer.BudgetExceeded) as refused:
+                await scope.record(tokens=10)
+            assert type(refused.value) is treasurer.BudgetExceeded
+            assert refused.value.limit == 100
+            with pytest.raises(treasurer.RequestTooLarge):
+                await scope.record(tokens=101)
+            assert scope.totals().tokens == 120
+
     async def test_counts_at_once_and_stops_at_expiry(self) -> None:
         """An hourly override lets more through at once, and stops counting at its expiry."""
         clock, events = Clock(), []

@@ -973,12 +973,8 @@ class LedgerTenantsMachine(RuleBasedStateMachine):
                 remaining.append(waiter)
                 event("waiter: blocked by the shared caps")
                 continue
-            # KNOWN FAILURES (see the two examples at the end of the file): the
-            # ledger answers another waiter here, or none, or with other figures,
-            # when a tenant's windows rolled over since it was last used
-            # (serve_waiters reads their stale usage), or when a shared override
-            # ended while a tenant was parked (its head, which no longer ever
-            # fits, is not answered).
+            # The two bugs kept as examples at the end of the file showed here: the
+            # ledger answered another waiter, or none, or with other figures.
             answer = next(answers, None)
             assert answer is not None, f"the ledger did not answer waiter {waiter}"
             ticket, reply = answer

@@ -299,3 +299,121 @@ async def test_windows_waiting_expiry_under_load(seed: int) -> None:
     # The run went through every path it is meant to stress.
     assert {"ReservationExpired", "WindowRolledOver", "RequestRefused"} <= seen
     assert peak_waiting > 10
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+async def test_tenants_under_load(seed: int) -> None:
+    """3,000 tasks of 30 tenants (some configured, most on the defaults) with tenant
+    and shared windows, waiting, expiry, a moving clock and cancellations, through
+    the fast path and the mailbox: after every batch no tenant and no shared cap
+    holds more than it allows (beyond late commits, whose spend happened: few,
+    with a 90 s time-to-live, so the allowance stays tight), and every tenant's
+    books balance exactly."""
+    rng = random.Random(seed)
+    now = [datetime(2026, 11, 22, 10, 55, tzinfo=UTC)]
+    tenants = [f"t{i}" for i in range(30)]
+    used_by = dict.fromkeys(tenants, 0)
+    late = dict.fromkeys(tenants, 0)
+    violations: list[str] = []
+    peak = {"waiting": 0, "parked": 0, "refused": 0}
+    defaults = treasurer.TenantCaps(tokens=2_000, windows=[Window.hour(tokens=700)])
+    async with treasurer.open_budget(
+        tokens=60_000,
+        windows=[Window.rolling(timedelta(minutes=5), tokens=9_000)],
+        tenant_defaults=defaults,
+        tenants={"t0": treasurer.TenantCaps(tokens=10_000), "t1": treasurer.TenantCaps()},
+        clock=lambda: now[0],
+        reservation_ttl=timedelta(seconds=90),
+        mailbox_size=64,
+    ) as budget:
+        core = budget._core
+
+        def check(_: list[Message]) -> None:
+            ledger = core.ledger
+            peak["waiting"] = max(peak["waiting"], ledger.waiting)
+            peak["parked"] = max(peak["parked"], len(ledger._parked))
+            slack = sum(late.values())
+            scopes = [
+                (None, ledger, slack),
+                *((s.tenant, s, late[s.tenant]) for s in ledger.tenants.values()),
+            ]  # type: ignore[index]
+            for name, scope, allowance in scopes:
+                limits = [("lifetime", scope.used, scope.limits)]
+                limits += [(w.window.name, w.used, w.limits) for w in scope.windows]
+                for window, used, caps in limits:
+                    cap = caps[2]
+                    if cap is not None and used[2] + scope.reserved[2] > cap + allowance:
+                        violations.append(f"{name} {window}: {scope.state()}")  # pragma: no cover
+
+        core._after_batch = check
+
+        async def one(task_rng: random.Random) -> None:
+            tenant = task_rng.choice(tenants)
+            handle = budget.tenant(tenant)
+            estimate = task_rng.randint(10, 120)
+            committed = 0
+            counted_late = False
+            try:
+                async with handle.reserve(tokens=estimate, wait=task_rng.random() < 0.5) as r:
+                    await pause(task_rng)
+                    if task_rng.random() < 0.15:
+                        return  # released
+                    committed = task_rng.randint(0, estimate)
+                    used_by[tenant] += committed
+                    if r.deadline is not None and now[0] >= r.deadline:
+                        late[tenant] += committed  # applied at once on an idle budget
+                        counted_late = True
+                    try:
+                        r.commit(tokens=committed)
+                    except treasurer.ReservationExpired:
+                        if not counted_late:
+                            late[tenant] += committed
+            except treasurer.ReservationExpired:
+                if not counted_late:
+                    late[tenant] += committed
+            except treasurer.BudgetExceeded:
+                peak["refused"] += 1
+
+        async def run_one(task_rng: random.Random, scope: anyio.CancelScope) -> None:
+            with scope:
+                await one(task_rng)
+
+        async def clock_mover() -> None:
+            for _ in range(300):
+                await pause(rng)
+                now[0] += timedelta(seconds=rng.choice([0, 1, 5, 30]))
+
+        scopes = [anyio.CancelScope() for _ in range(3_000)]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock_mover)
+            for scope in scopes:
+                tg.start_soon(run_one, random.Random(rng.random()), scope)
+            for _ in range(200):
+                await pause(rng)
+                rng.choice(scopes).cancel()
+            # Let time free what it can; waiters of a tenant whose whole-life cap is
+            # spent would wait for ever, so in the end they are cancelled.
+            for _ in range(30):
+                if not budget.statistics().reservations_waiting:
+                    break
+                now[0] += timedelta(minutes=5)
+                await budget.check()
+                await anyio.wait_all_tasks_blocked()
+            for scope in scopes:
+                scope.cancel()
+        snap = budget.snapshot()
+        per_tenant = {t: budget.tenant(t).snapshot() for t in tenants}
+        stats = budget.statistics()
+    assert violations == []
+    assert snap.open_reservations == 0
+    assert snap.tokens_reserved == 0
+    assert snap.tokens_used == sum(used_by.values())
+    for tenant, tenant_snap in per_tenant.items():
+        assert tenant_snap.tokens_used == used_by[tenant], tenant
+        assert tenant_snap.tokens_reserved == 0
+    assert stats.peak_batch_size > 1
+    assert sum(1 for t in tenants if used_by[t]) == len(tenants)
+    # The run went through the paths it is meant to stress.
+    assert peak["refused"] > 0
+    assert peak["waiting"] > 10
+    assert peak["parked"] > 1  # tenants held up by their own caps, not the others

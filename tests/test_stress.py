@@ -97,11 +97,13 @@ async def one_call(
                 actual = usage(rng, rng.uniform(0.3, 1.2 if overrun else 1.0))
                 if not overrun:  # never above the estimate on any axis
                     actual = {k: min(v, estimate[k]) for k, v in actual.items()}  # type: ignore[type-var]
-                r.commit(**actual)  # type: ignore[arg-type]
                 spent, held = vector(actual), vector(estimate)
-                tracker.add(spent)
+                # Counted first: on an idle budget commit() applies at once, and the
+                # check after that batch must already allow the overrun.
                 for axis in range(len(AXES)):
                     tracker.overrun[axis] += max(spent[axis] - held[axis], 0)
+                r.commit(**actual)  # type: ignore[arg-type]
+                tracker.add(spent)
                 tracker.count("committed")
                 await pause(rng)
         except treasurer.BudgetExceeded:

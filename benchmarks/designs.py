@@ -513,6 +513,23 @@ TREASURER_CONSUME: Final = "treasurer consume"
 TREASURER_WINDOWS: Final = "treasurer+windows"
 TREASURER_TENANTS: Final = "treasurer+windows+tenants"
 
+
+def _policy_design(key: str, description: str, kind: str, *, available: bool) -> list[Design]:
+    """A treasurer variant with more of the ledger's policy on (pairs only), if the
+    measured build has it."""
+    if not available:
+        return []
+    return [
+        Design(
+            key,
+            description,
+            lambda caps: _open_treasurer(caps, kind),
+            reference=False,
+            workloads=frozenset({"pairs"}),
+        )
+    ]
+
+
 DESIGNS: Final = (
     Design(FLOOR, "floor: bare check-and-deduct, no await", _open(FloorInstance)),
     Design(CHECKPOINT, "floor + one anyio checkpoint per call", _open(CheckpointInstance)),
@@ -554,33 +571,19 @@ DESIGNS: Final = (
         reference=False,
         workloads=frozenset({"pairs", "tight"}),
     ),
-    *(
-        [
-            Design(
-                TREASURER_WINDOWS,
-                "treasurer reserve/commit, tokens + USD, with an hourly, a daily and a "
-                "rolling one-hour window",
-                lambda caps: _open_treasurer(caps, "windows"),
-                reference=False,
-                workloads=frozenset({"pairs"}),
-            )
-        ]
-        if HAS_WINDOWS
-        else []
+    *_policy_design(
+        TREASURER_WINDOWS,
+        "treasurer reserve/commit, tokens + USD, with an hourly, a daily and a "
+        "rolling one-hour window",
+        "windows",
+        available=HAS_WINDOWS,
     ),
-    *(
-        [
-            Design(
-                TREASURER_TENANTS,
-                "treasurer reserve/commit, tokens + USD, the three windows above, and "
-                "1,000 tenants with caps and an hourly window each (tasks take turns)",
-                lambda caps: _open_treasurer(caps, "tenants"),
-                reference=False,
-                workloads=frozenset({"pairs"}),
-            )
-        ]
-        if HAS_TENANTS
-        else []
+    *_policy_design(
+        TREASURER_TENANTS,
+        "treasurer reserve/commit, tokens + USD, the three windows above, and "
+        "1,000 tenants with caps and an hourly window each (tasks take turns)",
+        "tenants",
+        available=HAS_TENANTS,
     ),
 )
 

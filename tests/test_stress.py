@@ -9,6 +9,8 @@ themselves saw succeed.
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -76,6 +78,82 @@ def vector(amounts: dict[str, object], requests: int = 1) -> list[int]:
 async def pause(rng: random.Random) -> None:
     for _ in range(rng.randint(0, 3)):
         await checkpoint()
+
+
+class Books:
+    """What the tasks of a load test committed, per tenant (``None``: the budget),
+    and how much of it after the reservation's deadline (allowed past a cap)."""
+
+    def __init__(self) -> None:
+        self.spent: Counter[str | None] = Counter()
+        self.late: Counter[str | None] = Counter()
+
+
+async def reserve_then_settle(
+    handle: treasurer.Budget, rng: random.Random, now: list[datetime], books: Books
+) -> bool:
+    """Reserve a random estimate (waiting for room half the time), then release it or
+    commit part of it, maybe past its deadline; False if it was refused."""
+    tenant = handle.tenant_name
+    estimate = rng.randint(10, 120)
+    committed = 0
+    counted_late = False
+    try:
+        async with handle.reserve(tokens=estimate, wait=rng.random() < 0.5) as r:
+            await pause(rng)
+            if rng.random() < 0.15:
+                return True  # released
+            committed = rng.randint(0, estimate)
+            books.spent[tenant] += committed
+            if r.deadline is not None and now[0] >= r.deadline:
+                # Late already: an idle budget applies the commit at once, so the
+                # check after that batch must allow it.
+                books.late[tenant] += committed
+                counted_late = True
+            try:
+                r.commit(tokens=committed)
+            except treasurer.ReservationExpired:  # the caller saw the deadline pass
+                if not counted_late:
+                    books.late[tenant] += committed
+    except treasurer.ReservationExpired:  # the budget expired it first
+        if not counted_late:
+            books.late[tenant] += committed
+    except treasurer.BudgetExceeded:
+        return False
+    return True
+
+
+async def under_load(
+    one: Callable[[random.Random], Awaitable[object]],
+    rng: random.Random,
+    now: list[datetime],
+    *,
+    tasks: int,
+    clock_moves: int,
+    cancels: int,
+    settle: Callable[[list[anyio.CancelScope]], Awaitable[None]],
+) -> None:
+    """Run ``tasks`` calls of ``one`` at once while the clock moves by random steps
+    and random tasks are cancelled; then ``settle`` lets the stragglers end."""
+
+    async def run_one(task_rng: random.Random, scope: anyio.CancelScope) -> None:
+        with scope:
+            await one(task_rng)
+
+    async def clock_mover() -> None:
+        for _ in range(clock_moves):
+            await pause(rng)
+            now[0] += timedelta(seconds=rng.choice([0, 1, 5, 30]))
+
+    scopes = [anyio.CancelScope() for _ in range(tasks)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(clock_mover)
+        for scope in scopes:
+            tg.start_soon(run_one, random.Random(rng.random()), scope)
+        for _ in range(cancels):
+            await pause(rng)
+            rng.choice(scopes).cancel()
+        await settle(scopes)
 
 
 async def one_call(
@@ -215,8 +293,7 @@ async def test_windows_waiting_expiry_under_load(seed: int) -> None:
         Window.hour(tokens=30_000),
         Window.rolling(timedelta(minutes=5), tokens=12_000, requests=600),
     ]
-    used_by_tasks = [0]
-    late = [0]  # tokens committed after their reservation expired
+    books = Books()
     seen: set[str] = set()
     violations: list[str] = []
     async with treasurer.open_budget(
@@ -238,66 +315,28 @@ async def test_windows_waiting_expiry_under_load(seed: int) -> None:
             scopes += [(w.window.name, w.used, w.limits) for w in ledger.windows]
             for name, used, limits in scopes:
                 for axis, cap in enumerate(limits):
-                    slack = late[0] if axis == 2 else 0
+                    slack = books.late[None] if axis == 2 else 0
                     if cap is not None and used[axis] + ledger.reserved[axis] > cap + slack:
                         violations.append(f"{name} {AXES[axis]}: {ledger!r}")  # pragma: no cover
 
         core._after_batch = check
 
         async def one(task_rng: random.Random) -> None:
-            estimate = task_rng.randint(10, 120)
-            committed = 0
-            counted_late = False
-            try:
-                async with budget.reserve(tokens=estimate, wait=task_rng.random() < 0.5) as r:
-                    await pause(task_rng)
-                    if task_rng.random() < 0.15:
-                        return  # released
-                    committed = task_rng.randint(0, estimate)
-                    used_by_tasks[0] += committed
-                    if r.deadline is not None and now[0] >= r.deadline:
-                        # Late already: an idle budget applies the commit at once, so
-                        # the check after that batch must allow it.
-                        late[0] += committed
-                        counted_late = True
-                    try:
-                        r.commit(tokens=committed)
-                    except treasurer.ReservationExpired:  # the caller saw the deadline pass
-                        if not counted_late:
-                            late[0] += committed
-            except treasurer.ReservationExpired:  # the budget expired it first
-                if not counted_late:
-                    late[0] += committed
-            except treasurer.BudgetExceeded:
-                pass
+            await reserve_then_settle(budget, task_rng, now, books)
 
-        async def run_one(task_rng: random.Random, scope: anyio.CancelScope) -> None:
-            with scope:
-                await one(task_rng)
-
-        async def clock_mover() -> None:
-            for _ in range(400):
-                await pause(rng)
-                now[0] += timedelta(seconds=rng.choice([0, 1, 5, 30]))
-
-        scopes = [anyio.CancelScope() for _ in range(5_000)]
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(clock_mover)
-            for scope in scopes:
-                tg.start_soon(run_one, random.Random(rng.random()), scope)
-            for _ in range(300):
-                await pause(rng)
-                rng.choice(scopes).cancel()
-            # Let everything finish: time moves on until the last waiter is served.
+        async def settle(_: list[anyio.CancelScope]) -> None:
+            # Time moves on until the last waiter is served.
             while budget.statistics().reservations_waiting or budget.statistics().tasks_waiting:
                 now[0] += timedelta(minutes=5)
                 await budget.check()
                 await anyio.wait_all_tasks_blocked()
+
+        await under_load(one, rng, now, tasks=5_000, clock_moves=400, cancels=300, settle=settle)
         snap = budget.snapshot()
     assert violations == []
     assert snap.open_reservations == 0
     assert snap.tokens_reserved == 0
-    assert snap.tokens_used == used_by_tasks[0]
+    assert snap.tokens_used == books.spent[None]
     # The run went through every path it is meant to stress.
     assert {"ReservationExpired", "WindowRolledOver", "RequestRefused"} <= seen
     assert peak_waiting > 10
@@ -314,8 +353,7 @@ async def test_tenants_under_load(seed: int) -> None:
     rng = random.Random(seed)
     now = [datetime(2026, 11, 22, 10, 55, tzinfo=UTC)]
     tenants = [f"t{i}" for i in range(30)]
-    used_by = dict.fromkeys(tenants, 0)
-    late = dict.fromkeys(tenants, 0)
+    books = Books()
     violations: list[str] = []
     peak = {"waiting": 0, "parked": 0, "refused": 0}
     defaults = treasurer.TenantCaps(tokens=2_000, windows=[Window.hour(tokens=700)])
@@ -334,10 +372,10 @@ async def test_tenants_under_load(seed: int) -> None:
             ledger = core.ledger
             peak["waiting"] = max(peak["waiting"], ledger.waiting)
             peak["parked"] = max(peak["parked"], len(ledger._parked))
-            slack = sum(late.values())
+            slack = sum(books.late.values())
             scopes = [
                 (None, ledger, slack),
-                *((s.tenant, s, late[s.tenant]) for s in ledger.tenants.values()),
+                *((s.tenant, s, books.late[s.tenant]) for s in ledger.tenants.values()),
             ]  # type: ignore[index]
             for name, scope, allowance in scopes:
                 limits = [("lifetime", scope.used, scope.limits)]
@@ -350,49 +388,11 @@ async def test_tenants_under_load(seed: int) -> None:
         core._after_batch = check
 
         async def one(task_rng: random.Random) -> None:
-            tenant = task_rng.choice(tenants)
-            handle = budget.tenant(tenant)
-            estimate = task_rng.randint(10, 120)
-            committed = 0
-            counted_late = False
-            try:
-                async with handle.reserve(tokens=estimate, wait=task_rng.random() < 0.5) as r:
-                    await pause(task_rng)
-                    if task_rng.random() < 0.15:
-                        return  # released
-                    committed = task_rng.randint(0, estimate)
-                    used_by[tenant] += committed
-                    if r.deadline is not None and now[0] >= r.deadline:
-                        late[tenant] += committed  # applied at once on an idle budget
-                        counted_late = True
-                    try:
-                        r.commit(tokens=committed)
-                    except treasurer.ReservationExpired:
-                        if not counted_late:
-                            late[tenant] += committed
-            except treasurer.ReservationExpired:
-                if not counted_late:
-                    late[tenant] += committed
-            except treasurer.BudgetExceeded:
+            handle = budget.tenant(task_rng.choice(tenants))
+            if not await reserve_then_settle(handle, task_rng, now, books):
                 peak["refused"] += 1
 
-        async def run_one(task_rng: random.Random, scope: anyio.CancelScope) -> None:
-            with scope:
-                await one(task_rng)
-
-        async def clock_mover() -> None:
-            for _ in range(300):
-                await pause(rng)
-                now[0] += timedelta(seconds=rng.choice([0, 1, 5, 30]))
-
-        scopes = [anyio.CancelScope() for _ in range(3_000)]
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(clock_mover)
-            for scope in scopes:
-                tg.start_soon(run_one, random.Random(rng.random()), scope)
-            for _ in range(200):
-                await pause(rng)
-                rng.choice(scopes).cancel()
+        async def settle(scopes: list[anyio.CancelScope]) -> None:
             # Let time free what it can; waiters of a tenant whose whole-life cap is
             # spent would wait for ever, so in the end they are cancelled.
             for _ in range(30):
@@ -403,18 +403,20 @@ async def test_tenants_under_load(seed: int) -> None:
                 await anyio.wait_all_tasks_blocked()
             for scope in scopes:
                 scope.cancel()
+
+        await under_load(one, rng, now, tasks=3_000, clock_moves=300, cancels=200, settle=settle)
         snap = budget.snapshot()
         per_tenant = {t: budget.tenant(t).snapshot() for t in tenants}
         stats = budget.statistics()
     assert violations == []
     assert snap.open_reservations == 0
     assert snap.tokens_reserved == 0
-    assert snap.tokens_used == sum(used_by.values())
+    assert snap.tokens_used == sum(books.spent.values())
     for tenant, tenant_snap in per_tenant.items():
-        assert tenant_snap.tokens_used == used_by[tenant], tenant
+        assert tenant_snap.tokens_used == books.spent[tenant], tenant
         assert tenant_snap.tokens_reserved == 0
     assert stats.peak_batch_size > 1
-    assert sum(1 for t in tenants if used_by[t]) == len(tenants)
+    assert all(books.spent[t] for t in tenants)
     # The run went through the paths it is meant to stress.
     assert peak["refused"] > 0
     assert peak["waiting"] > 10

@@ -37,6 +37,28 @@ def core_of(budget: treasurer.Budget) -> BudgetCore:
     return budget._core
 
 
+async def wait_for_an_error(
+    handle: treasurer.Budget, tokens: int, error: type[BaseException], into: list[BaseException]
+) -> None:
+    """Wait for room for ``tokens``; the wait must end with ``error``, kept in ``into``."""
+    try:
+        async with handle.reserve(tokens=tokens, wait=True):
+            pytest.fail("must not be granted")  # pragma: no cover
+    except error as exc:
+        into.append(exc)
+
+
+HOURLY = TenantCaps(windows=[Window.hour(tokens=100)])  # every tenant: 100 tokens an hour
+NEXT_HOUR = datetime(2026, 11, 22, 11, 5, tzinfo=UTC)
+
+
+async def move_on(budget: treasurer.Budget, clock: FakeClock, when: datetime) -> None:
+    """Set the clock, then make one batch happen: the budget's time moves on,
+    while tenants nobody used keep their windows as they were."""
+    clock.now = when
+    await budget.check()
+
+
 class TestCaps:
     async def test_defaults_overrides_and_the_shared_total(self) -> None:
         """Unknown tenants get the defaults; configured ones their own; all share the total."""
@@ -315,13 +337,10 @@ class TestTime:
 
     async def test_a_read_brings_an_idle_tenants_windows_up_to_date(self) -> None:
         clock = FakeClock()
-        async with treasurer.open_budget(
-            clock=clock, tenant_defaults=TenantCaps(windows=[Window.hour(tokens=100)])
-        ) as budget:
+        async with treasurer.open_budget(clock=clock, tenant_defaults=HOURLY) as budget:
             a = budget.tenant("a")
             await a.record(tokens=60)
-            clock.now = datetime(2026, 11, 22, 11, 5, tzinfo=UTC)
-            await budget.check()  # a batch: the budget's time moves on, a's does not
+            await move_on(budget, clock, NEXT_HOUR)
             hour = a.snapshot().window("hour")
             assert hour.used.tokens == 0
             assert hour.resets_at == datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -329,14 +348,11 @@ class TestTime:
     async def test_a_commit_after_the_tenants_window_rolled_over(self) -> None:
         """Settling a tenant's reservation after its hour ended charges the new hour."""
         clock = FakeClock()
-        async with treasurer.open_budget(
-            clock=clock, tenant_defaults=TenantCaps(windows=[Window.hour(tokens=100)])
-        ) as budget:
+        async with treasurer.open_budget(clock=clock, tenant_defaults=HOURLY) as budget:
             a = budget.tenant("a")
             await a.record(tokens=50)
             async with a.reserve(tokens=40, ttl=timedelta(hours=1)) as r:
-                clock.now = datetime(2026, 11, 22, 11, 5, tzinfo=UTC)
-                await budget.check()
+                await move_on(budget, clock, NEXT_HOUR)
                 r.commit(tokens=30)
             assert a.snapshot().window("hour").used.tokens == 30
             assert a.totals().tokens == 80
@@ -350,16 +366,8 @@ class TestTime:
             await a.override(tokens=10, expires_at=START + timedelta(minutes=5))
             await a.record(tokens=10)
             outcome: list[BaseException] = []
-
-            async def waiter() -> None:
-                try:
-                    async with a.reserve(tokens=15, wait=True):
-                        pass  # pragma: no cover
-                except treasurer.RequestTooLarge as exc:
-                    outcome.append(exc)
-
             async with anyio.create_task_group() as tg:
-                tg.start_soon(waiter)
+                tg.start_soon(wait_for_an_error, a, 15, treasurer.RequestTooLarge, outcome)
                 await wait_all_tasks_blocked()
                 assert budget.statistics().reservations_waiting == 1
                 clock.now = START + timedelta(minutes=5)
@@ -494,19 +502,14 @@ class TestWaiting:
     async def test_closing_answers_every_tenant_waiter(self) -> None:
         outcomes: list[BaseException] = []
 
-        async def waiter(handle: treasurer.Budget) -> None:
-            try:
-                async with handle.reserve(tokens=1, wait=True):
-                    pass  # pragma: no cover
-            except treasurer.BudgetClosed as exc:
-                outcomes.append(exc)
-
         async with anyio.create_task_group() as tg:
             async with treasurer.open_budget(tenant_defaults=TenantCaps(tokens=1)) as budget:
                 await budget.tenant("a").record(tokens=1)
                 await budget.tenant("b").record(tokens=1)
                 for name in ("a", "b", "a"):
-                    tg.start_soon(waiter, budget.tenant(name))
+                    tg.start_soon(
+                        wait_for_an_error, budget.tenant(name), 1, treasurer.BudgetClosed, outcomes
+                    )
                 await wait_all_tasks_blocked()
                 assert budget.statistics().reservations_waiting == 3
         assert len(outcomes) == 3
@@ -521,9 +524,7 @@ async def test_the_timer_wakes_a_parked_tenant() -> None:
     its waiter is granted."""
     base = datetime(2026, 11, 22, 10, 59, tzinfo=UTC) - timedelta(seconds=anyio.current_time())
     clock = lambda: base + timedelta(seconds=anyio.current_time())  # noqa: E731
-    async with treasurer.open_budget(
-        clock=clock, tenant_defaults=TenantCaps(windows=[Window.hour(tokens=100)])
-    ) as budget:
+    async with treasurer.open_budget(clock=clock, tenant_defaults=HOURLY) as budget:
         await budget.tenant("a").record(tokens=100)
         async with budget.tenant("a").reserve(tokens=60, wait=True):
             now = clock()

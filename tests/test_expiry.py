@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import anyio
+import anyio.lowlevel
 import pytest
 import trio.testing
 
@@ -129,6 +130,50 @@ class TestTimer:
             assert b.snapshot().tokens_reserved == 0
             first.release()
             second.release()
+
+    @pytest.mark.parametrize(
+        "anyio_backend",
+        [
+            pytest.param(
+                ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio"
+            )
+        ],
+    )
+    async def test_expires_after_the_timer_target_was_settled(self) -> None:
+        """The timer's target belonged to a reservation settled long ago: it still
+        finds the later deadline of one left open, and expires it on time."""
+        base = START - timedelta(seconds=anyio.current_time())
+        events: list[treasurer.Event] = []
+        async with treasurer.open_budget(
+            tokens=100,
+            clock=lambda: base + timedelta(seconds=anyio.current_time()),
+            reservation_ttl=timedelta(minutes=15),
+            on_event=events.append,
+        ) as b:
+            async with b.reserve(tokens=10) as settled:
+                settled.commit(tokens=5)
+            await anyio.sleep(60)
+            left_open = await b.reserve(tokens=30).__aenter__()
+            await anyio.sleep(14 * 60 + 30)  # past the settled one's deadline only
+            assert expired_events(events) == []
+            assert b.snapshot().tokens_reserved == 30
+            await anyio.sleep(31)
+            assert [e.reservation for e in expired_events(events)] == [left_open.id]
+            assert b.snapshot().tokens_reserved == 0
+            left_open.release()
+
+    async def test_steady_traffic_does_not_wake_the_timer_each_time(self) -> None:
+        """Reservations settled before their deadline leave the timer asleep: a
+        deadline later than the one it sleeps for needs no wake-up."""
+        async with treasurer.open_budget(tokens=10**9, reservation_ttl=timedelta(minutes=15)) as b:
+            core = b._core
+            wakeups: list[object] = []  # kept alive, so no two share an id
+            for _ in range(200):
+                async with b.reserve(tokens=10) as r:
+                    r.commit(tokens=5)
+                await anyio.lowlevel.checkpoint()  # the timer's turn, if it was woken
+                wakeups.append(core._timer_wakeup)
+            assert len({id(w) for w in wakeups}) <= 2
 
     @pytest.mark.parametrize("anyio_backend", ["asyncio"])
     async def test_expires_on_the_real_clock(self) -> None:

@@ -501,24 +501,28 @@ class BudgetCore:
     async def run_timer(self) -> None:
         """Wake the actor at the next reservation deadline, even if nobody calls.
 
-        Sleeps until the earliest deadline the actor last published (on the
-        budget's clock), then posts a TICK; the actor expires what is due at
-        the start of that batch. The actor wakes it early when an earlier
+        Sleeps until its target (on the budget's clock), then looks at the
+        earliest deadline the actor last published and, once one is due, posts
+        a TICK; the actor expires what is due at the start of that batch. The
+        actor moves the target, and wakes the timer, only when an earlier
         deadline appears. Not a scan: one sleep per distinct deadline.
         """
         while not self.closed:
-            deadline = self.next_deadline
-            self._timer_target = deadline
             wakeup = self._timer_wakeup = anyio.Event()
-            if deadline is None:
+            target = self._timer_target
+            if target is None:
                 await wakeup.wait()
                 continue
-            delay = (deadline - self.clock()).total_seconds()
+            delay = (target - self.clock()).total_seconds()
             if delay > 0:
                 # Sleep on the event loop's clock, then look again on the budget's
                 # clock: the two may differ slightly, and only the budget's decides.
                 with anyio.move_on_after(max(delay, _MIN_TIMER_SLEEP)):
                     await wakeup.wait()
+                if not wakeup.is_set():
+                    # Reached the target. What it was set for may be settled by
+                    # now; the next deadline, if any, is the new target.
+                    self._timer_target = self.next_deadline
                 continue
             # Due by the budget's clock, which the actor reads next: it will expire
             # what is due; with no target, the next deadline it publishes wakes us.
@@ -527,16 +531,19 @@ class BudgetCore:
             await wakeup.wait()
 
     def _publish_deadline(self) -> None:
-        """Tell the timer about the next deadline if it must wake sooner (actor only).
+        """Give the timer an earlier target if a deadline needs it (actor only).
 
-        A later deadline needs no wake-up: the timer wakes at the earlier one,
-        finds nothing due and sleeps again, so steady traffic costs no switch.
+        A later deadline needs no wake-up: the timer reaches its current target,
+        finds the next deadline and sleeps again. A reservation settled before
+        its deadline leaves the target where it was, so steady traffic wakes
+        the timer once per deadline period, not once per reservation.
         """
         ledger = self.ledger
         deadline = ledger.next_deadline() if ledger.reservations or ledger.waiting else None
         self.next_deadline = deadline
         target = self._timer_target
         if deadline is not None and (target is None or deadline < target):
+            self._timer_target = deadline
             self._timer_wakeup.set()
 
     def _debug_enabled(self) -> bool:

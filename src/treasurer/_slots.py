@@ -93,21 +93,21 @@ class TrioSlot:
         task = self._task
         if task is not None:
             self._task = None
-            _trio().lowlevel.reschedule(task, _outcome_value(value))
+            _trio.lowlevel.reschedule(task, _trio.Value(value))
 
     async def wait(self) -> object:
-        trio = _trio()
+        lowlevel = _trio.lowlevel
         if self._state == _DELIVERED:
-            await trio.lowlevel.checkpoint()
+            await lowlevel.checkpoint()
             return self._value
-        self._task = trio.lowlevel.current_task()
+        self._task = lowlevel.current_task()
 
         def abort(_: object) -> Any:
             self._task = None
             self._state = _ABANDONED
-            return trio.lowlevel.Abort.SUCCEEDED
+            return lowlevel.Abort.SUCCEEDED
 
-        return await trio.lowlevel.wait_task_rescheduled(abort)
+        return await lowlevel.wait_task_rescheduled(abort)
 
     def abandon(self) -> tuple[bool, object]:
         if self._state == _DELIVERED:
@@ -117,16 +117,26 @@ class TrioSlot:
         return False, None
 
 
-def _trio() -> Any:
-    import trio
+class _Trio:
+    """trio's modules, imported once trio is seen running (never before: the
+    library must import without trio). An ``import`` in every call showed in
+    the profile."""
 
-    return trio
+    lowlevel: Any = None
+    Value: Any = None
+
+    @classmethod
+    def bind(cls) -> Any:
+        if cls.lowlevel is None:
+            import outcome
+            import trio
+
+            cls.lowlevel = trio.lowlevel
+            cls.Value = outcome.Value
+        return cls.lowlevel
 
 
-def _outcome_value(value: object) -> Any:
-    import outcome
-
-    return outcome.Value(value)
+_trio: Final = _Trio
 
 
 class Answered:
@@ -164,7 +174,7 @@ def checkpoint_factory() -> Callable[[], Awaitable[None]]:
         sleep = asyncio.sleep
         return lambda: sleep(0)
     if library == "trio":
-        return cast(Callable[[], Awaitable[None]], _trio().lowlevel.checkpoint)
+        return cast(Callable[[], Awaitable[None]], _trio.bind().checkpoint)
     raise RuntimeError(f"treasurer runs on asyncio or trio, not {library!r}")  # pragma: no cover
 
 
@@ -175,5 +185,6 @@ def slot_factory() -> Callable[[], Slot]:
         create_future = asyncio.get_running_loop().create_future
         return lambda: AsyncioSlot(create_future())
     if library == "trio":
+        _trio.bind()
         return TrioSlot
     raise RuntimeError(f"treasurer runs on asyncio or trio, not {library!r}")  # pragma: no cover

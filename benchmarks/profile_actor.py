@@ -1,12 +1,13 @@
-"""Where treasurer's time goes: cProfile of the benchmark's treasurer case, and what-ifs.
+"""Where treasurer's time goes: a sampling profile of the benchmark's treasurer case, and what-ifs.
 
 Run with ``nox -s bench -- --profile``. Three parts, all printed and written to
 ``profile.txt`` in the output folder:
 
-1. cProfile of the pairs workload (reserve + commit, tokens and USD) at N = 1
-   and N = 100 on asyncio and trio, self time grouped by where the code lives,
-   then the top functions. cProfile inflates the cost of every Python call, so
-   read the shares, not the absolute times.
+1. py-spy (a sampling profiler, from another process) on the pairs workload
+   (reserve + commit, tokens and USD) at N = 1 and N = 100 on asyncio and
+   trio, and with windows and 1,000 tenants: self time grouped by where the
+   code lives, the top functions, and the inclusive share of the functions a
+   pair goes through.
 2. The cost in ns of the building blocks a reserve + commit goes through,
    timed without a profiler.
 3. What-ifs: the same workload with the installed library patched in this
@@ -16,16 +17,18 @@ Run with ``nox -s bench -- --profile``. Three parts, all printed and written to
 
 from __future__ import annotations
 
-import cProfile
-import io
-import pstats
+import logging
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import timeit
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
@@ -33,68 +36,146 @@ import structlog
 
 import treasurer
 import workloads
-from designs import CHECKPOINT, DESIGNS, TREASURER, TREASURER_TOKENS
-
-GROUPS = (
-    ("treasurer/_amounts.py", "treasurer: parsing amounts and USD (Decimal)"),
-    ("treasurer/_actor.py", "treasurer: actor (_serve, _apply, request, post)"),
-    ("treasurer/_budget.py", "treasurer: Budget and Reservation handles"),
-    ("treasurer/_ledger.py", "treasurer: ledger arithmetic"),
-    ("treasurer/_slots.py", "treasurer: reply slots"),
-    ("treasurer/_types.py", "treasurer: snapshot types"),
-    ("structlog", "structlog (filtered debug calls)"),
-    ("anyio/streams/memory.py", "anyio memory stream (mailbox)"),
-    ("anyio", "anyio (other)"),
-    ("asyncio", "asyncio event loop"),
-    ("trio", "trio scheduler"),
-    ("outcome", "trio scheduler"),
-    ("decimal", "treasurer: parsing amounts and USD (Decimal)"),
-    ("benchmarks", "benchmark harness"),
+from designs import (
+    CHECKPOINT,
+    DESIGNS,
+    HAS_TENANTS,
+    TREASURER,
+    TREASURER_TENANTS,
+    TREASURER_TOKENS,
 )
 
+GROUPS = (
+    ("treasurer/_amounts.py", "treasurer: parsing and validating amounts"),
+    ("treasurer/_actor.py", "treasurer: actor (request, post, _serve, _apply)"),
+    ("treasurer/_budget.py", "treasurer: Budget and Reservation handles"),
+    ("treasurer/_ledger.py", "treasurer: ledger arithmetic"),
+    ("treasurer/_windows.py", "treasurer: ledger arithmetic"),
+    ("treasurer/_slots.py", "treasurer: reply slots"),
+    ("treasurer/", "treasurer: other"),
+    ("structlog/", "structlog (filtered log calls)"),
+    ("anyio/streams/memory.py", "anyio memory stream (mailbox)"),
+    ("anyio/", "anyio (other)"),
+    ("asyncio/", "event loop (asyncio)"),
+    ("selectors.py", "event loop (asyncio)"),
+    ("trio/", "event loop (trio)"),
+    ("outcome/", "event loop (trio)"),
+    ("methods trio.", "event loop (trio)"),  # attrs-generated __init__s
+    ("methods outcome.", "event loop (trio)"),
+    ("designs.py", "benchmark harness"),
+    ("workloads.py", "benchmark harness"),
+)
+# The functions a reserve + commit pair goes through, for the inclusive shares.
+INCLUSIVE = (
+    "Budget.reserve",
+    "Reservation.__aenter__",
+    "Reservation.commit",
+    "Reservation.__aexit__",
+    "BudgetCore._serve_batch",
+    "Ledger.reserve",
+    "Ledger.commit",
+    "parse",
+)
+SAMPLE_RATE = 1000  # per second
 
-def _group(filename: str, function: str) -> str:
-    if filename == "~":  # a builtin
-        if "Decimal" in function or "decimal" in function:
-            return "treasurer: parsing amounts and USD (Decimal)"
-        return "builtins (other)"
+
+def _group(filename: str) -> str:
     for needle, name in GROUPS:
         if needle in filename:
             return name
     return "other"
 
 
-def profile(backend: str, n: int, pairs: int, out: list[str]) -> None:
-    design = next(d for d in DESIGNS if d.key == TREASURER)
-    profiler = cProfile.Profile()
+def _frame(text: str) -> tuple[str, str]:
+    """``function (file:line)`` as py-spy writes it -> (function, file)."""
+    function, _, where = text.rpartition(" (")
+    return function, where.rstrip(")").rpartition(":")[0]
+
+
+def _in_workload(frames: list[tuple[str, str]]) -> bool:
+    """Whether a sample is of the workload: its tasks, the actor, or the event
+    loop between them; not imports, start-up or the harness's ``gc.collect()``."""
+    functions = [function for function, _ in frames]
+    files = [file for _, file in frames]
+    if any("importlib" in file for file in files):
+        return False
+    if any("_gated" in f or f.startswith("BudgetCore.") for f in functions):
+        return True
+    in_loop = any("anyio/_core/_eventloop.py" in file for file in files)
+    harness = any(_group(file) == "benchmark harness" for file in files)
+    return in_loop and not harness and _group(files[-1]).startswith(("event loop", "anyio"))
+
+
+def profile(backend: str, n: int, pairs: int, out: list[str], key: str = TREASURER) -> None:
+    """Sample the pairs workload with py-spy, from outside the process.
+
+    A sampling profiler in another process adds nothing to the measured one
+    (pyinstrument's hook slowed this workload 4 to 5x here, cProfile more), so
+    the shares are those of a normal run. Only samples inside ``anyio.run``
+    count: imports and start-up are left out.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        raw = Path(folder) / "stacks.txt"
+        command = [sys.executable, __file__, backend, str(n), str(pairs), key]
+        result = subprocess.run(
+            [
+                SPY,
+                "record",
+                "--rate",
+                str(SAMPLE_RATE),
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--",
+                *command,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 or not raw.exists():
+            raise RuntimeError(f"py-spy failed: {result.stderr.strip()[-500:]}")
+        lines = raw.read_text(encoding="utf-8").splitlines()
+    by_group: dict[str, int] = defaultdict(int)
+    by_function: dict[str, int] = defaultdict(int)
+    inclusive: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        frames = [_frame(f) for f in stack.split(";")]
+        if not _in_workload(frames):
+            continue
+        count = int(count_text)
+        function, file = frames[-1]
+        total += count
+        by_group[_group(file)] += count
+        by_function[f"{function}  {file}"] += count
+        for name in {f for f, _ in frames} & set(INCLUSIVE):
+            inclusive[name] += count
+    out.append(f"\n## py-spy, {key}, {backend}, N = {n}, {pairs:,} pairs\n")
+    out.append(f"{total:,} samples at {SAMPLE_RATE}/s of the workload\n")
+    out.append("  self time, by where the code lives:")
+    for name, count in sorted(by_group.items(), key=lambda kv: -kv[1]):
+        out.append(f"  {count / total:6.1%}  {name}")
+    out.append("\n  top functions by self time:")
+    for name, count in sorted(by_function.items(), key=lambda kv: -kv[1])[:15]:
+        out.append(f"  {count / total:6.1%}  {name}")
+    out.append("\n  inclusive (the function and all it calls):")
+    for name in INCLUSIVE:
+        out.append(f"  {inclusive[name] / total:6.1%}  {name}")
+
+
+def target(backend: str, n: int, pairs: int, key: str) -> None:
+    """What py-spy watches: the workload alone, in a process of its own."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    design = next(d for d in DESIGNS if d.key == key)
 
     async def main() -> None:
         await workloads.pairs(design, 1, 100)  # warm up
-        profiler.enable()
         await workloads.pairs(design, n, max(1, pairs // n))
-        profiler.disable()
 
     anyio.run(main, **_backend(backend))
-    stats = pstats.Stats(profiler)
-    raw: Any = stats.stats  # type: ignore[attr-defined]
-    by_group: dict[str, float] = defaultdict(float)
-    total = 0.0
-    for (filename, _, function), (_, _, tottime, _, _) in raw.items():
-        by_group[_group(filename, function)] += tottime
-        total += tottime
-    out.append(f"\n## cProfile, {backend}, N = {n}, {pairs:,} reserve + commit pairs\n")
-    out.append(f"total self time under the profiler: {total:.2f} s\n")
-    for name, seconds in sorted(by_group.items(), key=lambda kv: -kv[1]):
-        out.append(f"  {seconds / total:6.1%}  {name}")
-    buffer = io.StringIO()
-    pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(18)
-    lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
-    start = next(i for i, line in enumerate(lines) if "ncalls" in line)
-    out.append("\n  top functions by self time:")
-    out.extend(
-        "  " + line.replace(str(Path(treasurer.__file__).parent.parent), "")
-        for line in lines[start:]
-    )
 
 
 def _backend(backend: str) -> dict[str, Any]:
@@ -124,14 +205,9 @@ def building_blocks(out: list[str]) -> None:
         ),
         ("parse(tokens=100)", lambda: _amounts.parse({"tokens": 100})),
         ("usd_to_nanos(0.001)", lambda: _amounts.usd_to_nanos(0.001)),
-        ("proposed: usd_to_nanos by the float's repr digits", lambda: fast_usd_to_nanos(0.001)),
         (
-            "_describe(amount)  [actor, every reserve and commit, even with debug off]",
+            "_describe(amount)  [only when debug logging is on]",
             lambda: _actor._describe(vector),
-        ),
-        (
-            "log.debug(event, **_describe(amount)) with debug filtered out",
-            lambda: log.debug("reservation granted", reservation=1, **_actor._describe(vector)),
         ),
         (
             "log.debug(event, reservation=1) with debug filtered out",
@@ -160,30 +236,32 @@ def building_blocks(out: list[str]) -> None:
             results.append((label, min(samples)))
         return results
 
+    async def budget_costs() -> list[tuple[str, float]]:
+        # On an open budget with the bench's defaults (a reservation TTL, so
+        # every batch reads the clock), between calls, on the loop's thread.
+        async with treasurer.open_budget(tokens=10**12, usd=10**6) as budget:
+            core: Any = budget._core
+            return [
+                (
+                    "budget.reserve(tokens=100, usd=0.001)  [the handle, before the await]",
+                    _ns(lambda: budget.reserve(tokens=100, usd=0.001)),
+                ),
+                (
+                    "an empty batch: the actor's fixed cost per wake-up",
+                    _ns(lambda: core._serve([])),
+                ),
+                ("  of which: publish the figures for snapshot()", _ns(core.publish)),
+                ("  of which: read the budget's clock", _ns(core.clock)),
+            ]
+
+    for label, ns in anyio.run(budget_costs):
+        out.append(f"  {ns:8,.0f}  {label}")
     for label, ns in anyio.run(loop_costs):
         out.append(f"  {ns:8,.0f}  {label}")
     out.append(
         f"  {anyio.run(minimal_actor_round_trip):8,.0f}  p50 of one call to a minimal actor "
         "(anyio mailbox, Future reply, nothing else), asyncio, N = 1"
     )
-
-
-def fast_usd_to_nanos(value: object) -> int:
-    """A proposed fast path for float USD, falling back to the exact Decimal path.
-
-    ``round(value * 1e9)`` is the nano-dollar count of the float's shortest
-    repr whenever dividing it back gives the same float (below a million USD the
-    product's rounding error is far under half a nano-dollar). Agreed with
-    ``usd_to_nanos`` on 300,000 random values when written; in the library it
-    would want a Hypothesis test against the Decimal path.
-    """
-    if type(value) is float and 0.0 <= value < 1e6:
-        nanos = round(value * 1e9)
-        if nanos / 1e9 == value:
-            return nanos
-    from treasurer._amounts import usd_to_nanos
-
-    return usd_to_nanos(value)
 
 
 async def minimal_actor_round_trip(calls: int = 5000) -> int:
@@ -229,38 +307,6 @@ async def minimal_actor_round_trip(calls: int = 5000) -> int:
 
 
 @contextmanager
-def quiet_debug_logging() -> Iterator[None]:
-    """What-if: build debug log arguments only when debug is enabled."""
-    from treasurer import _actor
-
-    original = _actor._describe
-    _actor._describe = lambda amount: {}
-    try:
-        yield
-    finally:
-        _actor._describe = original
-
-
-@contextmanager
-def fast_usd() -> Iterator[None]:
-    """What-if: the float fast path in usd_to_nanos."""
-    from treasurer import _amounts
-
-    original = _amounts.usd_to_nanos
-
-    def patched(value: object, name: str = "usd", *, round_up: bool = True) -> int:
-        if round_up and type(value) is float:
-            return fast_usd_to_nanos(value)
-        return original(value, name, round_up=round_up)
-
-    _amounts.usd_to_nanos = patched
-    try:
-        yield
-    finally:
-        _amounts.usd_to_nanos = original
-
-
-@contextmanager
 def no_settle_ack() -> Iterator[None]:
     """What-if: leaving a reservation block does not wait for the actor's ack.
 
@@ -286,29 +332,13 @@ def no_settle_ack() -> Iterator[None]:
 
 
 @contextmanager
-def everything() -> Iterator[None]:
-    with quiet_debug_logging(), fast_usd(), no_settle_ack():
-        yield
-
-
-@contextmanager
-def _both() -> Iterator[None]:
-    with quiet_debug_logging(), fast_usd():
-        yield
-
-
-@contextmanager
 def nothing() -> Iterator[None]:
     yield
 
 
 WHAT_IFS: tuple[tuple[str, Callable[[], Any]], ...] = (
     ("as installed", nothing),
-    ("no debug log arguments built when debug is off", quiet_debug_logging),
-    ("fast exact float -> nano-USD", fast_usd),
-    ("both of the above", _both),
     ("no wait for the settle ack on a clean exit", no_settle_ack),
-    ("all three", everything),
 )
 
 
@@ -336,7 +366,7 @@ def what_ifs(
                                 run = await workloads.pairs(designs[key], n, k)
                             # Without the ack, the last commits may not be applied yet
                             # when the run reads its final snapshot: only that may differ.
-                            if patch not in (no_settle_ack, everything):
+                            if patch is not no_settle_ack:
                                 assert not run.violations, run.violations
                             rates[label, key].append(run.ops / run.seconds)
                 floor_ckpt = statistics.median(rates["floor+checkpoint", ""])
@@ -364,7 +394,9 @@ def main(folder: Path) -> int:
     ]
     for backend in ("asyncio", "trio"):
         for n in (1, 100):
-            profile(backend, n, 4000, out)
+            profile(backend, n, 20000, out)
+    if HAS_TENANTS:
+        profile("asyncio", 100, 20000, out, TREASURER_TENANTS)
     building_blocks(out)
     what_ifs(("asyncio", "trio"), (1, 100, 1000), 8000, 5, out)
     text = "\n".join(out) + "\n"
@@ -373,3 +405,9 @@ def main(folder: Path) -> int:
     (folder / "profile.txt").write_text(text, encoding="utf-8")
     print(f"Wrote {folder / 'profile.txt'}")
     return 0
+
+
+SPY: Final = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+
+if __name__ == "__main__":  # the profiled child process
+    target(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

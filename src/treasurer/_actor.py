@@ -173,6 +173,12 @@ class BudgetCore:
         self._in_flight = 0
         self._serving = False
         self._alone = False  # a task is in the fast path's checkpoint
+        # The actor parks on a slot of its own, not in the stream's receive(), and
+        # takes batches with receive_nowait(): every message waits in the stream's
+        # buffer until taken, so _in_flight counts exactly what is unapplied.
+        self._parked = False
+        self._wake_slot: Slot | None = None
+        self._room_waiters: deque[Slot] = deque()  # senders waiting for mailbox room
         self.log = structlog.get_logger("treasurer").bind(budget=self.name)
         # One tuple, replaced whole after each batch, so a reader in any thread
         # sees lifetime and window figures from the same batch.
@@ -223,6 +229,36 @@ class BudgetCore:
             raise self.closed_error() from exc
         return answer.value
 
+    async def _mailbox_room(self) -> None:
+        """Wait, first come first served, until the actor takes a batch."""
+        waiter = self._new_slot()
+        self._room_waiters.append(waiter)
+        try:
+            await waiter.wait()
+        except BaseException:
+            delivered, _ = waiter.abandon()
+            if delivered:  # woken, then cancelled: the room goes to the next one
+                self._made_room(1)
+            raise
+        if self.closed:
+            raise self.closed_error()
+
+    def _made_room(self, spots: int) -> None:
+        """Wake as many senders waiting for room as there are free spots."""
+        waiters = self._room_waiters
+        while spots > 0 and waiters:
+            waiter = waiters.popleft()
+            if not waiter.abandoned:
+                waiter.deliver(None)
+                spots -= 1
+
+    def _rouse(self) -> None:
+        """Wake the actor if it is parked (after a message was sent, or on close)."""
+        if self._parked:
+            self._parked = False
+            assert self._wake_slot is not None
+            self._wake_slot.deliver(None)
+
     async def request(self, op: int, a: object = None, b: object = None) -> Any:
         """Send a request and wait for its reply; raise a reply that is an error."""
         if self.closed:
@@ -248,15 +284,18 @@ class BudgetCore:
         slot = self._new_slot()
         message = (op, a, b, slot)
         self._waiting += 1
-        self._in_flight += 1
         try:
-            try:
-                self._send.send_nowait(message)
-            except WouldBlock:
-                # Mailbox full. Note: anyio's send() can raise a cancellation even
-                # after the actor took the item, so "send raised" does not mean
-                # "not sent"; the handler below covers both cases.
-                await self._send.send(message)
+            while True:
+                try:
+                    self._send.send_nowait(message)
+                    break
+                except WouldBlock:
+                    # Mailbox full: wait until the actor takes a batch, then try
+                    # again. Waiting here, not in anyio's send(), keeps "sent" exact:
+                    # a cancellation here means nothing was sent.
+                    await self._mailbox_room()
+            self._in_flight += 1
+            self._rouse()
             reply = await slot.wait()
         except BaseException as exc:
             # Whatever the actor has not reached yet, it now skips; whatever it
@@ -313,6 +352,7 @@ class BudgetCore:
             self._send.send_nowait(message)
         except WouldBlock:
             self._overflow.append(message)
+        self._rouse()
         return slot
 
     # -- reads ---------------------------------------------------------------------
@@ -400,27 +440,25 @@ class BudgetCore:
     # -- the actor -----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve batches until the mailbox is closed and drained."""
-        receive = self._receive
+        """Serve batches until the budget is closed and the mailbox drained."""
         try:
             while True:
-                try:
-                    first = await receive.receive()
-                except EndOfStream:
+                if self._in_flight:
+                    # More arrived while the last batch was applied: let other
+                    # tasks run (and add to the batch) first, as receive() would.
+                    await self._checkpoint()
+                elif self.closed:
                     break
-                # Settlements that overflowed were posted while everything now in
-                # the mailbox was still pending, so applying them first is a valid
-                # order, and one that never refuses a request they made room for.
-                batch = self._pending = [*self._overflow, first]
-                self._overflow.clear()
-                while True:
+                else:
+                    wake = self._wake_slot = self._new_slot()
+                    self._parked = True
                     try:
-                        batch.append(receive.receive_nowait())
-                    except (WouldBlock, EndOfStream):
-                        break
-                self._in_flight -= len(batch)
-                self._serve(batch)
-                self._pending = []
+                        await wake.wait()  # until a message is sent, or close()
+                    finally:
+                        self._parked = False
+                if self._in_flight:  # nothing, if woken by close()
+                    self._serve(self._take())
+                    self._pending = []
         except anyio.get_cancelled_exc_class():
             raise
         except BaseException as exc:
@@ -429,6 +467,25 @@ class BudgetCore:
             raise self.closed_error() from exc
         finally:
             self._shutdown()
+
+    def _take(self) -> list[Message]:
+        """Everything in the mailbox, in order, as the next batch."""
+        # Settlements that overflowed were posted while everything now in the
+        # mailbox was still pending, so applying them first is a valid order,
+        # and one that never refuses a request they made room for.
+        batch = self._pending = [*self._overflow]
+        overflowed = len(batch)
+        self._overflow.clear()
+        receive = self._receive.receive_nowait
+        while True:
+            try:
+                batch.append(receive())
+            except (WouldBlock, EndOfStream):
+                break
+        self._in_flight -= len(batch)
+        if self._room_waiters:
+            self._made_room(len(batch) - overflowed)
+        return batch
 
     def log_opened(self) -> None:
         caps = {
@@ -704,7 +761,8 @@ class BudgetCore:
                 pending.append(self._receive.receive_nowait())
             except (WouldBlock, EndOfStream, ClosedResourceError):
                 break
-        self._receive.close()  # a sender still blocked on a full mailbox fails at once
+        self._receive.close()
+        self._made_room(len(self._room_waiters))  # senders waiting for room fail at once
         pending.extend(self._overflow)
         self._overflow.clear()
         error = self.closed_error()
@@ -742,3 +800,4 @@ class BudgetCore:
         self.closed = True
         self._send.close()
         self._timer_wakeup.set()
+        self._rouse()

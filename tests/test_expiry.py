@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -100,25 +101,29 @@ class TestExpiry:
                 pass  # pragma: no cover
 
 
-class TestTimer:
-    @pytest.mark.parametrize(
-        "anyio_backend",
-        [
-            pytest.param(
-                ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio"
-            )
-        ],
+on_trio_virtual_time = pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio")],
+)
+
+
+def on_virtual_time(events: list[treasurer.Event]) -> AbstractAsyncContextManager[treasurer.Budget]:
+    """A budget on trio's virtual clock, with a 15-minute TTL, recording its events."""
+    base = START - timedelta(seconds=anyio.current_time())
+    return treasurer.open_budget(
+        tokens=100,
+        clock=lambda: base + timedelta(seconds=anyio.current_time()),
+        reservation_ttl=timedelta(minutes=15),
+        on_event=events.append,
     )
+
+
+class TestTimer:
+    @on_trio_virtual_time
     async def test_expires_with_nobody_calling(self) -> None:
         """On trio's virtual clock: the actor releases a reservation at its deadline unprompted."""
-        base = START - timedelta(seconds=anyio.current_time())
         events: list[treasurer.Event] = []
-        async with treasurer.open_budget(
-            tokens=100,
-            clock=lambda: base + timedelta(seconds=anyio.current_time()),
-            reservation_ttl=timedelta(minutes=15),
-            on_event=events.append,
-        ) as b:
+        async with on_virtual_time(events) as b:
             first = await b.reserve(tokens=30).__aenter__()
             await anyio.sleep(60)
             second = await b.reserve(tokens=30, ttl=timedelta(minutes=1)).__aenter__()
@@ -131,25 +136,12 @@ class TestTimer:
             first.release()
             second.release()
 
-    @pytest.mark.parametrize(
-        "anyio_backend",
-        [
-            pytest.param(
-                ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio"
-            )
-        ],
-    )
+    @on_trio_virtual_time
     async def test_expires_after_the_timer_target_was_settled(self) -> None:
         """The timer's target belonged to a reservation settled long ago: it still
         finds the later deadline of one left open, and expires it on time."""
-        base = START - timedelta(seconds=anyio.current_time())
         events: list[treasurer.Event] = []
-        async with treasurer.open_budget(
-            tokens=100,
-            clock=lambda: base + timedelta(seconds=anyio.current_time()),
-            reservation_ttl=timedelta(minutes=15),
-            on_event=events.append,
-        ) as b:
+        async with on_virtual_time(events) as b:
             async with b.reserve(tokens=10) as settled:
                 settled.commit(tokens=5)
             await anyio.sleep(60)

@@ -9,6 +9,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import anyio
@@ -380,3 +381,78 @@ class TestSyncCheckAndPerRequest:
                 budget.record(tokens=60)
         with pytest.raises(treasurer.UnknownAxis):
             treasurer.sync.open_budget(per_request={"token": 1})
+
+
+class TestSyncCommit:
+    """A commit is validated at once and sent with the block's end, in one hop."""
+
+    def test_a_reservation_takes_two_hops(self, backend: str) -> None:
+        with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
+            runner = budget._runner
+            hops: list[str] = []
+            run = runner.run
+
+            def counting_run(func: object, *args: object, what: str, **kw: object) -> object:
+                hops.append(what)
+                return run(func, *args, what=what, **kw)  # type: ignore[arg-type]
+
+            runner.run = counting_run  # type: ignore[method-assign]
+            with budget.reserve(tokens=50) as r:
+                r.commit(tokens=30)
+                assert r.settled
+            assert hops == ["reserve()", "commit()"]
+            assert budget.snapshot().tokens_used == 30  # read-your-writes once the block ends
+            assert budget.snapshot().tokens_reserved == 0
+
+    def test_bad_input_raises_at_once_and_changes_nothing(self, backend: str) -> None:
+        with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
+            with budget.reserve(tokens=50) as r:
+                with pytest.raises(treasurer.InvalidAmount):
+                    r.commit(tokens=-1)
+                assert not r.settled
+                r.commit(tokens=20)  # a valid commit after the refused one
+                with pytest.raises(treasurer.AlreadySettled):
+                    r.release()
+            assert budget.totals().tokens == 20
+            with budget.reserve(tokens=50) as r:
+                with pytest.raises(treasurer.UnknownAxis):
+                    r.commit(tokenz=1)  # type: ignore[call-arg]
+            assert budget.snapshot().tokens_reserved == 0  # released, as nothing was committed
+            assert budget.totals().tokens == 20
+
+    def test_a_late_commit_raises_when_the_block_ends(self, backend: str) -> None:
+        now = [datetime(2026, 11, 22, 10, tzinfo=UTC)]
+        with treasurer.sync.open_budget(
+            tokens=100, clock=lambda: now[0], reservation_ttl=timedelta(minutes=1), backend=backend
+        ) as budget:
+            with pytest.raises(treasurer.ReservationExpired), budget.reserve(tokens=50) as r:
+                now[0] += timedelta(minutes=2)
+                r.commit(tokens=30)  # validated; the deadline is judged with the commit
+            assert budget.totals().tokens == 30  # recorded all the same
+            assert budget.snapshot().tokens_reserved == 0
+
+    def test_an_error_after_the_commit_keeps_it(self, backend: str) -> None:
+        with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
+            with pytest.raises(ZeroDivisionError), budget.reserve(tokens=50) as r:
+                r.commit(tokens=30)
+                _ = 1 / 0
+            assert budget.totals().tokens == 30
+            assert budget.snapshot().tokens_reserved == 0
+
+    @pytest.mark.anyio
+    async def test_commit_and_release_through_a_view(self) -> None:
+        """The same two hops through a sync_view() of a budget on this loop."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            view = budget.sync_view()
+
+            def in_a_thread() -> None:
+                with view.reserve(tokens=40) as r:
+                    r.commit(tokens=25)
+                with view.reserve(tokens=40) as r:
+                    r.release()
+                    with pytest.raises(treasurer.AlreadySettled):
+                        r.commit(tokens=1)
+
+            await anyio.to_thread.run_sync(in_a_thread)
+            assert budget.totals().tokens == 25
+            assert budget.snapshot().tokens_reserved == 0

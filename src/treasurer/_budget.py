@@ -162,15 +162,22 @@ class Reservation:
         raised here (or, if the budget expired it a moment before this call
         could tell, when the block ends).
         """
+        self._settle_with(self._usage_of(dict(actual)))
+
+    def _usage_of(self, actual: dict[str, object]) -> object:
+        """Validate commit() keywords into what the actor applies; changes nothing."""
         self._check_open()
-        amounts, meta = split_metadata(dict(actual))
+        amounts, meta = split_metadata(actual)
         if _same_tenant(self._tenant, meta) != self._tenant:
             raise InvalidOption(
                 f"reservation {self._id} belongs to the budget, not to a tenant; "
                 "reserve through budget.tenant(...) to charge one"
             )
         usage = parse(amounts, default_requests=self._amount[REQUESTS])
-        payload = usage if meta is None else (usage, meta)
+        return usage if meta is None else (usage, meta)
+
+    def _settle_with(self, payload: object) -> None:
+        """Post a validated commit; raise ReservationExpired if it came too late."""
         op, reservation = tenant_op(COMMIT, self._tenant, self._id)
         self._ack = self._core.post(op, reservation, payload, ack=True)
         self._state = _SETTLED

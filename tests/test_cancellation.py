@@ -8,6 +8,7 @@ before it is applied and after its replies are delivered) and from
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -257,6 +258,25 @@ class TestSendRace:
         assert core._in_flight == 0
         core.close()
         core._receive.close()
+
+    async def test_a_sender_waiting_for_room_fails_when_the_budget_closes(self) -> None:
+        """Closing wakes the senders waiting for room, with BudgetClosed: none hangs."""
+        core = BudgetCore(((None,) * 2 + (100,) + (None,) * 2), name="room", mailbox_size=1)
+        budget = treasurer.Budget(core)
+        core.post(ADJUST, (0, 0, 0, 0, 0))  # the mailbox is full
+
+        async def sender() -> None:
+            with pytest.raises(treasurer.BudgetClosed):
+                await budget.consume(1)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender)
+            tg.start_soon(sender)
+            await wait_all_tasks_blocked()  # both wait for room
+            core.close()
+            core._shutdown()  # what the actor does as it stops
+        assert core.ledger.calls == 0
+        assert core._room_waiters == deque()
 
     @pytest.mark.parametrize("anyio_backend", ["asyncio"])
     async def test_room_passes_on_from_a_sender_cancelled_after_its_wake_up(self) -> None:

@@ -394,9 +394,9 @@ def main(folder: Path) -> int:
     ]
     for backend in ("asyncio", "trio"):
         for n in (1, 100):
-            profile(backend, n, 20000, out)
+            profile(backend, n, 60000, out)
     if HAS_TENANTS:
-        profile("asyncio", 100, 20000, out, TREASURER_TENANTS)
+        profile("asyncio", 100, 60000, out, TREASURER_TENANTS)
     building_blocks(out)
     what_ifs(("asyncio", "trio"), (1, 100, 1000), 8000, 5, out)
     text = "\n".join(out) + "\n"

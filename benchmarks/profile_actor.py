@@ -110,7 +110,7 @@ def profile(backend: str, n: int, pairs: int, out: list[str], key: str = TREASUR
     """Sample the pairs workload with py-spy, from outside the process.
 
     A sampling profiler in another process adds nothing to the measured one
-    (pyinstrument's hook slowed this workload 4 to 5x here, cProfile more), so
+    (pyinstrument's hook slowed this workload 4 to 5x here, cProfile about 7x), so
     the shares are those of a normal run. Only samples inside ``anyio.run``
     count: imports and start-up are left out.
     """

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -57,6 +60,16 @@ async def move_on(budget: treasurer.Budget, clock: FakeClock, when: datetime) ->
     while tenants nobody used keep their windows as they were."""
     clock.now = when
     await budget.check()
+
+
+@asynccontextmanager
+async def tenant_a(
+    defaults: TenantCaps, *, start: datetime = START, **caps: Any
+) -> AsyncIterator[tuple[FakeClock, treasurer.Budget, treasurer.Budget]]:
+    """A budget on a hand-moved clock with ``defaults`` for tenants, and tenant "a"."""
+    clock = FakeClock(start)
+    async with treasurer.open_budget(clock=clock, tenant_defaults=defaults, **caps) as budget:
+        yield clock, budget, budget.tenant("a")
 
 
 class TestCaps:
@@ -264,11 +277,7 @@ class TestTenantApi:
         assert "tenant 'a'" in crossed[1].message
 
     async def test_overrides_per_tenant(self) -> None:
-        clock = FakeClock()
-        async with treasurer.open_budget(
-            clock=clock, tenant_defaults=TenantCaps(tokens=100)
-        ) as budget:
-            a = budget.tenant("a")
+        async with tenant_a(TenantCaps(tokens=100)) as (clock, budget, a):
             await a.record(tokens=100)
             override = await a.override(
                 tokens=50, expires_at=START + timedelta(hours=1), reason="launch"
@@ -358,11 +367,7 @@ class TestTime:
             assert a.totals().tokens == 80
 
     async def test_a_waiter_an_ended_override_makes_too_large_is_answered(self) -> None:
-        clock = FakeClock()
-        async with treasurer.open_budget(
-            clock=clock, tenant_defaults=TenantCaps(tokens=10)
-        ) as budget:
-            a = budget.tenant("a")
+        async with tenant_a(TenantCaps(tokens=10)) as (clock, budget, a):
             await a.override(tokens=10, expires_at=START + timedelta(minutes=5))
             await a.record(tokens=10)
             outcome: list[BaseException] = []
@@ -377,11 +382,7 @@ class TestTime:
             assert budget.statistics().reservations_waiting == 0
 
     async def test_expiry_and_late_commit_of_a_tenants_reservation(self) -> None:
-        clock = FakeClock()
-        async with treasurer.open_budget(
-            tokens=1000, clock=clock, tenant_defaults=TenantCaps(tokens=100)
-        ) as budget:
-            a = budget.tenant("a")
+        async with tenant_a(TenantCaps(tokens=100), tokens=1000) as (clock, budget, a):
             async with a.reserve(tokens=80, ttl=timedelta(minutes=1)) as r:
                 clock.now = START + timedelta(minutes=1)
                 assert (await a.check(tokens=100)).fits  # expired: room is back
@@ -482,11 +483,12 @@ class TestWaiting:
             assert a.snapshot().tokens_reserved == 0
 
     async def test_a_tenants_window_reset_wakes_its_waiter(self) -> None:
-        clock = FakeClock(datetime(2026, 11, 22, 10, 59, tzinfo=UTC))
-        async with treasurer.open_budget(
-            clock=clock, tenant_defaults=TenantCaps(windows=[Window.hour(tokens=10)])
-        ) as budget:
-            a = budget.tenant("a")
+        start = datetime(2026, 11, 22, 10, 59, tzinfo=UTC)
+        async with tenant_a(TenantCaps(windows=[Window.hour(tokens=10)]), start=start) as (
+            clock,
+            budget,
+            a,
+        ):
             await a.record(tokens=10)
             async with anyio.create_task_group() as tg:
                 w = Waiters(tg)

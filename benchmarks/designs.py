@@ -39,6 +39,10 @@ import anyio.lowlevel
 import token_budget
 
 import treasurer
+from treasurer._amounts import TOKENS, USD, parse, parse_caps
+from treasurer._budget import DEFAULT_RESERVATION_TTL
+from treasurer._ledger import Ledger as _TreasurerLedger
+from treasurer._windows import utc_now
 
 Kind = Literal["sync", "async"]
 
@@ -350,6 +354,65 @@ def _treasurer_final(budget: treasurer.Budget) -> Final_:
     )
 
 
+class LedgerCheckpointInstance(AsyncInstance):
+    """treasurer's own work per call with no actor: the bound for any design on its ledger.
+
+    Each call takes one checkpoint, parses its keywords as ``budget.reserve``
+    and ``commit`` do, tells the ledger the time (reservations carry
+    ``open_budget``'s default deadline) and runs the library's ``Ledger``
+    directly. No handle, no reply, no published snapshot, no events: correct
+    only on one event loop, like the floor. What treasurer costs beyond this
+    row is the actor and its handles; a target this row misses, no actor on
+    this ledger can meet.
+    """
+
+    def __init__(self, caps: Caps) -> None:
+        usd_cap = Decimal(caps.nanos) / NANOS_PER_USD
+        self.ledger = _TreasurerLedger(
+            parse_caps({"tokens": caps.tokens, "usd": usd_cap}),
+            default_ttl=DEFAULT_RESERVATION_TTL,
+            now=utc_now(),
+        )
+
+    def _reserve(self, tokens: int, usd: float) -> int | None:
+        ledger = self.ledger
+        amount = parse({"tokens": tokens, "usd": usd})
+        ledger.advance(utc_now())
+        granted = ledger.reserve(amount)
+        return None if isinstance(granted, treasurer.BudgetExceeded) else granted
+
+    def _commit(self, reservation: int, tokens: int, usd: float) -> None:
+        ledger = self.ledger
+        actual = parse({"tokens": tokens, "usd": usd}, default_requests=1)
+        ledger.advance(utc_now())
+        assert ledger.commit(reservation, actual, expired_ok=True) is None
+
+    async def pairs(self, k: int) -> None:
+        checkpoint = anyio.lowlevel.checkpoint
+        reserve, commit = self._reserve, self._commit
+        rt, ru, ct, cu = RESERVE.tokens, RESERVE.usd, COMMIT.tokens, COMMIT.usd
+        for _ in range(k):
+            await checkpoint()
+            reservation = reserve(rt, ru)
+            assert reservation is not None
+            await checkpoint()
+            commit(reservation, ct, cu)
+
+    async def reserve(self) -> object | None:
+        await anyio.lowlevel.checkpoint()
+        return self._reserve(RESERVE.tokens, RESERVE.usd)
+
+    async def settle(self, handle: Any, actual: Amount) -> None:
+        await anyio.lowlevel.checkpoint()
+        self._commit(handle, actual.tokens, actual.usd)
+
+    def final(self) -> Final_:
+        used, reserved = self.ledger.used, self.ledger.reserved
+        ledger = self.ledger
+        open_ = ledger.open_reservations()
+        return Final_(used[TOKENS], used[USD], reserved[TOKENS], reserved[USD], open_)
+
+
 class TreasurerReserveInstance(AsyncInstance):
     """``async with budget.reserve(tokens=..., usd=...) as r: r.commit(...)``."""
 
@@ -502,6 +565,7 @@ def _open(factory: Callable[[Caps], Instance]) -> Callable[[Caps], Any]:
 
 FLOOR: Final = "floor"
 CHECKPOINT: Final = "floor+checkpoint"
+LEDGER_CHECKPOINT: Final = "ledger+checkpoint"
 ASYNCIO_LOCK: Final = "asyncio.Lock"
 ANYIO_LOCK: Final = "anyio.Lock"
 ANYIO_LOCK_FAST: Final = "anyio.Lock(fast)"
@@ -533,6 +597,12 @@ def _policy_design(key: str, description: str, kind: str, *, available: bool) ->
 DESIGNS: Final = (
     Design(FLOOR, "floor: bare check-and-deduct, no await", _open(FloorInstance)),
     Design(CHECKPOINT, "floor + one anyio checkpoint per call", _open(CheckpointInstance)),
+    Design(
+        LEDGER_CHECKPOINT,
+        "treasurer's ledger, parsing and clock with one checkpoint per call, no actor",
+        _open(LedgerCheckpointInstance),
+        workloads=frozenset({"pairs"}),
+    ),
     Design(
         ASYNCIO_LOCK,
         "asyncio.Lock",
@@ -588,7 +658,7 @@ DESIGNS: Final = (
 )
 
 LOCKS: Final = (ASYNCIO_LOCK, ANYIO_LOCK, ANYIO_LOCK_FAST, THREADING_LOCK)
-BASELINES: Final = (FLOOR, CHECKPOINT, *LOCKS, TOKEN_BUDGET)
+BASELINES: Final = (FLOOR, CHECKPOINT, LEDGER_CHECKPOINT, *LOCKS, TOKEN_BUDGET)
 
 
 def designs_for(backend: str, workload: str, keys: set[str] | None = None) -> list[Design]:

@@ -18,6 +18,7 @@ from designs import (
     CHECKPOINT,
     DESIGNS,
     FLOOR,
+    LEDGER_CHECKPOINT,
     THREADING_LOCK,
     TOKEN_BUDGET,
     TREASURER,
@@ -177,9 +178,11 @@ def evaluate_targets(
                     continue
                 r = ours.median / theirs.median
                 figures.append(r)
-                detail.append(
-                    f"{backend} N={n}: {r:.2f}x ({ours.median:,.0f} vs {theirs.median:,.0f} ops/s)"
-                )
+                line = f"{backend} N={n}: {r:.2f}x ({ours.median:,.0f} vs {theirs.median:,.0f})"
+                bound = by.get((backend, "pairs", n, LEDGER_CHECKPOINT))
+                if bound is not None:
+                    line += f"; its ledger with no actor: {bound.median / theirs.median:.2f}x"
+                detail.append(line)
         if not figures:
             targets.append(Target(name, "NOT MEASURED", "-", []))
             return
@@ -253,9 +256,19 @@ def evaluate_targets(
         )
 
     # Uncontended reserve latency on asyncio.
+    uncontended = {e["design"]: e for e in latency if e["backend"] == "asyncio" and e["n"] == 1}
+    bound = uncontended.get(LEDGER_CHECKPOINT)
     for entry in latency:
         if entry["backend"] == "asyncio" and entry["n"] == 1 and entry["design"] == TREASURER:
             p50 = entry["reserve"]["p50"] / 1000
+            bound_line = (
+                []
+                if bound is None
+                else [
+                    f"treasurer's ledger with no actor (ledger+checkpoint): reserve p50 "
+                    f"{bound['reserve']['p50'] / 1000:.1f} us"
+                ]
+            )
             targets.append(
                 Target(
                     "p50 latency of an uncontended reserve < 10 us on asyncio",
@@ -263,7 +276,8 @@ def evaluate_targets(
                     f"{p50:.1f} us",
                     [
                         f"N = 1: reserve p50 {p50:.1f} us, p99 {entry['reserve']['p99'] / 1000:.1f}"
-                        f" us; settle p50 {entry['settle']['p50'] / 1000:.1f} us"
+                        f" us; settle p50 {entry['settle']['p50'] / 1000:.1f} us",
+                        *bound_line,
                     ],
                 )
             )
@@ -361,8 +375,8 @@ def tables(
             )
         )
 
-    bases = [FLOOR, CHECKPOINT, ASYNCIO_LOCK, ANYIO_LOCK, ANYIO_LOCK_FAST, THREADING_LOCK]
-    bases.append(TOKEN_BUDGET)
+    bases = [FLOOR, CHECKPOINT, LEDGER_CHECKPOINT, ASYNCIO_LOCK, ANYIO_LOCK, ANYIO_LOCK_FAST]
+    bases += [THREADING_LOCK, TOKEN_BUDGET]
     rows = []
     for backend in backends:
         for n in ns:

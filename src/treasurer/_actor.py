@@ -219,15 +219,33 @@ class BudgetCore:
         return not self._in_flight and not self._serving and not self.closed and self.inline
 
     def _apply_now(self, op: int, a: object, b: object) -> object:
-        answer = Answered()
+        """Apply one message in the caller's task: a batch of one, without the
+        batch's list, reply slot and loop (see _idle for why that is exact)."""
+        self._serving = True
         try:
-            self._serve([(op, a, b, answer)])
+            batch: list[Message] | None = None  # only for the test seams
+            if self._before_batch is not None or self._after_batch is not None:
+                batch = [(op, a, b, None)]
+                if self._before_batch is not None:
+                    self._before_batch(batch)
+            ledger = self.ledger
+            if self.uses_time:
+                ledger.advance(self.clock())
+            debug = self._debug_enabled()
+            tenant = None
+            if op >= TENANT:
+                op -= TENANT
+                tenant, a = a  # type: ignore[misc]
+            reply = self._apply(ledger, self.log, op, a, b, debug, tenant)
+            self._end_batch(ledger, debug, batch, 1)
         except BaseException as exc:  # pragma: no cover - a ledger bug, never expected
             self._failure = exc
             self.log.exception("budget failed while applying a message")
             self.close()
             raise self.closed_error() from exc
-        return answer.value
+        finally:
+            self._serving = False
+        return reply
 
     async def _mailbox_room(self) -> None:
         """Wait, first come first served, until the actor takes a batch."""
@@ -536,10 +554,16 @@ class BudgetCore:
             reply = self._apply(ledger, log, op, a, b, debug, tenant)
             if slot is not None:
                 slot.deliver(reply)
+        self._end_batch(ledger, debug, batch, len(batch))
+
+    def _end_batch(
+        self, ledger: Ledger, debug: bool, batch: list[Message] | None, count: int
+    ) -> None:
+        """After a batch's messages: grant waiters, publish, hand out events."""
         if ledger.waiting:
             for ticket, answer in ledger.serve_waiters():
                 if debug:
-                    log.debug("waiting reservation answered", answer=repr(answer))
+                    self.log.debug("waiting reservation answered", answer=repr(answer))
                 cast(Slot, ticket).deliver(answer)
         self.publish()
         if ledger.events:
@@ -548,8 +572,8 @@ class BudgetCore:
         if self.uses_time:
             self._publish_deadline()
         if self._after_batch is not None:
+            assert batch is not None
             self._after_batch(batch)
-        count = len(batch)
         self._messages_served += count
         self._batches_served += 1
         if count > self._peak_batch:

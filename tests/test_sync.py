@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -38,6 +40,14 @@ def no_thread_leak() -> Iterator[None]:
     assert facade_threads() == []
     yield
     assert facade_threads() == []
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``condition`` (read from another thread) until it holds, or fail."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.001)
 
 
 def watch_invariant(budget: treasurer.sync.SyncBudget, violations: list[str]) -> None:
@@ -255,6 +265,58 @@ class TestLifecycle:
                 runner.portal.call(budget.close)
             assert budget.remaining == 100
 
+    def test_close_answers_a_thread_waiting_for_room(
+        self, backend: str, no_thread_leak: None
+    ) -> None:
+        """close() while another thread waits for room: that thread gets BudgetClosed
+        and close() returns (the budget closes before the calls are drained)."""
+        budget = treasurer.sync.open_budget(tokens=100, backend=backend)
+        holder = budget.reserve(tokens=100).__enter__()
+        outcome: list[BaseException] = []
+
+        def wait_for_room() -> None:
+            try:
+                budget.reserve(tokens=50, wait=True).__enter__()
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait_for_room)
+        waiter.start()
+        wait_until(lambda: budget.statistics().reservations_waiting == 1)
+        closer = threading.Thread(target=budget.close)
+        closer.start()
+        closer.join(10)
+        waiter.join(10)
+        assert not closer.is_alive()
+        assert not waiter.is_alive()
+        assert [type(exc) for exc in outcome] == [treasurer.BudgetClosed]
+        holder.__exit__(None, None, None)
+
+    @pytest.mark.skipif(sys.platform == "win32", reason="signal.pthread_kill is POSIX")
+    def test_an_interrupted_call_is_cancelled(self, backend: str) -> None:
+        """KeyboardInterrupt while a thread waits for its call cancels the call on
+        the loop: a waiting reservation leaves the queue and takes nothing."""
+        main = threading.main_thread()
+        assert threading.current_thread() is main
+        with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
+            holder = budget.reserve(tokens=100).__enter__()
+
+            def interrupt_when_queued() -> None:
+                wait_until(lambda: budget.statistics().reservations_waiting == 1)
+                assert main.ident is not None
+                signal.pthread_kill(main.ident, signal.SIGINT)
+
+            interrupter = threading.Thread(target=interrupt_when_queued)
+            interrupter.start()
+            with pytest.raises(KeyboardInterrupt):
+                budget.reserve(tokens=50, wait=True).__enter__()
+            interrupter.join()
+            wait_until(lambda: budget.statistics().reservations_waiting == 0)
+            holder.__exit__(None, None, None)
+            assert budget.consume(100)
+            snap = budget.snapshot()
+            assert (snap.tokens_used, snap.tokens_reserved, snap.open_reservations) == (100, 0, 0)
+
     @pytest.mark.parametrize("backend_name", ["asyncio", "trio"])
     def test_interpreter_exit_without_close(self, backend_name: str) -> None:
         """A program that never closes its budget still exits promptly and cleanly."""
@@ -456,3 +518,48 @@ class TestSyncCommit:
             await anyio.to_thread.run_sync(in_a_thread)
             assert budget.totals().tokens == 25
             assert budget.snapshot().tokens_reserved == 0
+
+
+class TestCallRaces:
+    """The owned loop's calls at the edges a race can reach, set up deterministically."""
+
+    @pytest.mark.anyio
+    async def test_a_call_given_up_before_it_starts_never_runs(self) -> None:
+        ran: list[int] = []
+        given_up = treasurer._sync._Call(ran.append, (1,))
+        closed = treasurer.BudgetClosed("closed")
+        async with anyio.create_task_group() as tg:
+            given_up.abandoned = True
+            given_up.start(tg, closed)  # never started
+            late = treasurer._sync._Call(ran.append, (2,))
+            late.start(tg, closed)
+            late.abandoned = True  # after the start, before its task ran
+            late.cancel()  # no task yet: nothing to cancel
+        assert ran == []
+        assert not given_up.future.done()
+        assert late.future.cancelled()
+
+    @pytest.mark.anyio
+    async def test_a_call_after_the_task_group_ended_gets_budget_closed(self) -> None:
+        call = treasurer._sync._Call(lambda: 1, ())
+        async with anyio.create_task_group() as tg:
+            pass
+        call.start(tg, treasurer.BudgetClosed("closed"))
+        with pytest.raises(treasurer.BudgetClosed):
+            call.future.result(timeout=0)
+        call.start(tg, treasurer.BudgetClosed("closed"))  # answered already: ignored
+
+    def test_calls_the_loop_never_reached_get_budget_closed(self, backend: str) -> None:
+        """A call handed over as the loop stops is answered by the stop; one whose
+        loop has ended raises BudgetClosed, not the loop's RuntimeError."""
+        budget = treasurer.sync.open_budget(tokens=100, backend=backend)
+        runner = budget._runner
+        assert isinstance(runner, treasurer._sync._PortalRunner)
+        stranded = treasurer._sync._Call(lambda: 1, ())
+        runner._pending.add(stranded)
+        budget.close()
+        with pytest.raises(treasurer.BudgetClosed):
+            stranded.future.result(timeout=0)
+        runner._stopped = False  # as if this caller checked just before the stop
+        with pytest.raises(treasurer.BudgetClosed):
+            runner.run(lambda: 1, what="release()", settling=True)

@@ -9,7 +9,10 @@ single attribute read gets whole.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
+import contextvars
 import functools
 import threading
 import weakref
@@ -22,8 +25,10 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, Unpack
 
 import anyio
+import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
+import sniffio
 from anyio.from_thread import BlockingPortal
 
 from . import _budget
@@ -70,7 +75,10 @@ class _Runner(ABC):
                 "event loop, where it would deadlock; use the async Budget there"
             )
         if self.closed and not settling:
-            raise BudgetClosed(f"{self.describe} is closed")
+            raise self.closed_error()
+
+    def closed_error(self) -> BudgetClosed:
+        return BudgetClosed(f"{self.describe} is closed")
 
     @abstractmethod
     def run(
@@ -83,31 +91,132 @@ class _Runner(ABC):
         """
 
 
-class _PortalRunner(_Runner):
-    """For a budget the facade owns: a portal into its private event loop.
+class _Call:
+    """One call from a thread into the facade's own loop, answered through a Future."""
 
-    ``start_task_soon`` gives a cancellable future, so a caller interrupted
-    while waiting (KeyboardInterrupt) cancels the call instead of leaving it
-    running unobserved.
+    __slots__ = ("abandoned", "args", "func", "future", "scope")
+
+    def __init__(self, func: Callable[..., Any], args: tuple[object, ...]) -> None:
+        self.func = func
+        self.args = args
+        self.future: Future[Any] = Future()
+        self.scope: anyio.CancelScope | None = None
+        self.abandoned = False  # the caller stopped waiting (KeyboardInterrupt)
+
+    def start(self, task_group: anyio.abc.TaskGroup, closed: BudgetClosed) -> None:
+        """On the loop thread, as a callback that must not raise: start the call
+        in a task of the facade's task group."""
+        if self.abandoned or self.future.done():  # given up, or answered when the loop stopped
+            return
+        try:
+            task_group.start_soon(self._run)
+        except RuntimeError:  # the task group has ended: the budget is closing
+            self.future.set_exception(closed)
+
+    async def _run(self) -> None:
+        if self.abandoned:  # given up between start() and now
+            self.future.cancel()
+            return
+        with anyio.CancelScope() as self.scope:
+            try:
+                result = await _invoke(self.func, self.args)
+            except Exception as exc:
+                self.future.set_exception(exc)
+                return
+            except BaseException:
+                self.future.cancel()
+                raise
+            self.future.set_result(result)
+
+    def cancel(self) -> None:
+        """On the loop thread: cancel the call if it is running."""
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class _PortalRunner(_Runner):
+    """For a budget the facade owns: calls run as tasks of its loop's task group.
+
+    A call is handed to the loop without waiting (``call_soon_threadsafe`` on
+    asyncio, ``run_sync_soon`` on trio), so the caller crosses threads once
+    each way; going through the portal would cross twice more, because it
+    waits for the task to be started before waiting for its result. A caller
+    interrupted while waiting (KeyboardInterrupt) cancels its call instead of
+    leaving it running unobserved. The portal stays for what must run in one
+    task from start to end (a child budget's block) and for stopping.
     """
 
-    def __init__(self, portal: BlockingPortal, loop_thread: int, describe: str) -> None:
+    def __init__(
+        self,
+        portal: BlockingPortal,
+        task_group: anyio.abc.TaskGroup,
+        loop_thread: int,
+        describe: str,
+    ) -> None:
         super().__init__(loop_thread, describe)
         self.portal = portal
+        self._task_group = task_group
+        self._schedule = _thread_safe_scheduler()
+        # Calls handed to the loop and not answered yet; any left when the loop
+        # stops are answered with BudgetClosed, so no caller waits forever.
+        self._pending: set[_Call] = set()
+        self._pending_lock = threading.Lock()
+        self._stopped = False
 
     def run(
         self, func: Callable[..., Any], *args: object, what: str, settling: bool = False
     ) -> Any:
         self.check_thread(what, settling=settling)
+        call = _Call(func, args)
+        with self._pending_lock:
+            if self._stopped:
+                raise self.closed_error()
+            self._pending.add(call)
         try:
-            future: Future[Any] = self.portal.start_task_soon(func, *args)
-        except RuntimeError as exc:  # the portal stopped: the budget closed
-            raise BudgetClosed(f"{self.describe} is closed") from exc
-        try:
-            return future.result()
+            try:
+                self._schedule(call.start, self._task_group, self.closed_error())
+            except RuntimeError:  # the loop has ended
+                raise self.closed_error() from None
+            return call.future.result()
         except BaseException:
-            future.cancel()
+            call.abandoned = True
+            if not call.future.done():
+                with contextlib.suppress(RuntimeError):  # the loop has ended
+                    self._schedule(call.cancel)
             raise
+        finally:
+            with self._pending_lock:
+                self._pending.discard(call)
+
+    def stop(self) -> None:
+        """On the loop thread, once no more calls can start: answer those left."""
+        with self._pending_lock:
+            self._stopped = True
+            left, self._pending = self._pending, set()
+        for call in left:
+            if not call.future.done():
+                call.future.set_exception(self.closed_error())
+
+
+async def _invoke(func: Callable[..., Any], args: tuple[object, ...]) -> Any:
+    """Call ``func``, awaiting what it returns if that is awaitable (on the loop thread)."""
+    result = func(*args)
+    if hasattr(result, "__await__"):
+        result = await result
+    return result
+
+
+def _thread_safe_scheduler() -> Callable[..., object]:
+    """The running loop's way to schedule a callback from another thread, without waiting."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    # asyncio runs the callback in the context it is given; outside a task,
+    # anyio finds its backend only through sniffio's context variable.
+    context = contextvars.copy_context()
+    context.run(sniffio.current_async_library_cvar.set, "asyncio")
+    return functools.partial(asyncio.get_running_loop().call_soon_threadsafe, context=context)
 
 
 class _TokenRunner(_Runner):
@@ -122,14 +231,8 @@ class _TokenRunner(_Runner):
     ) -> Any:
         self.check_thread(what, settling=settling)
 
-        async def call() -> Any:
-            result = func(*args)
-            if hasattr(result, "__await__"):
-                result = await result
-            return result
-
         try:
-            return anyio.from_thread.run(call, token=self.token)
+            return anyio.from_thread.run(_invoke, func, args, token=self.token)
         except anyio.RunFinishedError as exc:
             raise BudgetClosed(f"{self.describe}'s event loop has finished") from exc
 
@@ -498,12 +601,25 @@ class _OwnedSyncBudget(SyncBudget):
             self._started.set()
 
     async def _serve(self, open_kwargs: dict[str, Any]) -> None:
-        async with BlockingPortal() as portal, _budget.open_budget(**open_kwargs) as budget:
-            self._stop = anyio.Event()
-            runner = _PortalRunner(portal, threading.get_ident(), f"budget {budget.name!r}")
-            SyncBudget.__init__(self, budget, runner)
-            self._started.set()
-            await self._stop.wait()
+        runner: _PortalRunner | None = None
+        async with BlockingPortal() as portal:
+            try:
+                # The budget closes first, which answers calls still waiting in it
+                # (BudgetClosed); then the task group waits for their tasks to end.
+                async with (
+                    anyio.create_task_group() as calls,
+                    _budget.open_budget(**open_kwargs) as budget,
+                ):
+                    self._stop = anyio.Event()
+                    runner = _PortalRunner(
+                        portal, calls, threading.get_ident(), f"budget {budget.name!r}"
+                    )
+                    SyncBudget.__init__(self, budget, runner)
+                    self._started.set()
+                    await self._stop.wait()
+            finally:
+                if runner is not None:
+                    runner.stop()
 
     def close(self) -> None:
         with self._lock:

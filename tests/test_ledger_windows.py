@@ -645,3 +645,24 @@ TestLedgerWindowsStateMachine = LedgerWindowsMachine.TestCase
 TestLedgerWindowsStateMachine.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None
 )
+
+
+def test_a_rolling_window_keeps_one_entry_per_instant_and_model() -> None:
+    """Charges of one instant and model share an entry; they leave the window
+    together, and by-model usage keeps what is still inside."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    window = Window.rolling(timedelta(minutes=1), tokens=1_000)
+    ledger = Ledger((None, None, None, None, None), NAME, windows=[window], now=start)
+    ledger.charge((0, 0, 10, 0, 1), "gpt")
+    ledger.charge((0, 0, 5, 0, 1), "gpt")  # same instant, same model: merged
+    ledger.charge((0, 0, 7, 0, 1))  # same instant, no model: an entry of its own
+    assert len(ledger.windows[0].entries) == 2
+    ledger.advance(start + timedelta(seconds=30))
+    ledger.charge((0, 0, 3, 0, 1), "gpt")
+    ledger.advance(start + timedelta(seconds=61))  # the first instant's charges leave
+    assert ledger.windows[0].used == [0, 0, 3, 0, 1]
+    view = ledger.usage_for(window.name)
+    assert not isinstance(view, TreasurerError)
+    assert view[0] == (0, 0, 3, 0, 1)
+    assert view[4] == {"gpt": (0, 0, 3, 0, 1)}
+    assert ledger.used == [0, 0, 25, 0, 4]  # the lifetime keeps everything

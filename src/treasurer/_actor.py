@@ -425,7 +425,7 @@ class BudgetCore:
         zero = (0, 0, 0, 0, 0)
         return (
             (zero, zero, 0, 0),
-            tuple((w, zero, WindowState(w, now).resets_at(), w.caps) for w in windows),
+            tuple((w, zero, WindowState(w, now, [0] * 5).resets_at(), w.caps) for w in windows),
             caps,
             (),
         )

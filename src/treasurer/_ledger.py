@@ -92,11 +92,12 @@ class Scope:
 
     __slots__ = (
         "_capped",
+        "_ceiling",
         "_fired",
-        "_gap",
         "_largest",
         "_per_request_capped",
-        "_room",
+        "_rolling",
+        "_trip_at",
         "_trips",
         "by_model",
         "calls",
@@ -134,7 +135,9 @@ class Scope:
         # Caps in force now: the caps plus active overrides (recomputed only
         # when an override starts or ends, so admission reads one vector).
         self.limits: CapVector = caps
-        self.windows: Final = tuple(WindowState(window, now) for window in windows)
+        self.used = [0] * len(AXES)  # lifetime usage; windows read it too, so never replaced
+        self.windows: Final = tuple(WindowState(window, now, self.used) for window in windows)
+        self._rolling: Final = tuple(w for w in self.windows if w.window.kind == "rolling")
         # The first instant a window may drop usage: before it, advancing is a
         # no-op. Never later than the truth (that would skip a rollover).
         self.stale_at = self.next_reset() or _FOREVER
@@ -142,7 +145,6 @@ class Scope:
         self._per_request_capped: Final = tuple(
             i for i, cap in enumerate(per_request) if cap is not None
         )
-        self.used = [0] * len(AXES)
         self.reserved = [0] * len(AXES)
         self.by_model: dict[str, list[int]] = {}  # lifetime usage per model
         self.calls = 0
@@ -152,15 +154,16 @@ class Scope:
         # The usage at which the next threshold fires, per axis, for the lifetime
         # (row 0) and each window (row index + 1): a charge compares, no more.
         self._trips: list[list[float]] = [[_NEVER] * len(AXES) for _ in range(len(windows) + 1)]
-        # Per axis, over the lifetime and every window: the least room left
-        # (cap minus used), the largest request any cap allows, and how far
-        # usage is from the next threshold. Every charge adds the same amount
-        # to the lifetime and every window, so a charge just subtracts; the
-        # rest (a window rolling over, a credit, an override) recomputes. A
-        # request is checked against these five numbers, and only a refusal
-        # looks at each cap to say which one refused.
-        self._room: list[float] = [_NEVER] * len(AXES)
-        self._gap: list[float] = [_NEVER] * len(AXES)
+        # Per axis, over the lifetime and every window, in terms of lifetime
+        # usage (a window's usage is lifetime usage minus its base): the
+        # highest lifetime usage every cap allows, the lifetime usage at which
+        # the next threshold fires, and the largest request any cap allows.
+        # A charge adds to lifetime usage only, so these stay put; a window
+        # rolling over, a credit or an override recomputes them. A request is
+        # checked against these numbers, and only a refusal looks at each cap
+        # to say which one refused.
+        self._ceiling: list[float] = [_NEVER] * len(AXES)
+        self._trip_at: list[float] = [_NEVER] * len(AXES)
         self._largest: list[float] = [_NEVER] * len(AXES)
         for index in range(-1, len(windows)):
             self._rearm(index)
@@ -226,16 +229,16 @@ class Scope:
 
     def no_room(self, amount: Vector) -> BudgetExceeded | None:
         """The first cap of this scope without room for ``amount`` now."""
-        room, reserved = self._room, self.reserved
+        ceiling, reserved, used = self._ceiling, self.reserved, self.used
         if (
-            amount[0] + reserved[0] <= room[0]
-            and amount[1] + reserved[1] <= room[1]
-            and amount[2] + reserved[2] <= room[2]
-            and amount[3] + reserved[3] <= room[3]
-            and amount[4] + reserved[4] <= room[4]
+            amount[0] + reserved[0] + used[0] <= ceiling[0]
+            and amount[1] + reserved[1] + used[1] <= ceiling[1]
+            and amount[2] + reserved[2] + used[2] <= ceiling[2]
+            and amount[3] + reserved[3] + used[3] <= ceiling[3]
+            and amount[4] + reserved[4] + used[4] <= ceiling[4]
         ):
             return None
-        caps, used = self.limits, self.used
+        caps = self.limits
         for axis in self._capped:
             cap = caps[axis]
             assert cap is not None
@@ -249,7 +252,7 @@ class Scope:
                 assert cap is not None
                 if window_used[axis] + reserved[axis] + amount[axis] > cap:
                     return self._exceeded(BudgetExceeded, axis, amount, cap, window_used, window)
-        return None  # pragma: no cover - _room is exactly these caps' room
+        return None  # pragma: no cover - _ceiling is exactly these caps' room
 
     def _exceeded(
         self,
@@ -323,33 +326,30 @@ class Scope:
         reserved[4] -= amount[4]
 
     def charge_usage(self, amount: Vector, model: str | None) -> None:
-        a0, a1, a2, a3, a4 = amount
-        used, room, gap = self.used, self._room, self._gap
-        used[0] += a0
-        used[1] += a1
-        used[2] += a2
-        used[3] += a3
-        used[4] += a4
-        room[0] -= a0
-        room[1] -= a1
-        room[2] -= a2
-        room[3] -= a3
-        room[4] -= a4
-        gap[0] -= a0
-        gap[1] -= a1
-        gap[2] -= a2
-        gap[3] -= a3
-        gap[4] -= a4
+        used, trip_at = self.used, self._trip_at
+        used[0] += amount[0]
+        used[1] += amount[1]
+        used[2] += amount[2]
+        used[3] += amount[3]
+        used[4] += amount[4]
         if model is not None:
             add_to(self.by_model, model, amount)
-        if self.windows:
             self._charge_windows(amount, model)
-        if gap[0] <= 0 or gap[1] <= 0 or gap[2] <= 0 or gap[3] <= 0 or gap[4] <= 0:
+        elif self._rolling:
+            self._charge_windows(amount)
+        if (
+            used[0] >= trip_at[0]
+            or used[1] >= trip_at[1]
+            or used[2] >= trip_at[2]
+            or used[3] >= trip_at[3]
+            or used[4] >= trip_at[4]
+        ):
             self._check_thresholds()
 
     def _charge_windows(self, amount: Vector, model: str | None = None) -> None:
+        """After the lifetime took ``amount``: what windows keep besides (see WindowState)."""
         now = self.owner.now
-        for window in self.windows:
+        for window in self.windows if model is not None else self._rolling:
             window.charge(amount, now, model)
             duration = window.window.duration
             if duration is not None and now + duration < self.stale_at:
@@ -360,9 +360,14 @@ class Scope:
         used = self.used
         extra = [0] * len(AXES)
         for axis, value in enumerate(credit):
-            if value:
-                used[axis] = max(used[axis] - value, 0)
-                extra[axis] = max(-value, 0)
+            if value > 0:
+                given_back = min(value, used[axis])
+                used[axis] -= given_back
+                for window in self.windows:  # windows keep their usage
+                    window.base[axis] -= given_back
+            elif value < 0:
+                used[axis] -= value
+                extra[axis] = -value
         if any(extra):
             self._charge_windows(_vector(extra))
             if self.owner.thresholds:
@@ -396,31 +401,31 @@ class Scope:
                 row[axis] = _NEVER
             else:  # used * 100 >= cap * threshold, in integers
                 row[axis] = -(-cap * thresholds[fired] // 100)
-        self._recompute_gap()
+        self._recompute_trips()
 
     def _recompute(self) -> None:
-        """Recompute the room left per axis (see ``_room``) after usage changed
-        other than by a charge, and the distance to the next threshold."""
-        room = self._room
+        """Recompute each axis' ceiling and threshold trip (see ``_ceiling``) after
+        a window's base, a cap or a threshold moved."""
+        ceiling = self._ceiling
         for axis in range(len(AXES)):
             cap = self.limits[axis]
-            least: float = _NEVER if cap is None else cap - self.used[axis]
+            least: float = _NEVER if cap is None else cap
             for window in self.windows:
                 cap = window.limits[axis]
-                if cap is not None and cap - window.used[axis] < least:
-                    least = cap - window.used[axis]
-            room[axis] = least
-        self._recompute_gap()
+                if cap is not None and cap + window.base[axis] < least:
+                    least = cap + window.base[axis]
+            ceiling[axis] = least
+        self._recompute_trips()
 
-    def _recompute_gap(self) -> None:
-        gap, trips = self._gap, self._trips
+    def _recompute_trips(self) -> None:
+        trip_at, trips = self._trip_at, self._trips
         for axis in range(len(AXES)):
-            least = trips[0][axis] - self.used[axis]
+            least = trips[0][axis]
             for index, window in enumerate(self.windows):
-                distance = trips[index + 1][axis] - window.used[axis]
-                if distance < least:
-                    least = distance
-            gap[axis] = least
+                at = trips[index + 1][axis] + window.base[axis]
+                if at < least:
+                    least = at
+            trip_at[axis] = least
 
     def _recompute_largest(self) -> None:
         largest = self._largest
@@ -471,7 +476,7 @@ class Scope:
             self._rearm(index)
             self._recompute()
             return None
-        self.used = [0] * len(AXES)
+        self.used[:] = [0] * len(AXES)  # in place: the windows read this list
         self.by_model = {}
         self.calls = 0
         self._fired.clear()

@@ -131,20 +131,46 @@ def _midnight(day: date, tz: tzinfo) -> datetime:
 
 
 class WindowState:
-    """Usage of one window in its current period (or rolling span)."""
+    """Usage of one window in its current period (or rolling span).
 
-    __slots__ = ("by_model", "capped", "end", "entries", "limits", "start", "used", "window")
+    The usage is kept as an offset from its scope's lifetime usage, which
+    every charge adds to anyway: ``used = lifetime - base``. A charge then
+    costs a calendar window nothing; ``base`` moves only when the window
+    drops usage (a new period, a rolling charge ageing out, a reset) or when
+    the lifetime changes without the window (a credit). A rolling window also
+    keeps its charges, one entry per instant, to know when each leaves it.
+    """
 
-    def __init__(self, window: Window, now: datetime) -> None:
+    __slots__ = (
+        "base",
+        "by_model",
+        "capped",
+        "end",
+        "entries",
+        "lifetime",
+        "limits",
+        "start",
+        "window",
+    )
+
+    def __init__(self, window: Window, now: datetime, lifetime: list[int]) -> None:
         self.window: Final = window
         self.capped: Final = tuple(i for i, cap in enumerate(window.caps) if cap is not None)
         self.limits: CapVector = window.caps  # caps plus active overrides
-        self.used = [0] * len(AXES)
+        self.lifetime: Final = lifetime  # the scope's lifetime usage, shared, never replaced
+        self.base = list(lifetime)
         self.by_model: dict[str, list[int]] = {}  # usage per model in this period
         self.entries: deque[tuple[datetime, Vector, str | None]] = deque()
         self.start = self.end = now
         if window.kind in _CALENDAR:
             self.start, self.end = period_bounds(window, now)
+
+    @property
+    def used(self) -> list[int]:
+        """Usage in the current period, per axis."""
+        lifetime, base = self.lifetime, self.base
+        return [lifetime[0] - base[0], lifetime[1] - base[1], lifetime[2] - base[2],
+                lifetime[3] - base[3], lifetime[4] - base[4]]  # fmt: skip
 
     def advance(self, now: datetime) -> bool:
         """Move to the period holding ``now``; True if usage was dropped (rolled over)."""
@@ -156,9 +182,9 @@ class WindowState:
             dropped = False
             while entries and entries[0][0] <= horizon:
                 _, amount, model = entries.popleft()
-                used = self.used
+                base = self.base
                 for axis, value in enumerate(amount):
-                    used[axis] -= value
+                    base[axis] += value
                 if model is not None:
                     totals = self.by_model[model]
                     for axis, value in enumerate(amount):
@@ -171,21 +197,24 @@ class WindowState:
             return False
         self.start, self.end = period_bounds(self.window, now)
         assert self.start <= now < self.end, "a period must contain the instant it was made for"
-        self.used = [0] * len(AXES)
+        self.base = list(self.lifetime)
         self.by_model = {}
         return True
 
     def charge(self, amount: Vector, now: datetime, model: str | None = None) -> None:
-        used = self.used  # five axes, spelled out: this runs on every charge
-        used[0] += amount[0]
-        used[1] += amount[1]
-        used[2] += amount[2]
-        used[3] += amount[3]
-        used[4] += amount[4]
+        """Note a charge its scope's lifetime has just taken (the usage itself follows)."""
         if model is not None:
             add_to(self.by_model, model, amount)
         if self.window.kind == "rolling":
-            self.entries.append((now, amount, model))
+            entries = self.entries
+            if entries and entries[-1][0] == now and entries[-1][2] == model:
+                # Charges of one instant leave together: one entry holds them all.
+                last = entries[-1][1]
+                entries[-1] = (now, (last[0] + amount[0], last[1] + amount[1],
+                                     last[2] + amount[2], last[3] + amount[3],
+                                     last[4] + amount[4]), model)  # fmt: skip
+            else:
+                entries.append((now, amount, model))
 
     def resets_at(self) -> datetime | None:
         """When usage next drops: the period's end, or when the oldest charge leaves."""
@@ -198,7 +227,7 @@ class WindowState:
         return self.entries[0][0] + duration
 
     def clear(self) -> None:
-        self.used = [0] * len(AXES)
+        self.base = list(self.lifetime)
         self.by_model = {}
         self.entries.clear()
 

@@ -8,6 +8,7 @@ before it is applied and after its replies are delivered) and from
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 from collections.abc import Callable
 
@@ -503,6 +504,70 @@ class TestActorFailure:
             reservation.commit(tokens=1)
         reservation.release()
         assert budget.snapshot().open_reservations == 1  # state as the actor last published it
+
+
+class TestPostedSettlements:
+    """Settlements are posted and not waited for; a read on the loop's thread
+    applies what is still in the mailbox first, so a task reads its own writes."""
+
+    async def test_leaving_the_block_does_not_wait_and_a_read_applies_it(self) -> None:
+        async with treasurer.open_budget(tokens=100) as budget:
+            core = core_of(budget)
+            async with budget.reserve(tokens=30) as r:
+                r.commit(tokens=20)
+            assert core._in_flight == 1  # posted; leaving the block did not wait
+            snap = budget.snapshot()
+            assert (snap.tokens_used, snap.tokens_reserved, snap.calls) == (20, 0, 1)
+            assert core._in_flight == 0
+            async with budget.reserve(tokens=30):
+                pass  # released on the way out
+            assert budget.remaining == 80
+            assert await budget.consume(10)
+            await budget.refund(4, 10)
+            assert core._in_flight == 1
+            assert budget.totals().tokens == 24
+            tenant = budget.tenant("a")
+            async with tenant.reserve(tokens=5) as r:
+                r.commit(tokens=5)
+            assert tenant.snapshot().tokens_used == 5
+
+    async def test_a_read_from_another_thread_leaves_the_mailbox_alone(self) -> None:
+        async with treasurer.open_budget(tokens=100) as budget:
+            core = core_of(budget)
+            async with budget.reserve(tokens=30) as r:
+                r.commit(tokens=20)
+            seen: list[tuple[int, int]] = []
+
+            def read() -> None:
+                snap = budget.snapshot()
+                seen.append((snap.tokens_reserved, core._in_flight))
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            reader.join()  # the loop is blocked meanwhile: nothing else runs
+            assert seen == [(30, 1)]  # the last published batch, nothing applied
+            assert budget.snapshot().tokens_reserved == 0
+
+    async def test_a_read_inside_a_batch_leaves_the_mailbox_alone(self) -> None:
+        seen: list[tuple[int, int]] = []
+        others: list[treasurer.Reservation] = []
+
+        def on_event(event: treasurer.Event) -> None:
+            if isinstance(event, treasurer.ReservationCommitted) and others:
+                others.pop().release()  # posted from inside the batch
+                snap = budget.snapshot()
+                seen.append((snap.tokens_reserved, core._in_flight))
+
+        async with treasurer.open_budget(tokens=100, on_event=on_event) as budget:
+            core = core_of(budget)
+            async with budget.reserve(tokens=10) as other:
+                others.append(other)
+                async with budget.reserve(tokens=30) as r:
+                    r.commit(tokens=20)
+                await checkpoint()  # the actor applies the commit: the event fires
+                await checkpoint()
+                assert seen == [(10, 1)]  # not applied inside the batch
+            assert budget.snapshot().tokens_reserved == 0
 
 
 class TestFastPath:

@@ -466,6 +466,26 @@ class TestSyncCommit:
             assert budget.snapshot().tokens_used == 30  # read-your-writes once the block ends
             assert budget.snapshot().tokens_reserved == 0
 
+    def test_a_thread_reads_its_own_settlements(
+        self, backend: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Settlements are posted without waiting; the hop that posts one applies
+        it before returning, so the thread's next read (no hop) includes it."""
+        monkeypatch.setattr(treasurer._actor.BudgetCore, "inline", False)  # always queued
+        with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
+            with budget.reserve(tokens=50) as r:
+                r.commit(tokens=30)
+            assert (budget.snapshot().tokens_used, budget.snapshot().tokens_reserved) == (30, 0)
+            with budget.reserve(tokens=50):
+                pass
+            assert budget.snapshot().tokens_reserved == 0
+            r = budget.reserve(tokens=10).__enter__()
+            r.release()
+            assert budget.remaining == 70
+            assert budget.consume(20)
+            budget.refund(5, 20)
+            assert budget.remaining == 65
+
     def test_bad_input_raises_at_once_and_changes_nothing(self, backend: str) -> None:
         with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
             with budget.reserve(tokens=50) as r:

@@ -375,12 +375,42 @@ class BudgetCore:
 
     # -- reads ---------------------------------------------------------------------
 
+    def holds(self, reservation_id: int) -> bool:
+        """Whether the ledger still holds a reservation (False once it expired)."""
+        return reservation_id in self.ledger.reservations
+
+    def catch_up(self) -> None:
+        """Before a read on the loop's thread: apply what was sent and not applied yet.
+
+        Settlements are posted without waiting for them to be applied, so this
+        is what lets a task read its own writes: exactly the batch the actor
+        would take next, applied now. Elsewhere (another thread, or inside a
+        batch, as in an event callback) a read gets the last published batch.
+        """
+        if (
+            self._in_flight
+            and not self._serving
+            and not self.closed
+            and threading.get_ident() == self.loop_thread
+        ):
+            try:
+                self._serve(self._take())
+            except BaseException as exc:  # pragma: no cover - a ledger bug, never expected
+                self._failure = exc
+                self.log.exception("budget failed while applying a message")
+                self.close()
+                raise self.closed_error() from exc
+            finally:
+                self._pending = []
+
     @property
     def state(self) -> State:
-        """Lifetime figures as of the last batch."""
+        """Lifetime figures, as of now on the loop's thread (see catch_up)."""
+        self.catch_up()
         return self.published[0]
 
     def snapshot(self) -> Snapshot:
+        self.catch_up()
         published = self.published
         cached = self._snapshot_cache
         if cached is not None and cached[0] is published:
@@ -416,6 +446,7 @@ class BudgetCore:
                 f"tenant {tenant!r} of budget {self.name!r} can be read only on the "
                 "budget's event loop thread; from other threads use treasurer.sync"
             )
+        self.catch_up()
         scope = self.ledger.existing(tenant)
         if scope is not None:
             return self._view(scope)
@@ -450,7 +481,7 @@ class BudgetCore:
             messages_served=self._messages_served,
             batches_served=self._batches_served,
             peak_batch_size=self._peak_batch,
-            open_reservations=self.state[3],
+            open_reservations=self.published[0][3],
             tasks_waiting=self._waiting,
             reservations_waiting=self.ledger.waiting,
         )

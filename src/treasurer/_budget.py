@@ -47,7 +47,6 @@ from ._amounts import (
 )
 from ._errors import (
     AlreadySettled,
-    BudgetClosed,
     BudgetExceeded,
     InvalidAmount,
     InvalidAmountType,
@@ -59,7 +58,6 @@ from ._errors import (
 )
 from ._events import DEFAULT_THRESHOLDS, Event, Override, Subscription
 from ._ledger import NO_TENANT_CAPS, State
-from ._slots import Slot
 from ._tenants import TenantCaps, validated_tenants, validated_window_list
 from ._types import Caps, Check, Snapshot, Statistics, Totals, Usage, UsageReport
 from ._windows import Window, utc_now
@@ -85,12 +83,10 @@ class Reservation:
     """
 
     __slots__ = (
-        "_ack",
         "_amount",
         "_core",
         "_deadline",
         "_id",
-        "_late",
         "_state",
         "_tenant",
         "_ttl",
@@ -113,8 +109,6 @@ class Reservation:
         self._id = 0
         self._deadline: datetime | None = None
         self._state = _NEW
-        self._late = False  # commit() already raised ReservationExpired
-        self._ack: Slot | None = None
 
     @property
     def deadline(self) -> datetime | None:
@@ -159,8 +153,12 @@ class Reservation:
 
         Past the reservation's :attr:`deadline` the budget has released it:
         the usage is recorded all the same, and :class:`ReservationExpired` is
-        raised here (or, if the budget expired it a moment before this call
-        could tell, when the block ends).
+        raised here, if the budget has expired it already or its clock, read
+        here, has passed the deadline. The commit is applied after this
+        returns (a read on the loop's thread applies it first); should the
+        budget's next batch read its clock past the deadline when this call
+        read it just before, the usage is recorded as that of an expired
+        reservation (a ``ReservationExpired`` event, no exception).
         """
         self._settle_with(self._usage_of(dict(actual)))
 
@@ -178,12 +176,14 @@ class Reservation:
 
     def _settle_with(self, payload: object) -> None:
         """Post a validated commit; raise ReservationExpired if it came too late."""
+        core = self._core
+        # Late if the budget has expired it already, or if its clock says so now.
+        expired = not core.holds(self._id)
         op, reservation = tenant_op(COMMIT, self._tenant, self._id)
-        self._ack = self._core.post(op, reservation, payload, ack=True)
+        core.post(op, reservation, payload)
         self._state = _SETTLED
         deadline = self._deadline
-        if deadline is not None and self._core.clock() >= deadline:
-            self._late = True  # the answer is this error; do not raise it twice
+        if deadline is not None and (expired or core.clock() >= deadline):
             raise ReservationExpired(
                 f"reservation {self._id} expired at {deadline.isoformat()} before it was "
                 "committed; its usage was recorded all the same"
@@ -203,12 +203,11 @@ class Reservation:
     def _release_quietly(self) -> None:
         self._state = _SETTLED
         if not self._core.closed:  # a closed budget has nothing left to leak
-            self._ack = self._core.post(RELEASE, self._id, ack=True)
+            self._core.post(RELEASE, self._id)
 
     def _forget(self) -> None:
         """Mark settled without telling the actor: only once the budget has closed."""
         self._state = _SETTLED
-        self._ack = None
 
     async def __aexit__(
         self,
@@ -216,26 +215,10 @@ class Reservation:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        # Nothing to wait for: the settlement is posted, applies whatever happens
+        # next, and a read on the loop's thread applies it first (read-your-writes).
         if self._state == _OPEN:
             self._release_quietly()
-        ack, self._ack = self._ack, None
-        if ack is None:
-            return
-        # Read-your-writes: once the block is left, snapshots include the settlement.
-        # It is already queued and takes effect whatever happens to this wait; when
-        # the block failed, shield the wait so the original error is what propagates
-        # (the actor answers every slot, even while shutting down, so this cannot hang).
-        if exc_type is None:
-            reply = await ack.wait()
-        else:
-            with anyio.CancelScope(shield=True):
-                reply = await ack.wait()
-        if isinstance(reply, ReservationExpired) and exc_type is None and not self._late:
-            raise reply
-        if isinstance(reply, BaseException) and not isinstance(
-            reply, BudgetClosed | ReservationExpired
-        ):
-            raise reply  # pragma: no cover - a ledger bug, never expected
 
     def __del__(self) -> None:
         if self._state == _OPEN:
@@ -358,16 +341,15 @@ class Budget:
         """Return ``estimated - actual_used`` tokens after a call made with consume.
 
         If the call used more than estimated, the difference is charged, even
-        past the cap: that spend happened. Applied even if the caller is
-        cancelled while waiting for it.
+        past the cap: that spend happened. It cannot be refused, so it is
+        posted without waiting, and applies whatever happens to the caller;
+        reads on the loop's thread include it at once.
         """
         actual = count(actual_used, "actual_used")
         estimate = count(estimated, "estimated")
         credit = [0, 0, 0, 0, 0]
         credit[TOKENS] = estimate - actual
-        ack = self._core.post(*tenant_op(ADJUST, self._tenant, tuple(credit)), ack=True)
-        assert ack is not None
-        await ack.wait()
+        self._core.post(*tenant_op(ADJUST, self._tenant, tuple(credit)))
 
     @property
     def remaining(self) -> int | None:

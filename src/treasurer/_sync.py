@@ -32,7 +32,7 @@ import sniffio
 from anyio.from_thread import BlockingPortal
 
 from . import _budget
-from ._actor import DEFAULT_MAILBOX_SIZE
+from ._actor import DEFAULT_MAILBOX_SIZE, BudgetCore
 from ._amounts import Amounts, Money, UsageInfo
 from ._budget import Budget, Reservation, _typed_keyword_errors
 from ._errors import (
@@ -206,6 +206,17 @@ async def _invoke(func: Callable[..., Any], args: tuple[object, ...]) -> Any:
     return result
 
 
+async def _then_caught_up(
+    core: BudgetCore, func: Callable[..., Any], args: tuple[object, ...]
+) -> Any:
+    """On the loop thread: a call that posts a settlement, then the settlement
+    applied, so the thread's next read (which does not hop) shows it."""
+    try:
+        return await _invoke(func, args)
+    finally:
+        core.catch_up()
+
+
 def _thread_safe_scheduler() -> Callable[..., object]:
     """The running loop's way to schedule a callback from another thread, without waiting."""
     if sniffio.current_async_library() == "trio":
@@ -274,7 +285,13 @@ class SyncReservation:
         except BaseException:
             # Interrupted after the grant (the cancel came too late): hand it back.
             if reservation.id and not reservation.settled:
-                self._runner.run(reservation.__aexit__, None, None, None, what="release()")
+                self._runner.run(
+                    _then_caught_up,
+                    reservation._core,
+                    reservation.__aexit__,
+                    (None, None, None),
+                    what="release()",
+                )
             raise
         return self
 
@@ -297,7 +314,10 @@ class SyncReservation:
         """Give the reservation back without recording usage."""
         if self._committed is not None:
             raise AlreadySettled(f"reservation {self.id} was already settled")
-        self._runner.run(self._reservation.release, what="release()")
+        reservation = self._reservation
+        self._runner.run(
+            _then_caught_up, reservation._core, reservation.release, (), what="release()"
+        )
 
     def __exit__(
         self,
@@ -310,16 +330,21 @@ class SyncReservation:
         try:
             if committed is None:
                 self._runner.run(
+                    _then_caught_up,
+                    reservation._core,
                     reservation.__aexit__,
-                    exc_type,
-                    exc,
-                    traceback,
+                    (exc_type, exc, traceback),
                     what="release()",
                     settling=True,
                 )
             else:
                 self._runner.run(
-                    self._commit_and_exit, committed, exc_type, what="commit()", settling=True
+                    _then_caught_up,
+                    reservation._core,
+                    self._commit_and_exit,
+                    (committed, exc_type),
+                    what="commit()",
+                    settling=True,
                 )
         except BudgetClosed:
             reservation._forget()  # the budget is gone, and with it what this held
@@ -386,7 +411,13 @@ class SyncBudget:
 
     def refund(self, actual_used: int, estimated: int) -> None:
         """Return unused tokens; see :meth:`treasurer.Budget.refund`."""
-        self._runner.run(self._budget.refund, actual_used, estimated, what="refund()")
+        self._runner.run(
+            _then_caught_up,
+            self._budget._core,
+            self._budget.refund,
+            (actual_used, estimated),
+            what="refund()",
+        )
 
     def record(self, **usage: Unpack[UsageInfo]) -> Totals:
         """Charge usage if it fits; see :meth:`treasurer.Budget.record`."""

@@ -1,6 +1,6 @@
-"""Where treasurer's time goes: a sampling profile of the benchmark's treasurer case, and what-ifs.
+"""Where treasurer's time goes: a sampling profile of the benchmark's treasurer case.
 
-Run with ``nox -s bench -- --profile``. Three parts, all printed and written to
+Run with ``nox -s bench -- --profile``. Two parts, both printed and written to
 ``profile.txt`` in the output folder:
 
 1. py-spy (a sampling profiler, from another process) on the pairs workload
@@ -10,23 +10,21 @@ Run with ``nox -s bench -- --profile``. Three parts, all printed and written to
    pair goes through.
 2. The cost in ns of the building blocks a reserve + commit goes through,
    timed without a profiler.
-3. What-ifs: the same workload with the installed library patched in this
-   process only (never in src/), to measure what a proposed change would gain.
-   Each is compared with the unpatched library in the same process.
+
+What a proposed change would gain is measured by A/B runs of the benchmark
+itself, not here.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import timeit
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,12 +35,10 @@ import structlog
 import treasurer
 import workloads
 from designs import (
-    CHECKPOINT,
     DESIGNS,
     HAS_TENANTS,
     TREASURER,
     TREASURER_TENANTS,
-    TREASURER_TOKENS,
 )
 
 GROUPS = (
@@ -303,88 +299,6 @@ async def minimal_actor_round_trip(calls: int = 5000) -> int:
     return samples[len(samples) // 2]
 
 
-# -- what-ifs --------------------------------------------------------------------------------
-
-
-@contextmanager
-def no_settle_ack() -> Iterator[None]:
-    """What-if: leaving a reservation block does not wait for the actor's ack.
-
-    Changes a promise (a snapshot read right after the block may not show the
-    commit yet), so it is measured, not proposed as is.
-    """
-    from treasurer import _budget
-
-    cls: Any = _budget.Reservation
-    original = cls.__aexit__
-
-    async def patched(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None and self._state == _budget._SETTLED:
-            self._ack = None
-            return
-        await original(self, exc_type, exc, tb)
-
-    cls.__aexit__ = patched
-    try:
-        yield
-    finally:
-        cls.__aexit__ = original
-
-
-@contextmanager
-def nothing() -> Iterator[None]:
-    yield
-
-
-WHAT_IFS: tuple[tuple[str, Callable[[], Any]], ...] = (
-    ("as installed", nothing),
-    ("no wait for the settle ack on a clean exit", no_settle_ack),
-)
-
-
-def what_ifs(
-    backends: tuple[str, ...], ns: tuple[int, ...], pairs: int, reps: int, out: list[str]
-) -> None:
-    designs = {d.key: d for d in DESIGNS}
-    out.append(
-        f"\n## What-ifs: ops/s of the pairs workload ({pairs:,} pairs), median of {reps} "
-        "interleaved rounds, the library patched in this process only\n"
-    )
-    for backend in backends:
-
-        async def main(backend: str = backend) -> list[str]:
-            lines = []
-            for n in ns:
-                k = max(1, pairs // n)
-                rates: dict[tuple[str, str], list[float]] = defaultdict(list)
-                for _ in range(reps):
-                    run = await workloads.pairs(designs[CHECKPOINT], n, k)
-                    rates["floor+checkpoint", ""].append(run.ops / run.seconds)
-                    for label, patch in WHAT_IFS:
-                        for key in (TREASURER, TREASURER_TOKENS):
-                            with patch():
-                                run = await workloads.pairs(designs[key], n, k)
-                            # Without the ack, the last commits may not be applied yet
-                            # when the run reads its final snapshot: only that may differ.
-                            if patch is not no_settle_ack:
-                                assert not run.violations, run.violations
-                            rates[label, key].append(run.ops / run.seconds)
-                floor_ckpt = statistics.median(rates["floor+checkpoint", ""])
-                lines.append(f"  {backend} N={n:,}: floor+checkpoint {floor_ckpt:,.0f} ops/s")
-                base = statistics.median(rates[WHAT_IFS[0][0], TREASURER])
-                for label, _ in WHAT_IFS:
-                    rate = statistics.median(rates[label, TREASURER])
-                    tokens_rate = statistics.median(rates[label, TREASURER_TOKENS])
-                    lines.append(
-                        f"    {rate:9,.0f} ops/s  x{rate / base:4.2f}  "
-                        f"{rate / floor_ckpt:4.0%} of floor+ckpt   "
-                        f"(tokens only {tokens_rate:9,.0f})  {label}"
-                    )
-            return lines
-
-        out.extend(anyio.run(main, **_backend(backend)))
-
-
 def main(folder: Path) -> int:
     out: list[str] = [
         "# treasurer profile (generated by `nox -s bench -- --profile`)",
@@ -398,7 +312,6 @@ def main(folder: Path) -> int:
     if HAS_TENANTS:
         profile("asyncio", 100, 60000, out, TREASURER_TENANTS)
     building_blocks(out)
-    what_ifs(("asyncio", "trio"), (1, 100, 1000), 8000, 5, out)
     text = "\n".join(out) + "\n"
     print(text)
     folder.mkdir(parents=True, exist_ok=True)

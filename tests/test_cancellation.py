@@ -505,6 +505,31 @@ class TestActorFailure:
         reservation.release()
         assert budget.snapshot().open_reservations == 1  # state as the actor last published it
 
+    @pytest.mark.parametrize("where", ["caller", "reader"])
+    async def test_a_batch_applied_outside_the_actor_breaks_the_budget(self, where: str) -> None:
+        """A failure while a caller applies its message at once, or while a read
+        applies the mailbox, breaks the budget just as the actor's would."""
+
+        def explode(_: list[Message]) -> None:
+            raise ZeroDivisionError("ledger bug")
+
+        async with treasurer.open_budget(tokens=100) as budget:
+            core = core_of(budget)
+            with pytest.raises(treasurer.BudgetBroken) as caught:
+                if where == "caller":
+                    core.inline = True  # applied at once, in this task
+                    core._before_batch = explode
+                    await budget.record(tokens=1)
+                else:
+                    async with budget.reserve(tokens=5) as r:
+                        r.commit(tokens=1)  # posted, not applied yet
+                    core._before_batch = explode
+                    budget.snapshot()  # applies the mailbox first
+            assert isinstance(caught.value.__cause__, ZeroDivisionError)
+            assert core.closed
+            with pytest.raises(treasurer.BudgetBroken):
+                await budget.consume(1)
+
 
 class TestPostedSettlements:
     """Settlements are posted and not waited for; a read on the loop's thread

@@ -238,14 +238,19 @@ class BudgetCore:
                 tenant, a = a  # type: ignore[misc]
             reply = self._apply(ledger, self.log, op, a, b, debug, tenant)
             self._end_batch(ledger, debug, batch, 1)
-        except BaseException as exc:  # pragma: no cover - a ledger bug, never expected
-            self._failure = exc
-            self.log.exception("budget failed while applying a message")
-            self.close()
-            raise self.closed_error() from exc
+        except BaseException as exc:  # a ledger bug, never expected
+            raise self._broken(exc) from exc
         finally:
             self._serving = False
         return reply
+
+    def _broken(self, exc: BaseException) -> BudgetClosed:
+        """A batch applied outside the actor task failed: close the budget as
+        broken; returns the error to raise."""
+        self._failure = exc
+        self.log.exception("budget failed while applying a message")
+        self.close()
+        return self.closed_error()
 
     async def _mailbox_room(self) -> None:
         """Wait, first come first served, until the actor takes a batch."""
@@ -395,11 +400,8 @@ class BudgetCore:
         ):
             try:
                 self._serve(self._take())
-            except BaseException as exc:  # pragma: no cover - a ledger bug, never expected
-                self._failure = exc
-                self.log.exception("budget failed while applying a message")
-                self.close()
-                raise self.closed_error() from exc
+            except BaseException as exc:  # a ledger bug, never expected
+                raise self._broken(exc) from exc
             finally:
                 self._pending = []
 

@@ -285,15 +285,17 @@ class SyncReservation:
         except BaseException:
             # Interrupted after the grant (the cancel came too late): hand it back.
             if reservation.id and not reservation.settled:
-                self._runner.run(
-                    _then_caught_up,
-                    reservation._core,
-                    reservation.__aexit__,
-                    (None, None, None),
-                    what="release()",
-                )
+                self._settle(reservation.__aexit__, (None, None, None), "release()")
             raise
         return self
+
+    def _settle(
+        self, func: Callable[..., Any], args: tuple[object, ...], what: str, settling: bool = False
+    ) -> None:
+        """Run a call that settles this reservation on the loop thread; the
+        settlement is applied before it returns (see _then_caught_up)."""
+        core = self._reservation._core
+        self._runner.run(_then_caught_up, core, func, args, what=what, settling=settling)
 
     def commit(self, **actual: Unpack[UsageInfo]) -> None:
         """Record what the call really used; see :meth:`treasurer.Reservation.commit`.
@@ -314,10 +316,7 @@ class SyncReservation:
         """Give the reservation back without recording usage."""
         if self._committed is not None:
             raise AlreadySettled(f"reservation {self.id} was already settled")
-        reservation = self._reservation
-        self._runner.run(
-            _then_caught_up, reservation._core, reservation.release, (), what="release()"
-        )
+        self._settle(self._reservation.release, (), "release()")
 
     def __exit__(
         self,
@@ -329,23 +328,9 @@ class SyncReservation:
         committed, self._committed = self._committed, None
         try:
             if committed is None:
-                self._runner.run(
-                    _then_caught_up,
-                    reservation._core,
-                    reservation.__aexit__,
-                    (exc_type, exc, traceback),
-                    what="release()",
-                    settling=True,
-                )
+                self._settle(reservation.__aexit__, (exc_type, exc, traceback), "release()", True)
             else:
-                self._runner.run(
-                    _then_caught_up,
-                    reservation._core,
-                    self._commit_and_exit,
-                    (committed, exc_type),
-                    what="commit()",
-                    settling=True,
-                )
+                self._settle(self._commit_and_exit, (committed, exc_type), "commit()", True)
         except BudgetClosed:
             reservation._forget()  # the budget is gone, and with it what this held
 

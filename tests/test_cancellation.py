@@ -20,7 +20,7 @@ from anyio.lowlevel import checkpoint
 import treasurer
 from treasurer import TenantCaps
 from treasurer._actor import ADJUST, CHARGE, RECORD, RESERVE, BudgetCore, Message, tenant_op
-from treasurer._slots import Answered
+from treasurer._slots import Answered, slot_factory
 
 pytestmark = pytest.mark.anyio
 
@@ -702,3 +702,20 @@ class TestFastPath:
             assert budget.totals().tokens == 3
             assert tasks  # one batch or two...
             assert not set(tasks) & set(callers)  # ...all applied by the actor
+
+
+class TestReplySlots:
+    """The slot contract the actor relies on, on each event loop's own slot."""
+
+    async def test_an_answer_delivered_before_the_wait_is_kept_and_the_first_wins(self) -> None:
+        slot = slot_factory()()
+        slot.deliver(1)
+        slot.deliver(2)  # answered already: ignored
+        assert not slot.abandoned
+        assert await slot.wait() == 1
+
+    async def test_an_answer_to_a_slot_given_up_is_dropped(self) -> None:
+        slot = slot_factory()()
+        assert slot.abandon() == (False, None)
+        slot.deliver(1)
+        assert slot.abandoned

@@ -213,25 +213,33 @@ class CheckpointInstance(AsyncInstance):
 
     def __init__(self, caps: Caps) -> None:
         self.ledger = Ledger(caps)
+        # What one call does after its checkpoint (bound once, so the loop pays no
+        # extra call), and the money the design takes: nano-dollars here.
+        self.check_and_hold: Callable[[int, Any], Any] = self.ledger.reserve
+        self.settle_held: Callable[[Any, int, Any], None] = self.ledger.commit
+
+    @staticmethod
+    def money(amount: Amount) -> Any:
+        return amount.nanos
 
     async def pairs(self, k: int) -> None:
-        reserve, commit = self.ledger.reserve, self.ledger.commit
+        reserve, commit = self.check_and_hold, self.settle_held
         checkpoint = anyio.lowlevel.checkpoint
-        rt, rn, ct, cn = RESERVE.tokens, RESERVE.nanos, COMMIT.tokens, COMMIT.nanos
+        rt, rm, ct, cm = RESERVE.tokens, self.money(RESERVE), COMMIT.tokens, self.money(COMMIT)
         for _ in range(k):
             await checkpoint()
-            held = reserve(rt, rn)
+            held = reserve(rt, rm)
             assert held is not None
             await checkpoint()
-            commit(held, ct, cn)
+            commit(held, ct, cm)
 
     async def reserve(self) -> object | None:
         await anyio.lowlevel.checkpoint()
-        return self.ledger.reserve(RESERVE.tokens, RESERVE.nanos)
+        return self.check_and_hold(RESERVE.tokens, self.money(RESERVE))
 
     async def settle(self, handle: Any, actual: Amount) -> None:
         await anyio.lowlevel.checkpoint()
-        self.ledger.commit(handle, actual.tokens, actual.nanos)
+        self.settle_held(handle, actual.tokens, self.money(actual))
 
     def final(self) -> Final_:
         return self.ledger.final()
@@ -354,7 +362,7 @@ def _treasurer_final(budget: treasurer.Budget) -> Final_:
     )
 
 
-class LedgerCheckpointInstance(AsyncInstance):
+class LedgerCheckpointInstance(CheckpointInstance):
     """treasurer's own work per call with no actor: the bound for any design on its ledger.
 
     Each call takes one checkpoint, parses its keywords as ``budget.reserve``
@@ -368,48 +376,34 @@ class LedgerCheckpointInstance(AsyncInstance):
 
     def __init__(self, caps: Caps) -> None:
         usd_cap = Decimal(caps.nanos) / NANOS_PER_USD
-        self.ledger = _TreasurerLedger(
+        self.treasurer_ledger = _TreasurerLedger(
             parse_caps({"tokens": caps.tokens, "usd": usd_cap}),
             default_ttl=DEFAULT_RESERVATION_TTL,
             now=utc_now(),
         )
+        self.check_and_hold = self._reserve
+        self.settle_held = self._commit
+
+    @staticmethod
+    def money(amount: Amount) -> Any:
+        return amount.usd  # what users pass to treasurer
 
     def _reserve(self, tokens: int, usd: float) -> int | None:
-        ledger = self.ledger
+        ledger = self.treasurer_ledger
         amount = parse({"tokens": tokens, "usd": usd})
         ledger.advance(utc_now())
         granted = ledger.reserve(amount)
         return None if isinstance(granted, treasurer.BudgetExceeded) else granted
 
     def _commit(self, reservation: int, tokens: int, usd: float) -> None:
-        ledger = self.ledger
+        ledger = self.treasurer_ledger
         actual = parse({"tokens": tokens, "usd": usd}, default_requests=1)
         ledger.advance(utc_now())
         assert ledger.commit(reservation, actual, expired_ok=True) is None
 
-    async def pairs(self, k: int) -> None:
-        checkpoint = anyio.lowlevel.checkpoint
-        reserve, commit = self._reserve, self._commit
-        rt, ru, ct, cu = RESERVE.tokens, RESERVE.usd, COMMIT.tokens, COMMIT.usd
-        for _ in range(k):
-            await checkpoint()
-            reservation = reserve(rt, ru)
-            assert reservation is not None
-            await checkpoint()
-            commit(reservation, ct, cu)
-
-    async def reserve(self) -> object | None:
-        await anyio.lowlevel.checkpoint()
-        return self._reserve(RESERVE.tokens, RESERVE.usd)
-
-    async def settle(self, handle: Any, actual: Amount) -> None:
-        await anyio.lowlevel.checkpoint()
-        self._commit(handle, actual.tokens, actual.usd)
-
     def final(self) -> Final_:
-        used, reserved = self.ledger.used, self.ledger.reserved
-        ledger = self.ledger
-        open_ = ledger.open_reservations()
+        ledger = self.treasurer_ledger
+        used, reserved, open_ = ledger.used, ledger.reserved, ledger.open_reservations()
         return Final_(used[TOKENS], used[USD], reserved[TOKENS], reserved[USD], open_)
 
 

@@ -82,6 +82,14 @@ def usd_to_nanos(value: object, name: str = "usd", *, round_up: bool = True) -> 
 
     Floats are read by their shortest repr, so ``0.1`` means one tenth.
     """
+    if type(value) is float and 0 <= value < _FAST_FLOAT_LIMIT:
+        # The common case first: a plain float in range (NaN, infinities and
+        # negatives fail the comparison and are refused below). Exact, see
+        # _FAST_FLOAT_LIMIT; anything finer than a nano-dollar fails the round
+        # trip and takes the exact path.
+        nanos = round(value * NANOS_PER_USD)
+        if nanos / NANOS_PER_USD == value:
+            return nanos
     if isinstance(value, bool):
         raise InvalidAmountType(f"{name} must be a number of dollars, got bool {value!r}")
     if isinstance(value, int):
@@ -91,12 +99,6 @@ def usd_to_nanos(value: object, name: str = "usd", *, round_up: bool = True) -> 
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidAmount(f"{name} must be a finite number, got {value}")
-        if 0 <= value < _FAST_FLOAT_LIMIT:
-            # Fast path (no Decimal): exact, see _FAST_FLOAT_LIMIT; anything finer
-            # than a nano-dollar fails the round trip and takes the exact path.
-            nanos = round(value * NANOS_PER_USD)
-            if nanos / NANOS_PER_USD == value:
-                return nanos
         exact = Decimal(repr(value))
     elif isinstance(value, Decimal):
         if not value.is_finite():

@@ -298,24 +298,31 @@ class TestLifecycle:
         the loop: a waiting reservation leaves the queue and takes nothing."""
         main = threading.main_thread()
         assert threading.current_thread() is main
-        with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
-            holder = budget.reserve(tokens=100).__enter__()
+        # A process started in the background by a non-interactive shell (as some
+        # CI runners start it) inherits SIGINT ignored: raise KeyboardInterrupt anyway.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
+                holder = budget.reserve(tokens=100).__enter__()
 
-            def interrupt_when_queued() -> None:
-                wait_until(lambda: budget.statistics().reservations_waiting == 1)
-                assert main.ident is not None
-                signal.pthread_kill(main.ident, signal.SIGINT)
+                def interrupt_when_queued() -> None:
+                    wait_until(lambda: budget.statistics().reservations_waiting == 1)
+                    assert main.ident is not None
+                    signal.pthread_kill(main.ident, signal.SIGINT)
 
-            interrupter = threading.Thread(target=interrupt_when_queued)
-            interrupter.start()
-            with pytest.raises(KeyboardInterrupt):
-                budget.reserve(tokens=50, wait=True).__enter__()
-            interrupter.join()
-            wait_until(lambda: budget.statistics().reservations_waiting == 0)
-            holder.__exit__(None, None, None)
-            assert budget.consume(100)
-            snap = budget.snapshot()
-            assert (snap.tokens_used, snap.tokens_reserved, snap.open_reservations) == (100, 0, 0)
+                interrupter = threading.Thread(target=interrupt_when_queued)
+                interrupter.start()
+                with pytest.raises(KeyboardInterrupt):
+                    budget.reserve(tokens=50, wait=True).__enter__()
+                interrupter.join()
+                wait_until(lambda: budget.statistics().reservations_waiting == 0)
+                holder.__exit__(None, None, None)
+                assert budget.consume(100)
+                snap = budget.snapshot()
+                used = (snap.tokens_used, snap.tokens_reserved, snap.open_reservations)
+                assert used == (100, 0, 0)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     @pytest.mark.parametrize("backend_name", ["asyncio", "trio"])
     def test_interpreter_exit_without_close(self, backend_name: str) -> None:

@@ -207,3 +207,33 @@ class TestLedgerExpiry:
         assert ledger.used[2] == 5
         assert ledger.release(ids[2], expired_ok=True) is None
         assert isinstance(ledger.release(99, expired_ok=True), treasurer.ReservationError)
+
+
+def test_deadlines_out_of_order_expire_in_deadline_order() -> None:
+    """Deadlines that arrive out of order (a shorter TTL, a clock stepped back)
+    expire in deadline order, and a settled reservation's deadline is skipped."""
+    ledger = Ledger((None, None, 1_000, None, None), default_ttl=timedelta(seconds=60), now=START)
+    amount = (0, 0, 10, 0, 1)
+
+    def reserve(ttl: timedelta | None = None) -> int:
+        reservation = ledger.reserve(amount, ttl)
+        assert isinstance(reservation, int)
+        return reservation
+
+    first = reserve()  # START + 60 s
+    short = reserve(timedelta(seconds=10))  # START + 10 s: out of order
+    ledger.advance(START + timedelta(seconds=1))
+    later = reserve()  # START + 61 s
+    ledger.advance(START - timedelta(seconds=5))  # the clock stepped back
+    stepped_back = reserve()  # START + 55 s: out of order
+    settled = reserve(timedelta(seconds=5))  # START - 5 s + 5 s = START
+    assert ledger.release(settled) is None
+    assert ledger.next_deadline() == START + timedelta(seconds=10)
+    ledger.advance(START + timedelta(seconds=60))
+    order = [event.reservation for event in expired_events(ledger.events)]
+    assert order == [short, stepped_back, first]
+    assert ledger.next_deadline() == START + timedelta(seconds=61)
+    ledger.advance(START + timedelta(seconds=61))
+    assert [event.reservation for event in expired_events(ledger.events)][-1] == later
+    assert ledger.next_deadline() is None
+    assert ledger.reservations == {}

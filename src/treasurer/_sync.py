@@ -139,8 +139,8 @@ class _PortalRunner(_Runner):
 
     A call is handed to the loop without waiting (``call_soon_threadsafe`` on
     asyncio, ``run_sync_soon`` on trio), so the caller crosses threads once
-    each way; going through the portal would cross twice more, because it
-    waits for the task to be started before waiting for its result. A caller
+    each way; the portal adds a third crossing, because it waits for the task
+    to be started before waiting for its result. A caller
     interrupted while waiting (KeyboardInterrupt) cancels its call instead of
     leaving it running unobserved. The portal stays for what must run in one
     task from start to end (a child budget's block) and for stopping.

@@ -292,7 +292,6 @@ class TestLifecycle:
         assert [type(exc) for exc in outcome] == [treasurer.BudgetClosed]
         holder.__exit__(None, None, None)
 
-    @pytest.mark.skipif(sys.platform == "win32", reason="signal.pthread_kill is POSIX")
     def test_an_interrupted_call_is_cancelled(self, backend: str) -> None:
         """KeyboardInterrupt while a thread waits for its call cancels the call on
         the loop: a waiting reservation leaves the queue and takes nothing."""

@@ -68,6 +68,7 @@ from test_ledger_windows import (
     start_strategy,
     steps,
     vector,
+    window_usages,
     windows_strategy,
 )
 from treasurer import (
@@ -507,7 +508,7 @@ class LedgerTenantsMachine(RuleBasedStateMachine):
         """
         if tenant is None or self.eager_reads:
             scope = self.ledger.scope(tenant)
-            windows: list[Vector] | None = [entry[1] for entry in scope.windows_view()]
+            windows: list[Vector] | None = window_usages(scope)
         else:
             scope = self.ledger.tenants[tenant]
             windows = None
@@ -1140,8 +1141,9 @@ class LedgerTenantsMachine(RuleBasedStateMachine):
             if windows is not None:  # observed.windows_view() is current
                 view = observed.windows_view()
                 assert [entry[0] for entry in view] == scope.windows
-                for index, (window, window_used, resets_at, limits) in enumerate(view):
-                    name = window.name
+                usages = window_usages(observed)
+                for index, (window, _, resets_at, limits) in enumerate(view):
+                    name, window_used = window.name, usages[index]
                     assert window_used == vector(scope.window_used(index)), f"{who}: {name} usage"
                     assert resets_at == scope.resets_at(index), f"{who}: {name} resets_at"
                     assert limits == scope.limits(index), f"{who}: {name} limits"

@@ -37,7 +37,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from treasurer import BudgetExceeded, RequestTooLarge, ReservationError, TreasurerError, Window
 from treasurer._amounts import AXES, USD, CapVector, Vector, nanos_to_usd
-from treasurer._ledger import Ledger
+from treasurer._ledger import Ledger, Scope
 
 NAME = "team-a"
 N = len(AXES)
@@ -53,6 +53,16 @@ ROLLING = (timedelta(seconds=90), timedelta(hours=1), timedelta(days=1))
 
 def vector(values: list[int]) -> Vector:
     return (values[0], values[1], values[2], values[3], values[4])
+
+
+def window_usages(scope: Scope) -> list[Vector]:
+    """Each window's usage in its period, as a read sees it: the published
+    lifetime usage minus the window's base."""
+    lifetime = scope.state()[0]
+    return [
+        vector([used - base for used, base in zip(lifetime, entry[1], strict=True)])
+        for entry in scope.windows_view()
+    ]
 
 
 def assert_public(value: object, axis: int, expected: int) -> None:
@@ -449,8 +459,9 @@ class LedgerWindowsMachine(RuleBasedStateMachine):
         for axis, cap in enumerate(self.model.caps):
             if cap is not None:
                 assert used[axis] + reserved[axis] <= cap, f"lifetime {AXES[axis]} over its cap"
-        for entry in self.ledger.windows_view():
-            window, window_used = entry[0], entry[1]
+        view = self.ledger.windows_view()
+        for entry, window_used in zip(view, window_usages(self.ledger), strict=True):
+            window = entry[0]
             for axis, cap in enumerate(window.caps):
                 if cap is not None:
                     assert window_used[axis] + reserved[axis] <= cap, (
@@ -631,8 +642,9 @@ class LedgerWindowsMachine(RuleBasedStateMachine):
     def windows_match_the_model(self) -> None:
         view = self.ledger.windows_view()
         assert [entry[0] for entry in view] == self.model.windows
+        usages = window_usages(self.ledger)
         for index, entry in enumerate(view):
-            window, used, resets_at = entry[0], entry[1], entry[2]
+            window, used, resets_at = entry[0], usages[index], entry[2]
             assert used == vector(self.model.window_used(index)), f"{window.name} usage"
             assert resets_at == self.model.resets_at(index), f"{window.name} resets_at"
             assert min(used) >= 0

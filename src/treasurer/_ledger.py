@@ -46,7 +46,11 @@ State = tuple[Vector, Vector, int, int]
 """What the actor publishes: used, reserved, calls, open reservations."""
 
 WindowsView = tuple[tuple[Window, Vector, datetime | None, CapVector], ...]
-"""Each window, its usage in the current period, when it next resets, its limits now."""
+"""Each window, its base, when it next resets, its limits now.
+
+A window's usage in its current period is the scope's lifetime usage minus
+its base (see WindowState), so the view holds the base: it stays valid while
+charges come in, and a batch publishes it again only when it changed."""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -99,6 +103,7 @@ class Scope:
         "_rolling",
         "_trip_at",
         "_trips",
+        "_windows_view",
         "by_model",
         "calls",
         "caps",
@@ -138,6 +143,7 @@ class Scope:
         self.used = [0] * len(AXES)  # lifetime usage; windows read it too, so never replaced
         self.windows: Final = tuple(WindowState(window, now, self.used) for window in windows)
         self._rolling: Final = tuple(w for w in self.windows if w.window.kind == "rolling")
+        self._windows_view: WindowsView | None = None  # made again once a base or limit moves
         # The first instant a window may drop usage: before it, advancing is a
         # no-op. Never later than the truth (that would skip a rollover).
         self.stale_at = self.next_reset() or _FOREVER
@@ -350,10 +356,13 @@ class Scope:
         """After the lifetime took ``amount``: what windows keep besides (see WindowState)."""
         now = self.owner.now
         for window in self.windows if model is not None else self._rolling:
-            window.charge(amount, now, model)
-            duration = window.window.duration
-            if duration is not None and now + duration < self.stale_at:
-                self.stale_at = now + duration  # a rolling window's first charge
+            if window.charge(amount, now, model):
+                # A rolling window's first charge: it now resets when that one leaves.
+                self._windows_view = None
+                duration = window.window.duration
+                assert duration is not None
+                if now + duration < self.stale_at:
+                    self.stale_at = now + duration
 
     def credit(self, credit: tuple[int, ...]) -> None:
         """Give usage back (negative entries charge more); see :meth:`Ledger.adjust`."""
@@ -406,6 +415,7 @@ class Scope:
     def _recompute(self) -> None:
         """Recompute each axis' ceiling and threshold trip (see ``_ceiling``) after
         a window's base, a cap or a threshold moved."""
+        self._windows_view = None
         ceiling = self._ceiling
         for axis in range(len(AXES)):
             cap = self.limits[axis]
@@ -497,11 +507,18 @@ class Scope:
         return (_vector(self.used), _vector(self.reserved), self.calls, self.open_reservations())
 
     def windows_view(self) -> WindowsView:
-        """An immutable copy of each window's usage, and when it next resets."""
-        return tuple(
-            (state.window, _vector(state.used), state.resets_at(), state.limits)
-            for state in self.windows
-        )
+        """An immutable copy of each window's base, reset time and limits.
+
+        Made again only after one of them moved (a charge moves none of them),
+        so publishing it after every batch costs nothing in between.
+        """
+        view = self._windows_view
+        if view is None:
+            view = self._windows_view = tuple(
+                (state.window, _vector(state.base), state.resets_at(), state.limits)
+                for state in self.windows
+            )
+        return view
 
     def usage_view(self, period: str) -> UsageView | InvalidOption:
         """Raw figures for a usage report of ``period`` ("lifetime" or a window's name)."""

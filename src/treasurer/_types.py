@@ -162,7 +162,7 @@ class Snapshot:
             reserved[REQUESTS],
             remaining[REQUESTS],
             Caps._from_vector(per_request),
-            tuple(WindowUsage._build(*window, reserved) for window in windows),
+            tuple(WindowUsage._build(*window, used, reserved) for window in windows),
             Caps._from_vector(limits),
             overrides,
             tenant,
@@ -203,11 +203,14 @@ class WindowUsage:
     def _build(
         cls,
         window: Window,
-        used: Vector,
+        base: Vector,
         resets_at: datetime | None,
         limits: CapVector,
+        lifetime: Vector,
         reserved: Vector,
     ) -> WindowUsage:
+        used = (lifetime[0] - base[0], lifetime[1] - base[1], lifetime[2] - base[2],
+                lifetime[3] - base[3], lifetime[4] - base[4])  # fmt: skip
         return cls(
             window.name,
             window.kind,

@@ -201,20 +201,25 @@ class WindowState:
         self.by_model = {}
         return True
 
-    def charge(self, amount: Vector, now: datetime, model: str | None = None) -> None:
-        """Note a charge its scope's lifetime has just taken (the usage itself follows)."""
+    def charge(self, amount: Vector, now: datetime, model: str | None = None) -> bool:
+        """Note a charge its scope's lifetime has just taken (the usage itself follows).
+
+        True if that moved :meth:`resets_at`: a rolling window's first charge.
+        """
         if model is not None:
             add_to(self.by_model, model, amount)
-        if self.window.kind == "rolling":
-            entries = self.entries
-            if entries and entries[-1][0] == now and entries[-1][2] == model:
-                # Charges of one instant leave together: one entry holds them all.
-                last = entries[-1][1]
-                entries[-1] = (now, (last[0] + amount[0], last[1] + amount[1],
-                                     last[2] + amount[2], last[3] + amount[3],
-                                     last[4] + amount[4]), model)  # fmt: skip
-            else:
-                entries.append((now, amount, model))
+        if self.window.kind != "rolling":
+            return False
+        entries = self.entries
+        if entries and entries[-1][0] == now and entries[-1][2] == model:
+            # Charges of one instant leave together: one entry holds them all.
+            last = entries[-1][1]
+            entries[-1] = (now, (last[0] + amount[0], last[1] + amount[1],
+                                 last[2] + amount[2], last[3] + amount[3],
+                                 last[4] + amount[4]), model)  # fmt: skip
+            return False
+        entries.append((now, amount, model))
+        return len(entries) == 1
 
     def resets_at(self) -> datetime | None:
         """When usage next drops: the period's end, or when the oldest charge leaves."""

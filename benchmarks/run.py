@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -53,6 +53,9 @@ class Config:
     # one pair per task).
     pairs: int = 6000
     reps: int = 5
+    # Timed runs (every call timed) per case for the latency figures, designs
+    # interleaved; the report takes the median of the rounds' percentiles.
+    latency_rounds: int = 3
     fanout_n: int = 10000
     fanout_delays: tuple[float, ...] = (0.0, 0.001)
     tight_n: int = 100
@@ -73,6 +76,7 @@ class Config:
             ns=(1, 10, 100, 1000),
             pairs=1200,
             reps=3,
+            latency_rounds=1,
             fanout_n=1000,
             tight_attempts_per_task=20,
             tight_grants=200,
@@ -173,6 +177,40 @@ class Bench:
             f"in {time.perf_counter() - started:5.1f} s"
         )
 
+    async def latency_rounds(self, backend: str, n: int, k: int, designs: Sequence[Design]) -> None:
+        """Timed pairs runs, ``latency_rounds`` of each design, interleaved as the
+        throughput rounds are; a design that fails a round is left out."""
+        timed: dict[str, list[workloads.Run]] = {design.key: [] for design in designs}
+        for round_ in range(self.config.latency_rounds):
+            shift = round_ % len(designs)
+            for design in [*designs[shift:], *designs[:shift]]:
+                where = f"{backend} latency N={n} {design.key}"
+                try:
+                    run = await workloads.pairs_timed(design, n, k)
+                except Exception as exc:
+                    self.violations.append(f"{where}: {exc!r}")
+                    continue
+                self.violations.extend(f"{where}: {problem}" for problem in run.violations)
+                timed[design.key].append(run)
+        for design in designs:
+            runs = timed[design.key]
+            if len(runs) < self.config.latency_rounds:
+                continue  # reported as a violation above
+            reserve = [run.reserve_ns or [] for run in runs]
+            settle = [run.settle_ns or [] for run in runs]
+            self.latency.append(
+                {
+                    "backend": backend,
+                    "n": n,
+                    "design": design.key,
+                    "reserve": report.latency_over_rounds(reserve),
+                    "settle": report.latency_over_rounds(settle),
+                    "call": report.latency_over_rounds(
+                        [r + s for r, s in zip(reserve, settle, strict=True)]
+                    ),
+                }
+            )
+
     async def backend(self, backend: str) -> None:
         c = self.config
         for n in c.ns:
@@ -190,26 +228,7 @@ class Bench:
                 f"{backend:8s} {'pairs':11s} N={n:<6,} {c.reps} x {len(designs)} designs "
                 f"in {time.perf_counter() - started:5.1f} s"
             )
-            for design in self.designs(backend, "pairs"):
-                try:
-                    run = await workloads.pairs_timed(design, n, k)
-                except Exception as exc:
-                    self.violations.append(f"{backend} latency N={n} {design.key}: {exc!r}")
-                    continue
-                for problem in run.violations:
-                    self.violations.append(f"{backend} latency N={n} {design.key}: {problem}")
-                assert run.reserve_ns is not None
-                assert run.settle_ns is not None
-                self.latency.append(
-                    {
-                        "backend": backend,
-                        "n": n,
-                        "design": design.key,
-                        "reserve": report.latency_summary(run.reserve_ns),
-                        "settle": report.latency_summary(run.settle_ns),
-                        "call": report.latency_summary(run.reserve_ns + run.settle_ns),
-                    }
-                )
+            await self.latency_rounds(backend, n, k, designs)
         for delay in c.fanout_delays:
             workload = f"fanout-{delay * 1000:g}ms"
             await self.repeat(

@@ -365,9 +365,12 @@ class BudgetCore:
         if self.closed:
             raise self.closed_error()
         if self._idle():  # applied at once; see request()
+            reply = self._apply_now(op, a, b)
+            if not ack:
+                return None
             answer = Answered()
-            answer.deliver(self._apply_now(op, a, b))
-            return answer if ack else None
+            answer.deliver(reply)
+            return answer
         slot = self._new_slot() if ack else None
         message = (op, a, b, slot)
         self._in_flight += 1

@@ -177,13 +177,19 @@ class Reservation:
     def _settle_with(self, payload: object) -> None:
         """Post a validated commit; raise ReservationExpired if it came too late."""
         core = self._core
+        deadline = self._deadline
         # Late if the budget has expired it already, or if its clock says so now.
-        expired = not core.holds(self._id)
+        expired = deadline is not None and not core.holds(self._id)
         op, reservation = tenant_op(COMMIT, self._tenant, self._id)
         core.post(op, reservation, payload)
         self._state = _SETTLED
-        deadline = self._deadline
-        if deadline is not None and (expired or core.clock() >= deadline):
+        if deadline is None:
+            return
+        if not expired:
+            # Applied at once (no longer held), its batch has just read the clock.
+            applied = core.uses_time and not core.holds(self._id)
+            expired = (core.ledger.now if applied else core.clock()) >= deadline
+        if expired:
             raise ReservationExpired(
                 f"reservation {self._id} expired at {deadline.isoformat()} before it was "
                 "committed; its usage was recorded all the same"

@@ -509,6 +509,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, help="repetitions per case")
     parser.add_argument("--profile", action="store_true", help="profile treasurer, then exit")
     parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per pair with valgrind (must be on PATH), then exit",
+    )
+    parser.add_argument(
         "--render",
         type=Path,
         metavar="JSON",
@@ -527,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         import profile_actor
 
         return profile_actor.main(args.out or ROOT / "docs" / "bench")
+    if args.instructions:
+        import instructions
+
+        return instructions.main(args.out or ROOT / "docs" / "bench")
     if args.render:
         loaded = json.loads(args.render.read_text(encoding="utf-8"))
         quick = loaded["meta"]["config"]["quick"]

@@ -535,7 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.instructions:
         import instructions
 
-        return instructions.main(args.out or ROOT / "docs" / "bench")
+        built = machine()
+        measured = f"treasurer at commit {built['git_commit']}" + (
+            ", with local changes in src/" if built["src_modified"] else ""
+        )
+        return instructions.main(args.out or ROOT / "docs" / "bench", measured)
     if args.render:
         loaded = json.loads(args.render.read_text(encoding="utf-8"))
         quick = loaded["meta"]["config"]["quick"]

@@ -135,8 +135,12 @@ def to_public(axis: int, value: int) -> int | Decimal:
     return nanos_to_usd(value) if axis == USD else value
 
 
-def parse(amounts: dict[str, object], *, default_requests: int = 1) -> Vector:
-    """Turn axis keywords into a validated amount vector, or raise."""
+def parse(amounts: Mapping[str, object], *, default_requests: int = 1) -> Vector:
+    """Turn axis keywords into a validated amount vector, or raise.
+
+    Reads ``amounts`` only, so a call's own ``**kwargs`` is passed as it is,
+    not copied.
+    """
     input_tokens = output_tokens = usd = 0
     tokens: int | None = None
     requests = default_requests
@@ -193,8 +197,13 @@ class UsageInfo(Amounts, Metadata, total=False):
 _METADATA: Final = frozenset(Metadata.__annotations__)
 
 
-def split_metadata(given: dict[str, object]) -> tuple[dict[str, object], dict[str, object] | None]:
-    """Separate metadata keywords from amounts, validating the metadata."""
+def split_metadata(
+    given: Mapping[str, object],
+) -> tuple[Mapping[str, object], dict[str, object] | None]:
+    """Separate metadata keywords from amounts, validating the metadata.
+
+    Without metadata the amounts are ``given`` itself; with it, a new dict.
+    """
     if _METADATA.isdisjoint(given):
         return given, None
     amounts = dict(given)

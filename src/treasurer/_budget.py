@@ -160,13 +160,13 @@ class Reservation:
         read it just before, the usage is recorded as that of an expired
         reservation (a ``ReservationExpired`` event, no exception).
         """
-        self._settle_with(self._usage_of(dict(actual)))
+        self._settle_with(self._usage_of(actual))
 
-    def _usage_of(self, actual: dict[str, object]) -> object:
+    def _usage_of(self, actual: Mapping[str, object]) -> object:
         """Validate commit() keywords into what the actor applies; changes nothing."""
         self._check_open()
         amounts, meta = split_metadata(actual)
-        if _same_tenant(self._tenant, meta) != self._tenant:
+        if meta is not None and _same_tenant(self._tenant, meta) != self._tenant:
             raise InvalidOption(
                 f"reservation {self._id} belongs to the budget, not to a tenant; "
                 "reserve through budget.tenant(...) to charge one"
@@ -387,7 +387,7 @@ class Budget:
         and ``tags`` (a dict of str): the model feeds :meth:`usage`'s per-model
         figures; all of them are logged with the record.
         """
-        amounts, meta = split_metadata(dict(usage))
+        amounts, meta = split_metadata(usage)
         tenant = _same_tenant(self._tenant, meta)
         state: State = await self._core.request(*tenant_op(RECORD, tenant, parse(amounts)), meta)
         return Totals._from_vector(state[0], state[2])
@@ -409,7 +409,7 @@ class Budget:
             self._core.uses_time = True
         if not isinstance(wait, bool):
             raise InvalidOption(f"wait must be True or False, not {wait!r}")
-        return Reservation(self._core, parse(dict(amounts)), ttl, wait, self._tenant)
+        return Reservation(self._core, parse(amounts), ttl, wait, self._tenant)
 
     async def check(self, **amounts: Unpack[Amounts]) -> Check:
         """Would this request fit now? Reserves nothing and changes nothing.
@@ -417,7 +417,7 @@ class Budget:
         Answered by the actor in order with every other call, so it is exact
         at that instant; another task may of course take the room right after.
         """
-        message = tenant_op(CHECK, self._tenant, parse(dict(amounts)))
+        message = tenant_op(CHECK, self._tenant, parse(amounts))
         refusal, published = await self._core.request(*message)
         return Check._build(refusal, self._core.build_snapshot(published, self._tenant))
 
@@ -570,7 +570,7 @@ class Budget:
         It counts toward alerts and makes later requests fail like any spend.
         Applied even if the caller is cancelled while waiting.
         """
-        amounts, meta = split_metadata(dict(usage))
+        amounts, meta = split_metadata(usage)
         tenant = _same_tenant(self._tenant, meta)
         ack = self._core.post(*tenant_op(CHARGE, tenant, parse(amounts)), meta, ack=True)
         assert ack is not None

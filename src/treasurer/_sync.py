@@ -310,7 +310,7 @@ class SyncReservation:
         self._runner.check_thread("commit()")
         if self._committed is not None:
             raise AlreadySettled(f"reservation {self.id} was already settled")
-        self._committed = self._reservation._usage_of(dict(actual))
+        self._committed = self._reservation._usage_of(actual)
 
     def release(self) -> None:
         """Give the reservation back without recording usage."""

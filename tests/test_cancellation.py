@@ -35,7 +35,7 @@ def core_of(budget: treasurer.Budget) -> BudgetCore:
 def _through_the_mailbox(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests reach into the mailbox's interleavings, so every message goes
     through it; the uncontended fast path is tested in TestFastPath."""
-    monkeypatch.setattr(BudgetCore, "inline", False)
+    monkeypatch.setattr(treasurer._actor, "inline_by_default", False)
 
 
 def when_batch_holds(op: int, action: Callable[[], None]) -> Callable[[list[Message]], None]:

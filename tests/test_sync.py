@@ -477,7 +477,7 @@ class TestSyncCommit:
     ) -> None:
         """Settlements are posted without waiting; the hop that posts one applies
         it before returning, so the thread's next read (no hop) includes it."""
-        monkeypatch.setattr(treasurer._actor.BudgetCore, "inline", False)  # always queued
+        monkeypatch.setattr(treasurer._actor, "inline_by_default", False)  # always queued
         with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
             with budget.reserve(tokens=50) as r:
                 r.commit(tokens=30)

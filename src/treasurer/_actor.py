@@ -81,8 +81,27 @@ TENANT: Final = 32
 _MAY_WAIT: Final = frozenset({RESERVE_WAIT, RESERVE_WAIT + TENANT})  # never applied inline
 
 Message = tuple[int, Any, Any, Slot | None]
-Published = tuple[State, WindowsView, CapVector, tuple[Override, ...]]
-"""What reads see: lifetime figures, windows, caps in force, active overrides."""
+
+
+class Published:
+    """The figures of one batch, replaced whole after each batch, so a reader in
+    any thread sees lifetime and window figures from the same batch. The
+    snapshot built from them is kept here: built once per batch, at most."""
+
+    __slots__ = ("limits", "overrides", "snapshot", "state", "windows")
+
+    def __init__(
+        self,
+        state: State,
+        windows: WindowsView,
+        limits: CapVector,
+        overrides: tuple[Override, ...],
+    ) -> None:
+        self.state = state
+        self.windows = windows
+        self.limits = limits
+        self.overrides = overrides
+        self.snapshot: Snapshot | None = None
 
 
 def tenant_op(op: int, tenant: str | None, a: object) -> tuple[int, object]:
@@ -104,12 +123,14 @@ def _describe(amount: Vector | tuple[int, ...]) -> dict[str, object]:
     return {AXES[axis]: to_public(axis, value) for axis, value in enumerate(amount) if value}
 
 
+# False sends every new budget's messages through the mailbox (tests use it to
+# reach the mailbox's interleavings; the fast path has its own tests). A module
+# global, not a class attribute, so a test can set it on a compiled build too.
+inline_by_default = True
+
+
 class BudgetCore:
     """Mailbox, actor loop and published state of one budget."""
-
-    # False sends every message through the mailbox (tests use it to reach the
-    # mailbox's interleavings; the fast path has its own tests).
-    inline = True
 
     def __init__(
         self,
@@ -180,14 +201,11 @@ class BudgetCore:
         self._wake_slot: Slot | None = None
         self._room_waiters: deque[Slot] = deque()  # senders waiting for mailbox room
         self.log = structlog.get_logger("treasurer").bind(budget=self.name)
-        # One tuple, replaced whole after each batch, so a reader in any thread
-        # sees lifetime and window figures from the same batch.
         self.published: Published = self._view(self.ledger)
         # Tenants' figures are not published (thousands of tenants would make
         # every batch pay for reads nobody asked for): they are read from the
         # ledger between batches, on the loop's thread.
         self.loop_thread: Final = threading.get_ident()
-        self._snapshot_cache: tuple[object, Snapshot] | None = None
         self.closed = False
         self._failure: BaseException | None = None
         self._messages_served = 0
@@ -199,6 +217,7 @@ class BudgetCore:
         # applied and after its replies are delivered.
         self._before_batch: Callable[[list[Message]], None] | None = None
         self._after_batch: Callable[[list[Message]], None] | None = None
+        self.inline = inline_by_default
 
     # -- caller side ---------------------------------------------------------------
 
@@ -232,7 +251,7 @@ class BudgetCore:
             if self.uses_time:
                 ledger.advance(self.clock())
             debug = self._debug_enabled()
-            tenant = None
+            tenant: str | None = None
             if op >= TENANT:
                 op -= TENANT
                 tenant, a = a  # type: ignore[misc]
@@ -325,7 +344,7 @@ class BudgetCore:
             # already granted (asyncio can cancel a caller after the answer) is
             # handed back, as anyio's CapacityLimiter does.
             delivered, granted = slot.abandon()
-            tenant = None
+            tenant: str | None = None
             if op >= TENANT:
                 op -= TENANT
                 tenant, a = a  # type: ignore[misc]
@@ -412,20 +431,19 @@ class BudgetCore:
     def state(self) -> State:
         """Lifetime figures, as of now on the loop's thread (see catch_up)."""
         self.catch_up()
-        return self.published[0]
+        return self.published.state
 
     def snapshot(self) -> Snapshot:
         self.catch_up()
         published = self.published
-        cached = self._snapshot_cache
-        if cached is not None and cached[0] is published:
-            return cached[1]
-        snapshot = self.build_snapshot(published)
-        self._snapshot_cache = (published, snapshot)
+        snapshot = published.snapshot
+        if snapshot is None:
+            # Two threads may both build it; the results are equal.
+            snapshot = published.snapshot = self.build_snapshot(published)
         return snapshot
 
     def build_snapshot(self, published: Published, tenant: str | None = None) -> Snapshot:
-        (used, reserved, calls, open_reservations), windows, limits, overrides = published
+        used, reserved, calls, open_reservations = published.state
         if tenant is None:
             caps, per_request = self.caps, self.per_request
         else:
@@ -437,9 +455,9 @@ class BudgetCore:
             calls,
             open_reservations,
             per_request,
-            windows,
-            limits,
-            overrides,
+            published.windows,
+            published.limits,
+            published.overrides,
             tenant,
         )
 
@@ -459,7 +477,7 @@ class BudgetCore:
         caps, _, windows = self.ledger.tenant_spec(tenant)
         now = self.ledger.now
         zero = (0, 0, 0, 0, 0)
-        return (
+        return Published(
             (zero, zero, 0, 0),
             tuple((w, zero, WindowState(w, now, [0] * 5).resets_at(), w.caps) for w in windows),
             caps,
@@ -474,7 +492,7 @@ class BudgetCore:
     def _view(scope: Scope) -> Published:
         windows = scope.windows_view() if scope.windows else ()
         overrides = tuple(scope.overrides.values()) if scope.overrides else ()
-        return (scope.state(), windows, scope.limits, overrides)
+        return Published(scope.state(), windows, scope.limits, overrides)
 
     def publish(self) -> None:
         self.published = self._view(self.ledger)
@@ -486,7 +504,7 @@ class BudgetCore:
             messages_served=self._messages_served,
             batches_served=self._batches_served,
             peak_batch_size=self._peak_batch,
-            open_reservations=self.published[0][3],
+            open_reservations=self.published.state[3],
             tasks_waiting=self._waiting,
             reservations_waiting=self.ledger.waiting,
         )
@@ -784,7 +802,7 @@ class BudgetCore:
         if op == CHECK:
             refusal = ledger.refusal_for(a, tenant)
             scope = ledger.scope(tenant)
-            return (refusal, (scope.state(), scope.windows_view(), scope.limits, ()))
+            return (refusal, Published(scope.state(), scope.windows_view(), scope.limits, ()))
         if op == OVERRIDE:
             window, increase, expires_at, reason, created_by = a
             result = ledger.add_override(window, increase, expires_at, reason, created_by, tenant)

@@ -208,7 +208,7 @@ def split_metadata(
         return given, None
     amounts = dict(given)
     meta: dict[str, object] = {}
-    for key in _METADATA & given.keys():
+    for key in given.keys() & _METADATA:
         value = amounts.pop(key)
         if key == "tags":
             if not isinstance(value, Mapping) or not all(

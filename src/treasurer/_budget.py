@@ -375,7 +375,7 @@ class Budget:
     def _scoped_state(self) -> State:
         if self._tenant is None:
             return self._core.state
-        return self._core.tenant_view(self._tenant)[0]
+        return self._core.tenant_view(self._tenant).state
 
     # -- the pool style: record, reserve, snapshot, reset --------------------------
 

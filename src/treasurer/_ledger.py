@@ -77,6 +77,9 @@ TenantSpec = tuple[CapVector, CapVector, tuple[Window, ...]]
 
 NO_TENANT_CAPS: Final[TenantSpec] = (NO_CAPS, NO_CAPS, ())
 _NEVER: Final = float("inf")  # a usage no threshold fires at
+# An amount on one axis, or _NEVER. Spelled as a union, not float, so a build
+# compiled with mypyc keeps ints as ints.
+Level = int | float
 _FOREVER: Final = datetime.max.replace(tzinfo=UTC)
 
 Waiter = tuple[int, Ticket, Vector, "timedelta | None"]
@@ -159,7 +162,7 @@ class Scope:
         self._fired: dict[tuple[int, int], int] = {}
         # The usage at which the next threshold fires, per axis, for the lifetime
         # (row 0) and each window (row index + 1): a charge compares, no more.
-        self._trips: list[list[float]] = [[_NEVER] * len(AXES) for _ in range(len(windows) + 1)]
+        self._trips: list[list[Level]] = [[_NEVER] * len(AXES) for _ in range(len(windows) + 1)]
         # Per axis, over the lifetime and every window, in terms of lifetime
         # usage (a window's usage is lifetime usage minus its base): the
         # highest lifetime usage every cap allows, the lifetime usage at which
@@ -168,9 +171,9 @@ class Scope:
         # rolling over, a credit or an override recomputes them. A request is
         # checked against these numbers, and only a refusal looks at each cap
         # to say which one refused.
-        self._ceiling: list[float] = [_NEVER] * len(AXES)
-        self._trip_at: list[float] = [_NEVER] * len(AXES)
-        self._largest: list[float] = [_NEVER] * len(AXES)
+        self._ceiling: list[Level] = [_NEVER] * len(AXES)
+        self._trip_at: list[Level] = [_NEVER] * len(AXES)
+        self._largest: list[Level] = [_NEVER] * len(AXES)
         for index in range(-1, len(windows)):
             self._rearm(index)
         self._recompute()
@@ -419,7 +422,7 @@ class Scope:
         ceiling = self._ceiling
         for axis in range(len(AXES)):
             cap = self.limits[axis]
-            least: float = _NEVER if cap is None else cap
+            least: Level = _NEVER if cap is None else cap
             for window in self.windows:
                 cap = window.limits[axis]
                 if cap is not None and cap + window.base[axis] < least:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, cast
 
 import sniffio
 
@@ -122,8 +122,8 @@ class _Trio:
     library must import without trio). An ``import`` in every call showed in
     the profile."""
 
-    lowlevel: Any = None
-    Value: Any = None
+    lowlevel: ClassVar[Any] = None
+    Value: ClassVar[Any] = None
 
     @classmethod
     def bind(cls) -> Any:

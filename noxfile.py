@@ -6,6 +6,7 @@ Everything a session needs is installed into its own virtualenv from PyPI, so
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nox
@@ -33,6 +34,47 @@ def tests(session: nox.Session) -> None:
     # The floor is enforced by coverage itself (exit status 2 below it), at two
     # decimals, so 97.98 % cannot round up to a 98 % floor.
     session.run("coverage", "report", f"--fail-under={COVERAGE_FLOOR}")
+
+
+# The modules the optional mypyc build compiles (pyproject.toml lists them too).
+COMPILED_MODULES = ("_actor", "_amounts", "_ledger", "_slots")
+
+
+def install_compiled(session: nox.Session) -> None:
+    """Build the optional mypyc wheel and install it over the session's treasurer.
+
+    Built from a copy of the project: the build leaves its extension modules
+    beside the sources, where an editable install would then import them.
+    """
+    copy = Path(session.create_tmp()) / "compiled-build"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree("src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(name, copy)
+    env = {"HATCH_BUILD_HOOK_ENABLE_MYPYC": "1"}
+    # Forced: pip would otherwise keep an installed build of the same version.
+    session.install("--no-deps", "--force-reinstall", str(copy), env=env)
+
+
+@nox.session
+def tests_compiled(session: nox.Session) -> None:
+    """The whole test suite against the optional build compiled with mypyc.
+
+    Needs a C compiler. The suite imports the installed wheel, not src/, and
+    the session first checks that each compiled module really is compiled.
+    """
+    install_group(session, "test")
+    session.install(".")
+    install_compiled(session)
+    modules = ", ".join(f"treasurer.{name}" for name in COMPILED_MODULES)
+    session.run(
+        "python",
+        "-c",
+        f"import sys, {modules}\n"
+        f"interpreted = [m.__name__ for m in ({modules}) if m.__file__.endswith('.py')]\n"
+        "sys.exit(f'not compiled: {interpreted}' if interpreted else 0)",
+    )
+    session.run("pytest", *session.posargs)
 
 
 @nox.session
@@ -71,4 +113,6 @@ def bench(session: nox.Session) -> None:
     """
     install_group(session, "bench")
     session.install(".")
+    if "--compiled" in session.posargs:  # the optional mypyc build (needs a C compiler)
+        install_compiled(session)
     session.run("python", "benchmarks/run.py", *session.posargs)

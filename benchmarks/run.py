@@ -306,6 +306,14 @@ def _command(*args: str) -> str:
         return ""
 
 
+def compiled_build() -> bool:
+    """Whether the installed treasurer is the optional mypyc build (its ledger
+    is then an extension module, not a .py file)."""
+    import treasurer._ledger
+
+    return not (treasurer._ledger.__file__ or "").endswith(".py")
+
+
 def machine() -> dict[str, Any]:
     lscpu = {}
     for line in _command("lscpu").splitlines():
@@ -329,6 +337,7 @@ def machine() -> dict[str, Any]:
         "versions": versions,
         "git_commit": commit or None,
         "src_modified": dirty,
+        "treasurer_build": "mypyc" if compiled_build() else "pure Python",
     }
 
 
@@ -379,7 +388,7 @@ def markdown_section(
         f"uvloop {v['uvloop']}, structlog {v['structlog']}, token-budget-py "
         f"{v['token-budget-py']}, treasurer {v['treasurer']} (commit {m['git_commit']}"
         + (", with local changes in src/" if m["src_modified"] else "")
-        + ").",
+        + f"; {m.get('treasurer_build', 'pure Python')} build).",
         f"- Run on {meta['started'][:10]}, {meta['duration_s'] / 60:.1f} minutes"
         + (" (--quick)" if c["quick"] else "")
         + f": {c['reps']} repetitions of every case, designs interleaved; "
@@ -514,6 +523,12 @@ def main(argv: list[str] | None = None) -> int:
         help="count instructions per pair with valgrind (must be on PATH), then exit",
     )
     parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="measure the mypyc build (nox installs it); results go to a compiled/ "
+        "folder and the docs page's results section is left alone",
+    )
+    parser.add_argument(
         "--render",
         type=Path,
         metavar="JSON",
@@ -528,23 +543,36 @@ def main(argv: list[str] | None = None) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     # Wide enough for the tables when the output is not a terminal (nox, CI logs).
     console = Console(width=None if sys.stdout.isatty() else 160)
+    if args.render is None and args.compiled != compiled_build():
+        parser.error(
+            "the installed treasurer is "
+            + ("the mypyc build; pass --compiled" if compiled_build() else "not the mypyc build")
+            + " (nox -s bench -- --compiled installs it)"
+        )
+    docs_bench = ROOT / "docs" / "bench" / ("compiled" if args.compiled else "")
     if args.profile:
         import profile_actor
 
-        return profile_actor.main(args.out or ROOT / "docs" / "bench")
+        return profile_actor.main(args.out or docs_bench)
     if args.instructions:
         import instructions
 
         built = machine()
-        measured = f"treasurer at commit {built['git_commit']}" + (
-            ", with local changes in src/" if built["src_modified"] else ""
+        measured = (
+            f"treasurer at commit {built['git_commit']}"
+            + (", with local changes in src/" if built["src_modified"] else "")
+            + f", {built['treasurer_build']} build"
         )
-        return instructions.main(args.out or ROOT / "docs" / "bench", measured)
+        return instructions.main(args.out or docs_bench, measured)
     if args.render:
         loaded = json.loads(args.render.read_text(encoding="utf-8"))
-        quick = loaded["meta"]["config"]["quick"]
+        meta = loaded["meta"]
+        # The docs page's results section shows the default (pure Python) build.
+        published = not meta["config"]["quick"] and (
+            meta["machine"].get("treasurer_build", "pure Python") == "pure Python"
+        )
         folder = args.out or args.render.parent
-        return render(loaded, folder, args.docs if args.docs is not None else not quick, console)
+        return render(loaded, folder, args.docs if args.docs is not None else published, console)
 
     config = Config.make(args.quick)
     if args.backends:
@@ -553,8 +581,9 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, designs=tuple(dict.fromkeys([*args.designs, "floor"])))
     if args.reps:
         config = replace(config, reps=args.reps)
-    out = args.out or (ROOT / "build" / "bench" if config.quick else ROOT / "docs" / "bench")
-    write_docs = args.docs if args.docs is not None else not config.quick
+    quick_out = ROOT / "build" / "bench" / ("compiled" if args.compiled else "")
+    out = args.out or (quick_out if config.quick else docs_bench)
+    write_docs = args.docs if args.docs is not None else not (config.quick or args.compiled)
 
     full = Config.make(False)
     if config.quick:

@@ -502,7 +502,8 @@ RESULT_KEYS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # No abbreviations: nox looks for the exact "--compiled" to install that build.
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="fewer reps, smaller workloads")
     parser.add_argument(
         "--out", type=Path, help="output folder (default docs/bench, or build/bench)"

@@ -201,6 +201,10 @@ class BudgetCore:
         self._wake_slot: Slot | None = None
         self._room_waiters: deque[Slot] = deque()  # senders waiting for mailbox room
         self.log = structlog.get_logger("treasurer").bind(budget=self.name)
+        # Looked up once: asked once per batch (see _debug_enabled).
+        self._is_enabled_for: Callable[[int], object] | None = getattr(
+            self.log, "is_enabled_for", None
+        )
         self.published: Published = self._view(self.ledger)
         # Tenants' figures are not published (thousands of tenants would make
         # every batch pay for reads nobody asked for): they are read from the
@@ -495,7 +499,11 @@ class BudgetCore:
         return Published(scope.state(), windows, scope.limits, overrides)
 
     def publish(self) -> None:
-        self.published = self._view(self.ledger)
+        ledger = self.ledger
+        if ledger.windows or ledger.overrides:
+            self.published = self._view(ledger)
+        else:  # after every batch, so the common case skips _view's work
+            self.published = Published(ledger.state(), (), ledger.limits, ())
 
     def statistics(self) -> Statistics:
         return Statistics(
@@ -623,7 +631,8 @@ class BudgetCore:
         if ledger.events:
             events, ledger.events = ledger.events, []
             self._deliver(events)
-        if self.uses_time:
+        # Nothing open and nothing published before: nothing for the timer.
+        if self.uses_time and (ledger.reservations or ledger.waiting or self.next_deadline):
             self._publish_deadline()
         if self._after_batch is not None:
             assert batch is not None
@@ -688,7 +697,7 @@ class BudgetCore:
         batch with debug logging off gets a logger that skips them entirely;
         info and above still go to the real one.
         """
-        is_enabled_for = getattr(self.log, "is_enabled_for", None)
+        is_enabled_for = self._is_enabled_for
         return True if is_enabled_for is None else bool(is_enabled_for(logging.DEBUG))
 
     def _deliver(self, events: list[Event]) -> None:

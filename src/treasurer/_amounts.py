@@ -87,7 +87,9 @@ def usd_to_nanos(value: object, name: str = "usd", *, round_up: bool = True) -> 
         # negatives fail the comparison and are refused below). Exact, see
         # _FAST_FLOAT_LIMIT; anything finer than a nano-dollar fails the round
         # trip and takes the exact path.
-        nanos = round(value * NANOS_PER_USD)
+        # Nearest by truncation (the value is >= 0), cheaper than round();
+        # which neighbour a tie picks does not matter: the round trip decides.
+        nanos = int(value * NANOS_PER_USD + 0.5)
         if nanos / NANOS_PER_USD == value:
             return nanos
     if isinstance(value, bool):
@@ -146,7 +148,8 @@ def parse(amounts: Mapping[str, object], *, default_requests: int = 1) -> Vector
     requests = default_requests
     for name, value in amounts.items():
         if name == "tokens":
-            tokens = count(value, name)
+            # A plain count inline (the common case); count() for anything else.
+            tokens = value if type(value) is int and value >= 0 else count(value, name)
         elif name == "usd":
             usd = usd_to_nanos(value)
         elif name == "input_tokens":

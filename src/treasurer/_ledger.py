@@ -506,8 +506,14 @@ class Scope:
         return self.open
 
     def state(self) -> State:
-        """An immutable copy of the current figures."""
-        return (_vector(self.used), _vector(self.reserved), self.calls, self.open_reservations())
+        """An immutable copy of the current figures (published after every batch)."""
+        used, reserved = self.used, self.reserved
+        return (
+            (used[0], used[1], used[2], used[3], used[4]),
+            (reserved[0], reserved[1], reserved[2], reserved[3], reserved[4]),
+            self.calls,
+            self.open_reservations(),
+        )
 
     def windows_view(self) -> WindowsView:
         """An immutable copy of each window's base, reset time and limits.

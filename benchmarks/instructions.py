@@ -132,11 +132,7 @@ def report(per_pair: Counts, per_task: Counts, measured: str) -> str:
         "| backend | design | instructions per pair | treasurer as a multiple, by instructions |",
         "|---|---|---|---|",
     ]
-    for backend in BACKENDS:
-        ours = per_pair[backend, "treasurer"]
-        for key in DESIGN_KEYS:
-            count = per_pair[backend, key]
-            lines.append(f"| {backend} | {key} | {count:,} | {count / ours:.2f}x |")
+    lines += _rows(per_pair, DESIGN_KEYS, "treasurer")
     lines += [
         "",
         "The last column is this design's count over treasurer's: what treasurer's",
@@ -153,12 +149,18 @@ def report(per_pair: Counts, per_task: Counts, measured: str) -> str:
         "(the target: at most 1.6x) |",
         "|---|---|---|---|",
     ]
-    for backend in BACKENDS:
-        floor = per_task[backend, "floor"]
-        for key in FANOUT_KEYS:
-            count = per_task[backend, key]
-            lines.append(f"| {backend} | {key} | {count:,} | {count / floor:.2f}x |")
+    lines += _rows(per_task, FANOUT_KEYS, "floor")
     return "\n".join(lines) + "\n"
+
+
+def _rows(counts: Counts, keys: tuple[str, ...], base: str) -> list[str]:
+    """A table row per backend and design: its count, and that over ``base``'s."""
+    rows = []
+    for backend in BACKENDS:
+        for key in keys:
+            count = counts[backend, key]
+            rows.append(f"| {backend} | {key} | {count:,} | {count / counts[backend, base]:.2f}x |")
+    return rows
 
 
 def main(out: Path, measured: str) -> int:

@@ -209,6 +209,23 @@ class TestLedgerExpiry:
         assert isinstance(ledger.release(99, expired_ok=True), treasurer.ReservationError)
 
 
+def test_deadlines_of_settled_reservations_are_not_kept() -> None:
+    """Settled in any order, every deadline entry is gone once nothing is open
+    (they are dropped lazily while something is), and expiry still works after."""
+    ledger = Ledger((None, None, 10_000, None, None), default_ttl=timedelta(seconds=60), now=START)
+    amount = (0, 0, 10, 0, 1)
+    ids = [ledger.reserve(amount, timedelta(seconds=60 - i % 3)) for i in range(30)]
+    for reservation in reversed(ids):  # the earliest deadline is settled last
+        assert isinstance(reservation, int)
+        assert ledger.commit(reservation, amount) is None
+    assert ledger.reservations == {}
+    assert len(ledger._in_order) + len(ledger._deadlines) == 0
+    assert ledger.next_deadline() is None
+    kept = ledger.reserve(amount)
+    ledger.advance(START + timedelta(seconds=60))
+    assert [event.reservation for event in expired_events(ledger.events)] == [kept]
+
+
 def test_deadlines_out_of_order_expire_in_deadline_order() -> None:
     """Deadlines that arrive out of order (a shorter TTL, a clock stepped back)
     expire in deadline order, and a settled reservation's deadline is skipped."""

@@ -606,6 +606,7 @@ class Ledger(Scope):
     __slots__ = (
         "_deadline_of",
         "_deadlines",
+        "_in_order",
         "_next_id",
         "_next_override",
         "_next_seq",
@@ -649,7 +650,10 @@ class Ledger(Scope):
         self.default_ttl = default_ttl
         self.reservations: dict[int, Vector] = {}
         self._next_id = 1
-        # (deadline, reservation id): a heap, so expiry never scans reservations.
+        # (deadline, reservation id), so expiry never scans reservations. With
+        # one TTL for all, deadlines come in order: a queue takes those (O(1)
+        # each way), a heap any that would come before the queue's last.
+        self._in_order: deque[tuple[datetime, int]] = deque()
         self._deadlines: list[tuple[datetime, int]] = []
         self._deadline_of: dict[int, datetime] = {}
         self._next_override = 1
@@ -731,7 +735,9 @@ class Ledger(Scope):
         tenants whose windows reset; other tenants' windows advance lazily.
         """
         self.now = now
-        if self._deadlines and self._deadlines[0][0] <= now:
+        if (self._in_order and self._in_order[0][0] <= now) or (
+            self._deadlines and self._deadlines[0][0] <= now
+        ):
             self._expire(now)
         if self._override_expiry and self._override_expiry[0][0] <= now:
             self._expire_overrides(now)
@@ -747,10 +753,15 @@ class Ledger(Scope):
         """The next instant time alone changes something: a reservation or
         override expires, or, while requests wait, a window frees usage
         (``None``: nothing is due)."""
-        deadlines, reservations = self._deadlines, self.reservations
+        deadlines, in_order, reservations = self._deadlines, self._in_order, self.reservations
+        # Settled already: dropped lazily, never scanned for.
+        while in_order and in_order[0][1] not in reservations:
+            in_order.popleft()
         while deadlines and deadlines[0][1] not in reservations:
-            heapq.heappop(deadlines)  # settled already: dropped lazily, never scanned for
-        due = deadlines[0][0] if deadlines else None
+            heapq.heappop(deadlines)
+        due = in_order[0][0] if in_order else None
+        if deadlines and (due is None or deadlines[0][0] < due):
+            due = deadlines[0][0]
         heap = self._override_expiry
         while heap and heap[0][1] not in self._override_scope:
             heapq.heappop(heap)
@@ -811,7 +822,11 @@ class Ledger(Scope):
         ttl = self.default_ttl if ttl is None else ttl
         if ttl is not None and ttl != timedelta.max:
             deadline = self.now + ttl
-            heapq.heappush(self._deadlines, (deadline, reservation_id))
+            in_order = self._in_order
+            if not in_order or in_order[-1][0] <= deadline:
+                in_order.append((deadline, reservation_id))
+            else:
+                heapq.heappush(self._deadlines, (deadline, reservation_id))
             self._deadline_of[reservation_id] = deadline
         if self.verbose:
             self.events.append(
@@ -831,9 +846,13 @@ class Ledger(Scope):
 
     def _end(self, reservation_id: int) -> tuple[Vector, Scope] | None:
         """Close an open reservation: what it held, and its scope (``None``: not open)."""
-        held = self.reservations.pop(reservation_id, None)
+        reservations = self.reservations
+        held = reservations.pop(reservation_id, None)
         if self._deadline_of:
             self._deadline_of.pop(reservation_id, None)
+            if not reservations:  # every entry left is stale: drop them now
+                self._in_order.clear()
+                self._deadlines.clear()
         if held is None:
             return None
         self.unhold(held)
@@ -844,13 +863,21 @@ class Ledger(Scope):
             self._advance_tenant(scope)
         scope.unhold(held)
         scope.open -= 1
-        self._unpark(scope)
+        if scope.parked:
+            self._unpark(scope)
         return held, scope
 
     def _expire(self, now: datetime) -> None:
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            deadline, reservation_id = heapq.heappop(deadlines)
+        deadlines, in_order = self._deadlines, self._in_order
+        while True:  # both in (deadline, id) order: take the earlier head
+            if in_order and (not deadlines or in_order[0] < deadlines[0]):
+                if in_order[0][0] > now:
+                    break
+                deadline, reservation_id = in_order.popleft()
+            elif deadlines and deadlines[0][0] <= now:
+                deadline, reservation_id = heapq.heappop(deadlines)
+            else:
+                break
             ended = self._end(reservation_id)
             if ended is None:
                 continue

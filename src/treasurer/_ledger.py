@@ -187,6 +187,23 @@ class Scope:
 
     # -- admission ---------------------------------------------------------------
 
+    def fits(self, amount: Vector) -> bool:
+        """Whether ``amount`` fits this scope now: exactly when :meth:`refusal`
+        is ``None``, in one call, so an admitted request pays no more."""
+        largest, ceiling, reserved, used = self._largest, self._ceiling, self.reserved, self.used
+        return (
+            amount[0] <= largest[0]
+            and amount[1] <= largest[1]
+            and amount[2] <= largest[2]
+            and amount[3] <= largest[3]
+            and amount[4] <= largest[4]
+            and amount[0] + reserved[0] + used[0] <= ceiling[0]
+            and amount[1] + reserved[1] + used[1] <= ceiling[1]
+            and amount[2] + reserved[2] + used[2] <= ceiling[2]
+            and amount[3] + reserved[3] + used[3] <= ceiling[3]
+            and amount[4] + reserved[4] + used[4] <= ceiling[4]
+        )
+
     def refusal(self, amount: Vector) -> BudgetExceeded | None:
         """Why ``amount`` cannot be admitted in this scope now, or ``None`` if it fits.
 
@@ -703,6 +720,22 @@ class Ledger(Scope):
             self._advance_tenant(scope)
         return scope
 
+    def _admit(self, tenant: str | None, amount: Vector) -> Scope | BudgetExceeded:
+        """The scope ``amount`` is admitted in, or why it is refused (recorded as
+        a refusal). The comparisons of :meth:`Scope.fits` decide; only a
+        refusal looks for the cap to name (see :meth:`_refusal_in`)."""
+        if tenant is None:
+            return self if self.fits(amount) else self._refuse(self, amount)
+        found = self.tenants.get(tenant)
+        scope = self.scope(tenant) if found is None or self.now >= found.stale_at else found
+        return scope if scope.fits(amount) and self.fits(amount) else self._refuse(scope, amount)
+
+    def _refuse(self, scope: Scope, amount: Vector) -> BudgetExceeded:
+        """The refusal of ``amount``, which does not fit ``scope`` or the shared caps."""
+        refusal = self._refusal_in(scope, amount)
+        assert refusal is not None, "fits() is exactly these caps' room"
+        return self._refused(refusal)
+
     def _refusal_in(self, scope: Scope, amount: Vector) -> BudgetExceeded | None:
         """Why ``amount`` does not fit ``scope`` and the shared caps (``None``: it fits).
 
@@ -804,10 +837,13 @@ class Ledger(Scope):
         (which may be no expiry at all) and ``timedelta.max`` never expires.
         See :meth:`deadline`.
         """
-        scope = self if tenant is None else self.scope(tenant)
-        refusal = self.refusal(amount) if scope is self else self._refusal_in(scope, amount)
-        if refusal is not None:
-            return self._refused(refusal)
+        if tenant is None:  # the common case, decided without _admit's call
+            if self.fits(amount):
+                return self._hold(self, amount, ttl)
+            return self._refuse(self, amount)
+        scope = self._admit(tenant, amount)
+        if isinstance(scope, BudgetExceeded):
+            return scope
         return self._hold(scope, amount, ttl)
 
     def _hold(self, scope: Scope, amount: Vector, ttl: timedelta | None) -> int:
@@ -965,10 +1001,9 @@ class Ledger(Scope):
         self, amount: Vector, model: str | None = None, tenant: str | None = None
     ) -> BudgetExceeded | None:
         """Charge ``amount`` at once if it fits; a refusal changes nothing."""
-        scope = self if tenant is None else self.scope(tenant)
-        refusal = self.refusal(amount) if scope is self else self._refusal_in(scope, amount)
-        if refusal is not None:
-            return self._refused(refusal)
+        scope = self._admit(tenant, amount)
+        if isinstance(scope, BudgetExceeded):
+            return scope
         self._charge_in(scope, amount, model)
         return None
 

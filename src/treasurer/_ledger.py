@@ -189,7 +189,8 @@ class Scope:
 
     def fits(self, amount: Vector) -> bool:
         """Whether ``amount`` fits this scope now: exactly when :meth:`refusal`
-        is ``None``, in one call, so an admitted request pays no more."""
+        is ``None``, in one pass over the precomputed limits (``_largest``,
+        ``_ceiling``); only a refusal walks the caps to name one."""
         largest, ceiling, reserved, used = self._largest, self._ceiling, self.reserved, self.used
         return (
             amount[0] <= largest[0]
@@ -214,15 +215,6 @@ class Scope:
 
     def too_large(self, amount: Vector) -> BudgetExceeded | None:
         """A cap of this scope that ``amount`` exceeds on its own, so it never fits."""
-        largest = self._largest
-        if (
-            amount[0] <= largest[0]
-            and amount[1] <= largest[1]
-            and amount[2] <= largest[2]
-            and amount[3] <= largest[3]
-            and amount[4] <= largest[4]
-        ):
-            return None
         for axis in self._per_request_capped:
             limit = self.per_request[axis]
             assert limit is not None
@@ -251,19 +243,11 @@ class Scope:
                 assert cap is not None
                 if amount[axis] > cap:
                     return self._exceeded(RequestTooLarge, axis, amount, cap, window.used, window)
-        return None  # pragma: no cover - _largest is exactly these caps
+        return None
 
     def no_room(self, amount: Vector) -> BudgetExceeded | None:
         """The first cap of this scope without room for ``amount`` now."""
-        ceiling, reserved, used = self._ceiling, self.reserved, self.used
-        if (
-            amount[0] + reserved[0] + used[0] <= ceiling[0]
-            and amount[1] + reserved[1] + used[1] <= ceiling[1]
-            and amount[2] + reserved[2] + used[2] <= ceiling[2]
-            and amount[3] + reserved[3] + used[3] <= ceiling[3]
-            and amount[4] + reserved[4] + used[4] <= ceiling[4]
-        ):
-            return None
+        reserved, used = self.reserved, self.used
         caps = self.limits
         for axis in self._capped:
             cap = caps[axis]
@@ -278,7 +262,7 @@ class Scope:
                 assert cap is not None
                 if window_used[axis] + reserved[axis] + amount[axis] > cap:
                     return self._exceeded(BudgetExceeded, axis, amount, cap, window_used, window)
-        return None  # pragma: no cover - _ceiling is exactly these caps' room
+        return None
 
     def _exceeded(
         self,

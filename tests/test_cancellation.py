@@ -620,6 +620,44 @@ class TestFastPath:
             assert budget.totals().tokens == 25
             assert budget.statistics().messages_served == 4
 
+    async def test_settlements_with_others_open_share_one_batch(self) -> None:
+        """With other reservations open, a settlement goes to the mailbox, so
+        settlements made together are applied as one batch by the actor; the
+        last one open is applied at once again. Reads on the loop's thread see
+        each settlement at once either way."""
+        async with treasurer.open_budget(tokens=1_000) as budget:
+            tasks = self.applied_in(budget)
+            me = anyio.get_current_task().id
+            held = [await budget.reserve(tokens=10).__aenter__() for _ in range(5)]
+            assert tasks == [me] * 5
+            for r in held[:4]:
+                r.commit(tokens=5)
+            assert budget.statistics().mailbox_depth == 4  # none applied yet
+            assert budget.snapshot().tokens_used == 20  # read-your-writes: applied here
+            assert tasks == [me] * 6  # as one batch
+            held[4].commit(tokens=5)  # the only one open: applied at once
+            assert tasks == [me] * 7
+            assert budget.statistics().mailbox_depth == 0
+            for r in held:
+                await r.__aexit__(None, None, None)
+            await checkpoint()
+            assert budget.statistics().messages_served == 10
+            assert budget.totals().tokens == 25
+
+    async def test_together_settlements_are_served_by_the_actor(self) -> None:
+        async with treasurer.open_budget(tokens=1_000) as budget:
+            tasks = self.applied_in(budget)
+            held = [await budget.reserve(tokens=10).__aenter__() for _ in range(3)]
+            for r in held:
+                r.release()
+            before = budget.statistics().batches_served
+            with anyio.fail_after(5):
+                while budget.statistics().batches_served == before:
+                    await checkpoint()
+            assert tasks[-1] != anyio.get_current_task().id  # the actor's task
+            assert budget.statistics().batches_served == before + 1
+            assert budget.snapshot().tokens_reserved == 0
+
     async def test_cancelled_at_the_checkpoint_applies_nothing(self) -> None:
         async with treasurer.open_budget(tokens=100) as budget:
             tasks = self.applied_in(budget)

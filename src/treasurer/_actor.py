@@ -387,7 +387,10 @@ class BudgetCore:
         """
         if self.closed:
             raise self.closed_error()
-        if self._idle():  # applied at once; see request()
+        # Applied at once (see request()) only if no other reservation is open:
+        # otherwise other calls are in flight and will settle too, and their
+        # settlements share one batch instead of paying a batch end each.
+        if len(self.ledger.reservations) <= 1 and self._idle():
             reply = self._apply_now(op, a, b)
             if not ack:
                 return None

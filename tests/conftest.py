@@ -9,6 +9,8 @@ import pytest
 import structlog
 import structlog.testing
 
+from llm_server import fake_llm, llm_server  # noqa: F401 - fixtures: a fake OpenAI/Anthropic API
+
 
 @pytest.fixture(
     params=[

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +13,7 @@ import anyio
 import pytest
 
 import treasurer
+import treasurer.testing
 
 pytestmark = pytest.mark.anyio
 
@@ -99,10 +102,12 @@ class TestEveryCallRefusesBadInput:
             await assert_refused_unchanged(budget, call, {"usd": value}, error)
 
     async def test_unknown_keyword(self, call: Call) -> None:
-        """A keyword that names no axis is refused, naming the keyword and the axes."""
+        """A keyword that names no axis is refused, naming the keyword, the axes and (where
+        the call takes metadata) the metadata keys."""
         async with treasurer.open_budget(tokens=100) as budget:
             await assert_refused_unchanged(budget, call, {"token": 5}, treasurer.UnknownAxis)
-            with pytest.raises(treasurer.UnknownAxis, match=r"'token'.*input_tokens"):
+            listed = r"'token'.*input_tokens" + ("" if call is via_consume else r".*model")
+            with pytest.raises(treasurer.UnknownAxis, match=listed):
                 await call(budget, {"token": 5})
 
     async def test_tokens_below_their_split(self, call: Call) -> None:
@@ -179,3 +184,123 @@ class TestOtherBadInput:
             async with treasurer.open_budget(token=5):  # type: ignore[call-arg]
                 pass  # pragma: no cover
         assert isinstance(caught.value, TypeError)
+
+
+async def still_works(budget: treasurer.Budget) -> None:
+    """The budget answers calls as before: its actor is alive."""
+    before = budget.snapshot().tokens_used
+    await budget.record(tokens=1)
+    async with budget.reserve(tokens=1) as r:
+        r.commit()
+    assert budget.snapshot().tokens_used == before + 2
+    assert not budget.closed
+
+
+class TestInputThatUsedToKillTheActor:
+    async def test_a_ttl_of_three_million_days(self) -> None:
+        """reserve(ttl=timedelta(days=3_000_000)) raises InvalidOption in the caller; the
+        budget keeps working."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            with pytest.raises(treasurer.InvalidOption, match="36525 days"):
+                async with budget.reserve(tokens=1, ttl=timedelta(days=3_000_000)):
+                    pytest.fail("must not be entered")  # pragma: no cover
+            await still_works(budget)
+            async with budget.reserve(tokens=1, ttl=timedelta(days=36525)) as r:
+                assert r.deadline is not None
+                r.commit()
+
+    async def test_a_reservation_ttl_of_three_million_days(self) -> None:
+        """open_budget(reservation_ttl=timedelta(days=3_000_000)) raises InvalidOption."""
+        with pytest.raises(treasurer.InvalidOption, match="reservation_ttl"):
+            async with treasurer.open_budget(reservation_ttl=timedelta(days=3_000_000)):
+                pytest.fail("must not open")  # pragma: no cover
+
+    @pytest.mark.parametrize("override", [[1], True, False, 1.0, "1", None], ids=repr)
+    async def test_remove_override_of_something_that_is_no_override(self, override: object) -> None:
+        """remove_override([1]), remove_override(True)... raise InvalidOption in the caller,
+        remove nothing, and the budget keeps working."""
+        clock = treasurer.testing.ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+        async with treasurer.open_budget(tokens=100, clock=clock) as budget:
+            kept = await budget.override(tokens=10, expires_at=clock() + timedelta(hours=1))
+            assert kept.id == 1
+            with pytest.raises(treasurer.InvalidOption):
+                await budget.remove_override(override)  # type: ignore[arg-type]
+            assert budget.snapshot().overrides == (kept,)
+            await still_works(budget)
+
+    async def test_a_clock_near_the_year_9999(self) -> None:
+        """A budget whose clock reads the last minute of 9999 reserves, expires and rolls."""
+        clock = treasurer.testing.ManualClock(datetime(9999, 12, 31, 23, 58, tzinfo=UTC))
+        windows = [treasurer.Window.day(tokens=100), treasurer.Window.month(tokens=100)]
+        async with treasurer.open_budget(windows=windows, clock=clock) as budget:
+            async with budget.reserve(tokens=10) as r:
+                assert r.deadline is not None
+                r.commit()
+            clock.advance(minutes=1)
+            await still_works(budget)
+            assert budget.snapshot().window("day").used.tokens == 12
+
+
+class TestHugeNumbers:
+    @pytest.mark.parametrize(
+        "usd",
+        [Decimal("1e1000000"), Decimal("1e999999999999999999"), 10**400, Decimal(10**9) + 1],
+        ids=["1e1000000", "1e999999999999999999", "a 1329-bit int", "1e9 + 1"],
+    )
+    async def test_huge_money_is_refused_quickly(self, usd: object) -> None:
+        """A USD amount above a billion dollars raises InvalidAmount (a TreasurerError)
+        within a second, before any conversion, and changes nothing."""
+        async with treasurer.open_budget(usd=1) as budget:
+            before = budget.snapshot()
+            started = time.perf_counter()
+            with pytest.raises(treasurer.InvalidAmount) as caught:
+                await budget.record(usd=usd)  # type: ignore[arg-type]
+            assert time.perf_counter() - started < 1
+            assert isinstance(caught.value, treasurer.TreasurerError)
+            assert budget.snapshot() == before
+            await still_works(budget)
+
+    @pytest.mark.parametrize("call", CALLS, ids=lambda c: c.__name__)
+    async def test_huge_money_on_every_call(self, call: Call) -> None:
+        """Every call refuses Decimal('1e999999999999999999') with InvalidAmount."""
+        async with treasurer.open_budget(usd=1) as budget:
+            await assert_refused_unchanged(
+                budget, call, {"usd": Decimal("1e999999999999999999")}, treasurer.InvalidAmount
+            )
+
+    async def test_counts_are_bounded(self) -> None:
+        """Token counts up to 10**15 are accepted; above, InvalidAmount."""
+        async with treasurer.open_budget() as budget:
+            await budget.record(tokens=10**15)
+            with pytest.raises(treasurer.InvalidAmount, match="tokens"):
+                await budget.record(tokens=10**15 + 1)
+            with pytest.raises(treasurer.InvalidAmount):
+                await budget.consume(10**100)
+            assert budget.totals().tokens == 10**15
+
+    async def test_huge_caps_are_refused_at_open(self) -> None:
+        """open_budget refuses a USD cap above a billion dollars or a huge token cap."""
+        for caps in ({"usd": Decimal("1e1000000")}, {"tokens": 10**20}):
+            with pytest.raises(treasurer.InvalidAmount):
+                async with treasurer.open_budget(**caps):  # type: ignore[arg-type]
+                    pytest.fail("must not open")  # pragma: no cover
+
+
+class TestTypedErrorsEverywhere:
+    async def test_a_name_that_is_no_string(self) -> None:
+        """open_budget(name=123) raises InvalidOption."""
+        for name in (123, "", b"budget"):
+            with pytest.raises(treasurer.InvalidOption, match="name"):
+                async with treasurer.open_budget(name=name):  # type: ignore[arg-type]
+                    pytest.fail("must not open")  # pragma: no cover
+
+    def test_a_time_zone_that_is_no_zone(self) -> None:
+        """Window.day(tz=123) raises InvalidOption, a ValueError."""
+        with pytest.raises(treasurer.InvalidOption) as caught:
+            treasurer.Window.day(tokens=1, tz=123)  # type: ignore[arg-type]
+        assert isinstance(caught.value, ValueError)
+
+    def test_tenant_caps_with_an_unknown_cap(self) -> None:
+        """TenantCaps(foo=1) raises UnknownAxis naming the axes."""
+        with pytest.raises(treasurer.UnknownAxis, match=r"'foo'.*input_tokens"):
+            treasurer.TenantCaps(foo=1)  # type: ignore[call-arg]

@@ -11,6 +11,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 import treasurer
+import treasurer.testing
 
 pytestmark = pytest.mark.anyio
 
@@ -291,7 +292,6 @@ class TestReads:
         """The snapshot carries the caps the budget was opened with."""
         async with treasurer.open_budget(tokens=10, usd=1, requests=2) as budget:
             assert budget.snapshot().caps == treasurer.Caps(tokens=10, usd=Decimal(1), requests=2)
-            assert budget.snapshot().caps == budget.caps
 
     async def test_statistics(self) -> None:
         """statistics() counts batches, peak batch size, waiting tasks and open reservations."""
@@ -354,17 +354,23 @@ class TestLogging:
         events = [entry["event"] for entry in logs]
         assert events == [
             "budget opened",
-            "reservation granted",
+            "reservation created",
+            "usage recorded",
             "reservation committed",
-            "reservation granted",
+            "reservation created",
             "reservation released",
             "request refused",
             "budget closed",
         ]
         assert {entry["budget"] for entry in logs} == {"logged"}
-        assert logs[1]["tokens"] == 5
-        assert logs[5]["cap"] == "tokens"
-        assert logs[-1]["tokens"] == 4
+        created = logs[1]["amount"]
+        assert isinstance(created, treasurer.Usage)
+        assert created.tokens == 5
+        committed = logs[3]["actual"]
+        assert isinstance(committed, treasurer.Usage)
+        assert committed.tokens == 4
+        assert logs[6]["cap"] == "tokens"
+        assert (logs[-1]["calls"], logs[-1]["open_reservations"]) == (1, 0)
 
 
 class TestErrors:
@@ -481,3 +487,171 @@ class TestCheck:
                 await budget.check(tokenz=1)  # type: ignore[call-arg]
             with pytest.raises(treasurer.InvalidAmount):
                 await budget.check(tokens=-1)
+
+
+class TestCommitWithoutAmounts:
+    async def test_commits_what_was_reserved(self) -> None:
+        """commit() with no amounts records exactly the reservation, on every axis."""
+        async with treasurer.open_budget(tokens=100, usd=1, requests=5) as budget:
+            async with budget.reserve(input_tokens=30, output_tokens=10, usd=0.25) as r:
+                r.commit()
+            snap = budget.snapshot()
+            assert snap.used == treasurer.Usage(
+                input_tokens=30, output_tokens=10, tokens=40, usd=Decimal("0.25"), requests=1
+            )
+            assert (snap.reserved, snap.calls) == (treasurer.Usage(0, 0, 0, Decimal(0), 0), 1)
+
+    async def test_committing_zero_is_explicit(self) -> None:
+        """commit(tokens=0) records no tokens; requests still default to what was reserved."""
+        async with treasurer.open_budget(tokens=100, requests=5) as budget:
+            async with budget.reserve(tokens=60) as r:
+                r.commit(tokens=0)
+            snap = budget.snapshot()
+            assert (snap.tokens_used, snap.requests_used, snap.tokens_reserved) == (0, 1, 0)
+            assert budget.remaining == 100
+
+
+class TestRefunds:
+    async def test_a_refund_matching_no_consume_erases_nobody_elses_usage(self) -> None:
+        """A consumes 600 and B 400 of 1,000; refund(0, 10**9) raises InvalidRefund and
+        changes nothing, so nothing more is admitted."""
+        async with treasurer.open_budget(tokens=1000) as budget:
+
+            async def task(tokens: int) -> None:
+                assert await budget.consume(tokens)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(task, 600)
+                tg.start_soon(task, 400)
+            before = budget.snapshot()
+            with pytest.raises(treasurer.InvalidRefund) as caught:
+                await budget.refund(0, 10**9)
+            assert isinstance(caught.value, ValueError)
+            assert isinstance(caught.value, treasurer.TreasurerError)
+            assert budget.snapshot() == before
+            assert budget.snapshot().tokens_used == 1000
+            assert not await budget.consume(1)
+
+    async def test_each_consume_takes_one_refund(self) -> None:
+        """A refund corrects one outstanding consume of its estimate; a second refund of
+        the same estimate is refused and changes nothing."""
+        async with treasurer.open_budget(tokens=1000) as budget:
+            assert await budget.consume(600)
+            await budget.refund(100, 600)
+            assert budget.snapshot().tokens_used == 100
+            with pytest.raises(treasurer.InvalidRefund):
+                await budget.refund(0, 600)
+            assert budget.snapshot().tokens_used == 100
+
+    async def test_a_refund_of_another_estimate_is_refused(self) -> None:
+        """refund(actual, estimated) must name the estimate the consume took."""
+        async with treasurer.open_budget(tokens=1000) as budget:
+            assert await budget.consume(300)
+            with pytest.raises(treasurer.InvalidRefund):
+                await budget.refund(0, 299)
+            await budget.refund(0, 300)
+            assert budget.remaining == 1000
+
+    async def test_a_refused_consume_cannot_be_refunded(self) -> None:
+        """A consume that returned False took nothing, so there is nothing to refund."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            assert await budget.consume(100)
+            assert not await budget.consume(50)
+            with pytest.raises(treasurer.InvalidRefund):
+                await budget.refund(0, 50)
+            assert budget.snapshot().tokens_used == 100
+
+    def test_the_same_rule_holds_on_the_thread_facade(self) -> None:
+        """treasurer.sync: a refund matching no consume is refused and nothing changes."""
+        import treasurer.sync
+
+        with treasurer.sync.open_budget(tokens=1000) as budget:
+            assert budget.consume(600)
+            assert budget.consume(400)
+            with pytest.raises(treasurer.InvalidRefund):
+                budget.refund(0, 10**9)
+            assert budget.snapshot().tokens_used == 1000
+            assert not budget.consume(1)
+            budget.refund(0, 400)
+            assert budget.remaining == 400
+
+
+class TestReadYourWrites:
+    async def test_every_awaited_settlement_is_visible_at_once(self) -> None:
+        """After record, consume, refund, charge and a block's exit return, a snapshot
+        taken right away (no checkpoint) shows them."""
+        async with treasurer.open_budget(tokens=1000) as budget:
+            await budget.record(tokens=10)
+            assert budget.snapshot().tokens_used == 10
+            assert await budget.consume(20)
+            assert budget.snapshot().tokens_used == 30
+            await budget.refund(5, 20)
+            assert budget.snapshot().tokens_used == 15
+            await budget.charge(tokens=100)
+            assert budget.snapshot().tokens_used == 115
+            async with budget.reserve(tokens=50) as r:
+                r.commit(tokens=40)
+            assert budget.snapshot().tokens_used == 155
+            async with budget.reserve(tokens=50):
+                pass
+            assert budget.snapshot().tokens_reserved == 0
+
+    async def test_reads_change_nothing_and_send_nothing(self) -> None:
+        """snapshot(), remaining, totals(), available and statistics() serve no batch."""
+        async with treasurer.open_budget(tokens=1000) as budget:
+            await budget.record(tokens=10)
+            before = budget.statistics()
+            for _ in range(20):
+                budget.snapshot()
+                _ = budget.remaining
+                budget.totals()
+                _ = budget.available
+                budget.tenant("t").snapshot()
+            await wait_all_tasks_blocked()
+            after = budget.statistics()
+            assert (after.batches_served, after.messages_served) == (
+                before.batches_served,
+                before.messages_served,
+            )
+            assert budget.snapshot().tokens_used == 10
+
+    async def test_the_snapshot_tells_when_and_sums_up_each_axis(self) -> None:
+        """A snapshot carries the budget's time of its batch and used/reserved/remaining
+        on every axis."""
+        clock = treasurer.testing.ManualClock()
+        async with treasurer.open_budget(tokens=100, usd=1, clock=clock) as budget:
+            async with budget.reserve(tokens=30, usd=0.5):
+                clock.advance(minutes=1)
+                await budget.record(tokens=20, usd=0.25)
+                snap = budget.snapshot()
+            assert snap.at == clock()
+            assert snap.used == treasurer.Usage(0, 0, 20, Decimal("0.25"), 1)
+            assert snap.reserved == treasurer.Usage(0, 0, 30, Decimal("0.5"), 1)
+            assert snap.remaining == treasurer.Caps(tokens=50, usd=Decimal("0.25"))
+
+
+class TestAvailable:
+    async def test_available_is_the_least_any_cap_leaves_on_every_axis(self) -> None:
+        """``available`` names every axis: None where uncapped, else what is left."""
+        async with treasurer.open_budget(tokens=1000, usd=2) as budget:
+            await budget.record(tokens=100, usd=0.5)
+            assert budget.available == treasurer.Caps(tokens=900, usd=Decimal("1.5"))
+
+    async def test_a_window_bounds_what_is_available(self) -> None:
+        """A budget capped only by $1 a day, $0.80 spent, has $0.20 available: what a
+        request could still take now."""
+        async with treasurer.open_budget(windows=[treasurer.Window.day(usd=1)]) as budget:
+            await budget.record(usd=Decimal("0.8"))
+            assert budget.available.usd == Decimal("0.2")
+            assert not (await budget.check(usd=Decimal("0.21"))).fits
+
+
+class TestStore:
+    async def test_health_and_refresh(self) -> None:
+        """health() is truthy for the memory store; refresh() gives the current figures."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            await budget.record(tokens=7)
+            health = await budget.health()
+            assert health
+            assert health.store == "memory"
+            assert (await budget.refresh()).tokens_used == 7

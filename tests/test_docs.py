@@ -19,6 +19,8 @@ import anyio
 import pytest
 import structlog
 
+from llm_server import FakeLLM
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 
@@ -94,7 +96,13 @@ def test_docs_have_examples() -> None:
 
 
 @pytest.mark.parametrize(("block", "backend"), CASES)
-def test_block_runs(block: Block, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_block_runs(
+    block: Block, backend: str, monkeypatch: pytest.MonkeyPatch, fake_llm: FakeLLM
+) -> None:
+    # LLM examples build their clients from the SDKs' standard environment
+    # variables; here they point at a fake API on 127.0.0.1.
+    for name, value in fake_llm.environ().items():
+        monkeypatch.setenv(name, value)
     runs: list[str] = []
     if backend == "trio":
         original: Callable[..., Any] = anyio.run

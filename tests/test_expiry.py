@@ -8,22 +8,18 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import anyio.lowlevel
 import pytest
-import trio.testing
 
 import treasurer
-from treasurer._ledger import Ledger
+from api_support import ON_TRIO_VIRTUAL_TIME, loop_clock
+from treasurer.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
 
 START = datetime(2026, 11, 22, 10, tzinfo=UTC)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
+def FakeClock() -> ManualClock:
+    return ManualClock(START)
 
 
 def expired_events(events: list[treasurer.Event]) -> list[treasurer.ReservationExpiredEvent]:
@@ -37,12 +33,12 @@ class TestExpiry:
         async with treasurer.open_budget(tokens=100, clock=clock, on_event=events.append) as b:
             async with b.reserve(tokens=80) as r:
                 assert r.deadline == START + timedelta(minutes=15)
-                clock.now = START + timedelta(minutes=14, seconds=59)
+                clock.set(START + timedelta(minutes=14, seconds=59))
                 assert not (await b.check(tokens=21)).fits
-                clock.now = START + timedelta(minutes=15)
+                clock.set(START + timedelta(minutes=15))
                 assert (await b.check(tokens=100)).fits
                 assert b.snapshot().open_reservations == 0
-            # Leaving the block releases nothing twice.
+            # Leaving the block releases nothing twice, and raises nothing: no commit was late.
             assert b.snapshot().tokens_reserved == 0
             assert b.remaining == 100
         (event,) = expired_events(events)
@@ -55,7 +51,7 @@ class TestExpiry:
         clock = FakeClock()
         async with treasurer.open_budget(tokens=100, clock=clock) as b:
             async with b.reserve(tokens=50) as r:
-                clock.now = START + timedelta(hours=1)
+                clock.set(START + timedelta(hours=1))
                 with pytest.raises(treasurer.ReservationExpired, match="recorded all the same"):
                     r.commit(tokens=60)
                 assert r.settled
@@ -70,9 +66,9 @@ class TestExpiry:
         async with treasurer.open_budget(tokens=100, clock=clock) as b:
             with pytest.raises(treasurer.ReservationExpired):
                 async with b.reserve(tokens=50) as r:
-                    clock.now = START + timedelta(hours=1)
+                    clock.set(START + timedelta(hours=1))
                     await b.check()  # the budget expires it now
-                    clock.now = START  # this caller's view of time lags behind
+                    clock.set(START)  # this caller's view of time lags behind
                     r.commit(tokens=30)
             assert b.snapshot().tokens_used == 30
 
@@ -84,7 +80,7 @@ class TestExpiry:
                 async with b.reserve(tokens=10, ttl=timedelta(seconds=30)) as short:
                     assert forever.deadline is None
                     assert short.deadline == START + timedelta(seconds=30)
-                    clock.now = START + timedelta(days=365)
+                    clock.set(START + timedelta(days=365))
                     await b.check()
                     assert b.snapshot().tokens_reserved == 10
                     forever.commit(tokens=10)
@@ -101,25 +97,18 @@ class TestExpiry:
                 pass  # pragma: no cover
 
 
-on_trio_virtual_time = pytest.mark.parametrize(
-    "anyio_backend",
-    [pytest.param(("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio")],
-)
-
-
 def on_virtual_time(events: list[treasurer.Event]) -> AbstractAsyncContextManager[treasurer.Budget]:
     """A budget on trio's virtual clock, with a 15-minute TTL, recording its events."""
-    base = START - timedelta(seconds=anyio.current_time())
     return treasurer.open_budget(
         tokens=100,
-        clock=lambda: base + timedelta(seconds=anyio.current_time()),
+        clock=loop_clock(START),
         reservation_ttl=timedelta(minutes=15),
         on_event=events.append,
     )
 
 
 class TestTimer:
-    @on_trio_virtual_time
+    @ON_TRIO_VIRTUAL_TIME
     async def test_expires_with_nobody_calling(self) -> None:
         """On trio's virtual clock: the actor releases a reservation at its deadline unprompted."""
         events: list[treasurer.Event] = []
@@ -136,7 +125,7 @@ class TestTimer:
             first.release()
             second.release()
 
-    @on_trio_virtual_time
+    @ON_TRIO_VIRTUAL_TIME
     async def test_expires_after_the_timer_target_was_settled(self) -> None:
         """The timer's target belonged to a reservation settled long ago: it still
         finds the later deadline of one left open, and expires it on time."""
@@ -154,18 +143,37 @@ class TestTimer:
             assert b.snapshot().tokens_reserved == 0
             left_open.release()
 
-    async def test_steady_traffic_does_not_wake_the_timer_each_time(self) -> None:
-        """Reservations settled before their deadline leave the timer asleep: a
-        deadline later than the one it sleeps for needs no wake-up."""
+    async def test_steady_traffic_does_not_wake_the_budget(self) -> None:
+        """Reservations settled before their deadline add no batch of their own: 200
+        reserve/commit pairs are 400 batches, the timer adding none."""
         async with treasurer.open_budget(tokens=10**9, reservation_ttl=timedelta(minutes=15)) as b:
-            core = b._core
-            wakeups: list[object] = []  # kept alive, so no two share an id
+            before = b.statistics()
             for _ in range(200):
                 async with b.reserve(tokens=10) as r:
                     r.commit(tokens=5)
                 await anyio.lowlevel.checkpoint()  # the timer's turn, if it was woken
-                wakeups.append(core._timer_wakeup)
-            assert len({id(w) for w in wakeups}) <= 2
+            await anyio.wait_all_tasks_blocked()
+            after = b.statistics()
+        assert after.messages_served - before.messages_served == 400
+        assert after.batches_served - before.batches_served == 400
+
+    @ON_TRIO_VIRTUAL_TIME
+    async def test_the_budget_is_woken_once_per_deadline(self) -> None:
+        """On trio's virtual clock: an hour with one open reservation and steady traffic
+        wakes the budget once, for that reservation's deadline."""
+        events: list[treasurer.Event] = []
+        async with on_virtual_time(events) as b:
+            left_open = await b.reserve(tokens=1).__aenter__()
+            await anyio.sleep(1)  # so no call falls on the deadline's instant
+            before = b.statistics().batches_served
+            for _ in range(60):
+                async with b.reserve(tokens=1) as r:
+                    r.commit()
+                await anyio.sleep(60)
+            woken = b.statistics().batches_served - before - 2 * 60
+            assert woken == 1
+            assert [e.reservation for e in expired_events(events)] == [left_open.id]
+            left_open.release()
 
     @pytest.mark.parametrize("anyio_backend", ["asyncio"])
     async def test_expires_on_the_real_clock(self) -> None:
@@ -186,71 +194,92 @@ class TestTimer:
             r.release()
 
 
-class TestLedgerExpiry:
-    def test_no_scan_heap_order_and_lazy_cleanup(self) -> None:
-        """Deadlines come off a heap in order; settled reservations are skipped lazily."""
-        ledger = Ledger((None, None, 100, None, None), default_ttl=timedelta(seconds=10), now=START)
-        ids = [ledger.reserve((0, 0, 10, 0, 1)) for _ in range(3)]
-        assert all(isinstance(i, int) for i in ids)
-        assert ledger.release(ids[0]) is None
-        assert ledger.next_deadline() == START + timedelta(seconds=10)
-        ledger.advance(START + timedelta(seconds=10))
-        assert ledger.reservations == {}
-        assert ledger.next_deadline() is None
-        # Strict by default: an ended id is an error and changes nothing.
-        error = ledger.commit(ids[1], (0, 0, 5, 0, 1))
-        assert isinstance(error, treasurer.ReservationError)
-        assert not isinstance(error, treasurer.ReservationExpired)
-        assert ledger.used == [0] * 5
-        late = ledger.commit(ids[1], (0, 0, 5, 0, 1), expired_ok=True)
-        assert isinstance(late, treasurer.ReservationExpired)
-        assert ledger.used[2] == 5
-        assert ledger.release(ids[2], expired_ok=True) is None
-        assert isinstance(ledger.release(99, expired_ok=True), treasurer.ReservationError)
+class TestDeadlineOrder:
+    async def test_deadlines_out_of_order_expire_in_deadline_order(self) -> None:
+        """Deadlines that arrive out of order (a shorter TTL, a clock stepped back)
+        expire in deadline order, and a settled reservation's deadline is skipped."""
+        clock, events = FakeClock(), []
+        async with treasurer.open_budget(
+            tokens=1_000,
+            clock=clock,
+            reservation_ttl=timedelta(seconds=60),
+            on_event=events.append,
+        ) as b:
+
+            async def reserve(ttl: timedelta | None = None) -> treasurer.Reservation:
+                return await b.reserve(tokens=10, ttl=ttl).__aenter__()
+
+            first = await reserve()  # START + 60 s
+            short = await reserve(timedelta(seconds=10))  # START + 10 s: out of order
+            clock.set(START + timedelta(seconds=1))
+            later = await reserve()  # START + 61 s
+            clock.set(START - timedelta(seconds=5))  # the clock stepped back
+            stepped_back = await reserve()  # START + 55 s: out of order
+            settled = await reserve(timedelta(seconds=5))  # START
+            settled.release()
+            await anyio.wait_all_tasks_blocked()  # applied before the clock moves on
+            clock.set(START + timedelta(seconds=60))
+            await anyio.wait_all_tasks_blocked()
+            order = [e.reservation for e in expired_events(events)]
+            assert order == [short.id, stepped_back.id, first.id]
+            assert b.snapshot().open_reservations == 1
+            clock.set(START + timedelta(seconds=61))
+            await anyio.wait_all_tasks_blocked()
+            assert [e.reservation for e in expired_events(events)][-1] == later.id
+            assert b.snapshot().open_reservations == 0
+            for reservation in (first, short, later, stepped_back):
+                reservation.release()  # expired already: changes nothing
+            await anyio.wait_all_tasks_blocked()
+            assert b.snapshot().tokens_reserved == 0
 
 
-def test_deadlines_of_settled_reservations_are_not_kept() -> None:
-    """Settled in any order, every deadline entry is gone once nothing is open
-    (they are dropped lazily while something is), and expiry still works after."""
-    ledger = Ledger((None, None, 10_000, None, None), default_ttl=timedelta(seconds=60), now=START)
-    amount = (0, 0, 10, 0, 1)
-    ids = [ledger.reserve(amount, timedelta(seconds=60 - i % 3)) for i in range(30)]
-    for reservation in reversed(ids):  # the earliest deadline is settled last
-        assert isinstance(reservation, int)
-        assert ledger.commit(reservation, amount) is None
-    assert ledger.reservations == {}
-    assert len(ledger._in_order) + len(ledger._deadlines) == 0
-    assert ledger.next_deadline() is None
-    kept = ledger.reserve(amount)
-    ledger.advance(START + timedelta(seconds=60))
-    assert [event.reservation for event in expired_events(ledger.events)] == [kept]
+class TestLateCommits:
+    async def test_a_late_commit_is_recorded_past_the_cap(self) -> None:
+        """A reservation that expired gave its room away; committing it later records the
+        usage all the same, past the cap, and raises ReservationExpired from commit()."""
+        clock = FakeClock()
+        async with treasurer.open_budget(tokens=100, clock=clock) as b:
+            async with b.reserve(tokens=100, ttl=timedelta(minutes=1)) as r:
+                clock.advance(minutes=1)
+                await anyio.wait_all_tasks_blocked()
+                await b.record(tokens=100)  # the room it held was given back
+                with pytest.raises(treasurer.ReservationExpired):
+                    r.commit(tokens=100)
+            snap = b.snapshot()
+            assert (snap.tokens_used, snap.tokens_remaining) == (200, -100)
+            assert not await b.consume(1)
 
+    async def test_a_commit_the_budget_expires_first_is_raised_by_the_block(self) -> None:
+        """When the budget's clock passes the deadline only after commit() was called but
+        before the commit is applied, the block's exit raises ReservationExpired and the
+        usage is recorded."""
+        clock = FakeClock()
+        async with treasurer.open_budget(tokens=100, clock=clock) as b:
+            with pytest.raises(treasurer.ReservationExpired):
+                async with b.reserve(tokens=50, ttl=timedelta(minutes=1)) as r:
+                    r.commit(tokens=80)  # posted before the deadline...
+                    clock.set(START + timedelta(minutes=1))  # ...applied after it
+            assert b.snapshot().tokens_used == 80
 
-def test_deadlines_out_of_order_expire_in_deadline_order() -> None:
-    """Deadlines that arrive out of order (a shorter TTL, a clock stepped back)
-    expire in deadline order, and a settled reservation's deadline is skipped."""
-    ledger = Ledger((None, None, 1_000, None, None), default_ttl=timedelta(seconds=60), now=START)
-    amount = (0, 0, 10, 0, 1)
+    async def test_a_late_commit_event_says_so(self) -> None:
+        """A late commit's UsageRecorded has source "late_commit" and its reservation."""
+        clock, events = FakeClock(), []
+        async with treasurer.open_budget(tokens=100, clock=clock, on_event=events.append) as b:
+            async with b.reserve(tokens=50, ttl=timedelta(minutes=1), model="m") as r:
+                clock.advance(minutes=2)
+                with pytest.raises(treasurer.ReservationExpired):
+                    r.commit(tokens=30)
+        (used,) = [e for e in events if isinstance(e, treasurer.UsageRecorded)]
+        assert (used.source, used.reservation, used.usage.tokens) == ("late_commit", r.id, 30)
 
-    def reserve(ttl: timedelta | None = None) -> int:
-        reservation = ledger.reserve(amount, ttl)
-        assert isinstance(reservation, int)
-        return reservation
+    def test_from_threads(self) -> None:
+        """On the sync facade a late commit raises when the block ends; usage is kept."""
+        import treasurer.sync
 
-    first = reserve()  # START + 60 s
-    short = reserve(timedelta(seconds=10))  # START + 10 s: out of order
-    ledger.advance(START + timedelta(seconds=1))
-    later = reserve()  # START + 61 s
-    ledger.advance(START - timedelta(seconds=5))  # the clock stepped back
-    stepped_back = reserve()  # START + 55 s: out of order
-    settled = reserve(timedelta(seconds=5))  # START - 5 s + 5 s = START
-    assert ledger.release(settled) is None
-    assert ledger.next_deadline() == START + timedelta(seconds=10)
-    ledger.advance(START + timedelta(seconds=60))
-    order = [event.reservation for event in expired_events(ledger.events)]
-    assert order == [short, stepped_back, first]
-    assert ledger.next_deadline() == START + timedelta(seconds=61)
-    ledger.advance(START + timedelta(seconds=61))
-    assert [event.reservation for event in expired_events(ledger.events)][-1] == later
-    assert ledger.next_deadline() is None
-    assert ledger.reservations == {}
+        clock = FakeClock()
+        with treasurer.sync.open_budget(tokens=100, clock=clock) as b:
+            with pytest.raises(treasurer.ReservationExpired):
+                with b.reserve(tokens=50, ttl=timedelta(minutes=1)) as r:
+                    clock.advance(minutes=2)
+                    r.commit(tokens=120)
+            assert b.snapshot().tokens_used == 120

@@ -5,23 +5,22 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import anyio
 import pytest
 
 import treasurer
 import treasurer.sync
+from api_support import ON_TRIO_VIRTUAL_TIME, loop_clock
 from treasurer import Window
+from treasurer.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
 
 START = datetime(2026, 11, 22, 10, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
+def Clock() -> ManualClock:
+    return ManualClock(START)
 
 
 class TestOverrides:
@@ -47,7 +46,7 @@ class TestOverrides:
             assert (await scope.check(tokens=30)).fits
             raised = (await scope.check(tokens=101)).refusal  # no room now, but not too large
             assert type(raised) is treasurer.BudgetExceeded
-            clock.now = START + timedelta(minutes=10)  # the override ends
+            clock.set(START + timedelta(minutes=10))  # the override ends
             with pytest.raises(treasurer.BudgetExceeded) as refused:
                 await scope.record(tokens=10)
             assert type(refused.value) is treasurer.BudgetExceeded
@@ -80,7 +79,7 @@ class TestOverrides:
             hour = budget.snapshot().window("hour")
             assert (hour.caps.tokens, hour.limits.tokens, hour.remaining.tokens) == (100, 150, 0)
             assert budget.snapshot().overrides == (override,)
-            clock.now = START + timedelta(minutes=30)
+            clock.set(START + timedelta(minutes=30))
             answer = await budget.check(tokens=1)
             assert (answer.fits, answer.window) == (False, "hour")
             assert budget.snapshot().window("hour").limits.tokens == 100
@@ -108,7 +107,7 @@ class TestOverrides:
             await budget.override(tokens=10, expires_at=START + timedelta(minutes=5))
             await budget.override(tokens=20, expires_at=START + timedelta(minutes=10))
             assert budget.snapshot().limits.tokens == 130
-            clock.now = START + timedelta(minutes=5)
+            clock.set(START + timedelta(minutes=5))
             await budget.check()
             assert budget.snapshot().limits.tokens == 120
 
@@ -145,23 +144,104 @@ class TestOverrides:
 
 
 class TestOverrideDeadlines:
-    async def test_removed_override_no_longer_schedules_the_timer(self) -> None:
-        """An override removed early drops out of the timer's schedule; one that expires
-        before any reservation deadline is what the timer wakes for."""
+    @ON_TRIO_VIRTUAL_TIME
+    async def test_a_removed_override_does_not_wake_the_budget(self) -> None:
+        """On trio's virtual clock: an override removed early never wakes the budget at
+        its old expiry; the one left expires on time, unprompted."""
+        events: list[treasurer.Event] = []
+        clock = loop_clock(START)
+        async with treasurer.open_budget(tokens=100, clock=clock, on_event=events.append) as b:
+            early = await b.override(tokens=5, expires_at=START + timedelta(minutes=1))
+            late = await b.override(tokens=5, expires_at=START + timedelta(minutes=2))
+            await b.remove_override(early)
+            batches = b.statistics().batches_served
+            await anyio.sleep(90)
+            assert b.statistics().batches_served == batches
+            assert b.snapshot().overrides == (late,)
+            await anyio.sleep(31)
+            assert b.statistics().batches_served == batches + 1
+            assert b.snapshot().overrides == ()
+            assert b.snapshot().limits.tokens == 100
+        ended = [(type(e).__name__, e.override.id) for e in events if hasattr(e, "override")]
+        assert ended == [
+            ("OverrideSet", early.id),
+            ("OverrideSet", late.id),
+            ("OverrideRemoved", early.id),
+            ("OverrideExpired", late.id),
+        ]
+
+
+class TestWhoRemovesAnOverride:
+    async def test_an_override_of_another_budget_is_refused(self) -> None:
+        """B.remove_override(an override of A) raises InvalidOption and removes nothing,
+        though both overrides have the same number."""
+        clock = Clock()
+        async with (
+            treasurer.open_budget(tokens=100, clock=clock, name="A") as a,
+            treasurer.open_budget(tokens=100, clock=clock, name="B") as b,
+        ):
+            of_a = await a.override(tokens=10, expires_at=START + timedelta(hours=1))
+            of_b = await b.override(tokens=20, expires_at=START + timedelta(hours=1))
+            assert of_a.id == of_b.id
+            assert (of_a.budget, of_b.budget) == ("A", "B")
+            with pytest.raises(treasurer.InvalidOption, match="'A'"):
+                await b.remove_override(of_a)
+            assert b.snapshot().overrides == (of_b,)
+            assert a.snapshot().overrides == (of_a,)
+            await b.remove_override(of_b)
+            assert b.snapshot().limits.tokens == 100
+
+    async def test_a_tenant_handle_cannot_remove_a_budget_wide_override(self) -> None:
+        """An override set on the budget is removed only through the budget's handle."""
+        clock = Clock()
+        async with treasurer.open_budget(
+            tokens=100, clock=clock, tenant_defaults=treasurer.TenantCaps(tokens=10)
+        ) as budget:
+            shared = await budget.override(tokens=50, expires_at=START + timedelta(hours=1))
+            for attempt in (shared, shared.id):
+                with pytest.raises(treasurer.InvalidOption):
+                    await budget.tenant("t").remove_override(attempt)
+            assert budget.snapshot().overrides == (shared,)
+            assert budget.snapshot().limits.tokens == 150
+            await budget.remove_override(shared)
+            assert budget.snapshot().overrides == ()
+
+    async def test_each_handle_removes_only_its_own(self) -> None:
+        """A tenant's override is removed through that tenant's handle only: not the
+        budget's, not another tenant's, not a child budget's."""
+        clock = Clock()
+        async with treasurer.open_budget(
+            tokens=1000, clock=clock, tenant_defaults=treasurer.TenantCaps(tokens=100)
+        ) as budget:
+            t, u = budget.tenant("t"), budget.tenant("u")
+            mine = await t.override(tokens=10, expires_at=START + timedelta(hours=1))
+            theirs = await u.override(tokens=20, expires_at=START + timedelta(hours=1))
+            async with budget.child(tokens=100) as child:
+                childs = await child.override(tokens=5, expires_at=START + timedelta(hours=1))
+                for handle, foreign in [
+                    (budget, mine),
+                    (u, mine),
+                    (child, mine),
+                    (t, theirs),
+                    (t, childs),
+                    (budget, childs),
+                ]:
+                    with pytest.raises(treasurer.InvalidOption):
+                        await handle.remove_override(foreign)
+                assert (t.snapshot().overrides, u.snapshot().overrides) == ((mine,), (theirs,))
+                assert child.snapshot().overrides == (childs,)
+                await child.remove_override(childs)
+                assert child.snapshot().overrides == ()
+            await t.remove_override(mine)
+            await u.remove_override(theirs.id)
+            assert (t.snapshot().overrides, u.snapshot().overrides) == ((), ())
+
+    async def test_true_is_not_override_one(self) -> None:
+        """remove_override(True) raises InvalidOption; override 1 stays."""
         clock = Clock()
         async with treasurer.open_budget(tokens=100, clock=clock) as budget:
-            early = await budget.override(tokens=5, expires_at=START + timedelta(minutes=1))
-            await budget.override(tokens=5, expires_at=START + timedelta(minutes=2))
-            async with budget.reserve(tokens=1):
-                core = budget._core
-                assert core.next_deadline == START + timedelta(minutes=1)
-                await budget.remove_override(early)
-                assert core.ledger.next_deadline() == START + timedelta(minutes=2)
-
-    def test_ledger_refuses_an_unknown_window_reset(self) -> None:
-        """The pure ledger answers a reset of an unknown window with InvalidOption."""
-        from treasurer._ledger import Ledger
-
-        ledger = Ledger((None, None, 10, None, None), windows=[Window.hour(tokens=5)], now=START)
-        assert isinstance(ledger.reset("day"), treasurer.InvalidOption)
-        assert ledger.reset("hour") is None
+            one = await budget.override(tokens=5, expires_at=START + timedelta(hours=1))
+            assert one.id == 1
+            with pytest.raises(treasurer.InvalidOption):
+                await budget.remove_override(True)
+            assert budget.snapshot().overrides == (one,)

@@ -2,56 +2,65 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import anyio
+import anyio.abc
+import anyio.from_thread
 import pytest
-import trio.testing
 from anyio import wait_all_tasks_blocked
 
 import treasurer
 import treasurer.sync
+import treasurer.testing
+from api_support import ON_TRIO_VIRTUAL_TIME, loop_clock
 from treasurer import Window
 
 pytestmark = pytest.mark.anyio
 
 
 class Queue:
-    """Starts waiting reservations one by one, so their arrival order is exact."""
+    """Starts waiting reservations one by one, so their arrival order is exact.
+
+    A granted waiter holds its reservation until :meth:`leave` lets it go: it
+    leaves without committing, so its room comes back (usage that was spent
+    would not: it would make a waiter that cannot fit under the lifetime cap
+    fail at once).
+    """
 
     def __init__(self, budget: treasurer.Budget, tg: anyio.abc.TaskGroup) -> None:
         self.budget = budget
         self.tg = tg
-        self._granted: list[tuple[int, str]] = []
+        self.grants: list[tuple[int, str]] = []
         self.scopes: dict[str, anyio.CancelScope] = {}
-        self.release: dict[str, anyio.Event] = {}
+        self.done: dict[str, anyio.Event] = {}
 
     @property
     def granted(self) -> list[str]:
         """Names in grant order (reservation ids are given out in that order; tasks
         granted in one batch may resume in any order)."""
-        return [name for _, name in sorted(self._granted)]
+        return [name for _, name in sorted(self.grants)]
 
-    async def reset(self) -> None:
-        """Zero the budget's usage and let every waiter that now fits run."""
-        await self.budget.reset()
+    async def leave(self, *names: str) -> None:
+        """Let granted waiters release their reservations, and the queue move."""
+        for name in names:
+            self.done[name].set()
         await wait_all_tasks_blocked()
 
-    def release_all(self) -> None:
-        """Let every granted waiter commit and leave."""
-        for event in self.release.values():
+    def leave_all(self) -> None:
+        for event in self.done.values():
             event.set()
 
     async def start(self, name: str, tokens: int) -> None:
         scope = self.scopes[name] = anyio.CancelScope()
-        done = self.release[name] = anyio.Event()
+        done = self.done[name] = anyio.Event()
 
         async def waiter() -> None:
             with scope:
                 async with self.budget.reserve(tokens=tokens, wait=True) as r:
-                    self._granted.append((r.id, name))
+                    self.grants.append((r.id, name))
                     await done.wait()
-                    r.commit(tokens=tokens)
 
         self.tg.start_soon(waiter)
         await wait_all_tasks_blocked()
@@ -66,7 +75,7 @@ class TestFirstComeFirstServed:
                 queue = Queue(budget, tg)
                 await queue.start("holder", 100)
                 await queue.start("b", 50)
-                with pytest.raises(treasurer.RequestTooLarge):
+                with anyio.fail_after(5), pytest.raises(treasurer.RequestTooLarge):
                     async with budget.reserve(tokens=150, wait=True):
                         pass  # pragma: no cover
                 await queue.start("c", 50)
@@ -74,7 +83,7 @@ class TestFirstComeFirstServed:
                 queue.scopes["holder"].cancel()
                 await wait_all_tasks_blocked()
                 assert queue.granted == ["holder", "b", "c"]
-                queue.release_all()
+                queue.leave_all()
 
     async def test_waiters_are_granted_in_arrival_order(self) -> None:
         """Released room goes to waiters in the order they came, as far as it reaches."""
@@ -86,18 +95,14 @@ class TestFirstComeFirstServed:
                     await queue.start(name, tokens)
                 assert queue.granted == ["holder"]
                 assert budget.statistics().reservations_waiting == 3
-                queue.release["holder"].set()  # commits 100: nothing freed
-                await wait_all_tasks_blocked()
-                assert queue.granted == ["holder"]
-                await budget.reset()  # usage zeroed: 100 free
-                await wait_all_tasks_blocked()
+                await queue.leave("holder")  # 100 free
                 assert queue.granted == ["holder", "b", "c"]  # 90; d (50) waits
-                queue.release["b"].set()
-                await wait_all_tasks_blocked()
-                assert queue.granted == ["holder", "b", "c"]  # b committed 60: still full
-                await queue.reset()
+                assert budget.statistics().reservations_waiting == 1
+                await queue.leave("c")  # 40 free: d still waits
+                assert queue.granted == ["holder", "b", "c"]
+                await queue.leave("b")
                 assert queue.granted == ["holder", "b", "c", "d"]
-                queue.release_all()
+                queue.leave_all()
             assert budget.statistics().reservations_waiting == 0
             assert budget.snapshot().open_reservations == 0
 
@@ -110,13 +115,12 @@ class TestFirstComeFirstServed:
                 await queue.start("large", 80)
                 await queue.start("small", 10)  # would fit now, but arrived later
                 assert queue.granted == ["holder"]
-                await queue.reset()
-                assert queue.granted == ["holder"]
-                queue.release["holder"].set()  # commit 60 then reset: 100 free
+                await budget.record(tokens=0)  # another batch: still nothing for small
                 await wait_all_tasks_blocked()
-                await queue.reset()
+                assert queue.granted == ["holder"]
+                await queue.leave("holder")  # 100 free
                 assert queue.granted == ["holder", "large", "small"]
-                queue.release_all()
+                queue.leave_all()
 
     async def test_fits_at_once(self) -> None:
         """A waiting reservation that fits is granted at once."""
@@ -138,6 +142,49 @@ class TestFirstComeFirstServed:
                 budget.reserve(tokens=1, wait=1)  # type: ignore[arg-type]
 
 
+class TestSpentUsage:
+    async def test_a_request_spent_usage_leaves_no_room_for_fails_at_once(self) -> None:
+        """With 95 of a 100-token lifetime cap spent, reserve(tokens=10, wait=True)
+        raises BudgetExceeded (not RequestTooLarge) at once: no release can make room."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            await budget.record(tokens=95)
+            with anyio.fail_after(5), pytest.raises(treasurer.BudgetExceeded) as caught:
+                async with budget.reserve(tokens=10, wait=True):
+                    pass  # pragma: no cover
+            assert type(caught.value) is treasurer.BudgetExceeded
+            assert (caught.value.cap, caught.value.used, caught.value.available) == (
+                "tokens",
+                95,
+                5,
+            )
+            assert budget.statistics().reservations_waiting == 0
+            async with budget.reserve(tokens=5, wait=True) as r:
+                r.commit()
+
+    async def test_a_waiter_is_answered_once_spent_usage_leaves_it_no_room(self) -> None:
+        """A waiter queued behind a holder fails at once with BudgetExceeded when the
+        holder commits what it held: the room it waited for was spent."""
+        async with treasurer.open_budget(tokens=100) as budget:
+            holder = await budget.reserve(tokens=100).__aenter__()
+            outcome: list[BaseException] = []
+
+            async def waiter() -> None:
+                try:
+                    async with budget.reserve(tokens=10, wait=True):
+                        pytest.fail("must not be granted")  # pragma: no cover
+                except treasurer.BudgetExceeded as exc:
+                    outcome.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await wait_all_tasks_blocked()
+                assert budget.statistics().reservations_waiting == 1
+                holder.commit()  # its 100 tokens are spent for good
+                await wait_all_tasks_blocked()
+            assert [type(e) for e in outcome] == [treasurer.BudgetExceeded]
+            assert budget.statistics().reservations_waiting == 0
+
+
 class TestCancellation:
     async def test_cancel_a_waiter_in_the_middle(self) -> None:
         """A waiter cancelled mid-queue is removed; the others keep their order; nothing leaks."""
@@ -150,12 +197,10 @@ class TestCancellation:
                 queue.scopes["c"].cancel()
                 await wait_all_tasks_blocked()
                 assert budget.statistics().tasks_waiting == 2
-                await budget.reset()
-                queue.release["holder"].set()
-                await wait_all_tasks_blocked()
-                await queue.reset()
+                assert budget.statistics().reservations_waiting == 2
+                await queue.leave("holder")
                 assert queue.granted == ["holder", "b", "d"]
-                queue.release_all()
+                queue.leave_all()
             assert queue.scopes["c"].cancelled_caught
             snap = budget.snapshot()
             assert (snap.open_reservations, snap.tokens_reserved) == (0, 0)
@@ -172,7 +217,7 @@ class TestCancellation:
                 queue.scopes["large"].cancel()
                 await wait_all_tasks_blocked()
                 assert queue.granted == ["holder", "small"]
-                queue.release_all()
+                queue.leave_all()
 
     async def test_timeout(self) -> None:
         """fail_after bounds the wait; the timed-out waiter leaves nothing behind."""
@@ -185,6 +230,7 @@ class TestCancellation:
                 await wait_all_tasks_blocked()
                 assert budget.snapshot().tokens_reserved == 10
                 assert budget.statistics().reservations_waiting == 0
+                assert budget.statistics().tasks_waiting == 0
 
     async def test_closing_fails_every_waiter(self) -> None:
         """Waiters still queued when the budget closes get BudgetClosed at once."""
@@ -210,9 +256,9 @@ class TestCancellation:
 
 class TestWaitingForTime:
     async def test_expiry_of_a_holder_frees_room(self) -> None:
-        """A reservation that expires makes room for a waiter."""
-        now = [datetime(2026, 11, 22, 10, tzinfo=UTC)]
-        async with treasurer.open_budget(tokens=10, clock=lambda: now[0]) as budget:
+        """A reservation that expires makes room for a waiter, with nobody calling."""
+        clock = treasurer.testing.ManualClock(datetime(2026, 11, 22, 10, tzinfo=UTC))
+        async with treasurer.open_budget(tokens=10, clock=clock) as budget:
             holder = await budget.reserve(tokens=10, ttl=timedelta(seconds=30)).__aenter__()
             granted = anyio.Event()
 
@@ -224,24 +270,19 @@ class TestWaitingForTime:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(waiter)
                 await wait_all_tasks_blocked()
-                now[0] += timedelta(seconds=30)
-                await budget.check()  # any call lets the actor see the time
+                clock.advance(seconds=29)
+                await wait_all_tasks_blocked()
+                assert not granted.is_set()
+                clock.advance(seconds=1)  # wakes the budget: the holder expires
                 with anyio.fail_after(1):
                     await granted.wait()
-            holder.release()
+            with pytest.raises(treasurer.ReservationExpired):
+                holder.commit(tokens=0)
 
-    @pytest.mark.parametrize(
-        "anyio_backend",
-        [
-            pytest.param(
-                ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio"
-            )
-        ],
-    )
+    @ON_TRIO_VIRTUAL_TIME
     async def test_window_rollover_wakes_waiters(self) -> None:
         """On trio's virtual clock: a waiter is granted when the hour rolls over, unprompted."""
-        base = datetime(2026, 11, 22, 10, 59, tzinfo=UTC) - timedelta(seconds=anyio.current_time())
-        clock = lambda: base + timedelta(seconds=anyio.current_time())  # noqa: E731
+        clock = loop_clock(datetime(2026, 11, 22, 10, 59, tzinfo=UTC))
         async with treasurer.open_budget(windows=[Window.hour(tokens=100)], clock=clock) as budget:
             await budget.record(tokens=100)
             async with budget.reserve(tokens=60, wait=True):
@@ -260,12 +301,31 @@ class TestSyncWaiting:
                 with budget.reserve(tokens=10, wait=True) as r:
                     got.append(r.amount.tokens)
 
-            import threading
-
             thread = threading.Thread(target=waiter)
             thread.start()
-            thread.join(0.05)
+            with anyio.from_thread.start_blocking_portal() as portal:
+                portal.call(wait_for_a_waiter, budget)
             assert got == []
             holder.__exit__(None, None, None)
             thread.join(5)
             assert got == [10]
+
+    def test_a_thread_waits_at_most_its_timeout(self) -> None:
+        """reserve(wait=True, timeout=...) raises TimeoutError and leaves nothing waiting."""
+        with treasurer.sync.open_budget(tokens=10) as budget:
+            with budget.reserve(tokens=10):
+                with pytest.raises(TimeoutError):
+                    with budget.reserve(tokens=5, wait=True, timeout=0.05):
+                        pass  # pragma: no cover
+                assert budget.snapshot().tokens_reserved == 10
+            assert budget.snapshot().open_reservations == 0
+            with pytest.raises(treasurer.InvalidOption):
+                budget.reserve(tokens=1, wait=True, timeout=0)
+
+
+async def wait_for_a_waiter(budget: treasurer.sync.SyncBudget) -> None:
+    """Until the budget has one reservation queued (the thread is blocked in it)."""
+    with anyio.fail_after(5):
+        # The thread's request reaches the budget's own loop; nothing here can signal it.
+        while budget.statistics().reservations_waiting != 1:  # noqa: ASYNC110
+            await anyio.sleep(0.001)

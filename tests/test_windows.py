@@ -4,30 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 
 import treasurer
 import treasurer.sync
 from treasurer import Window
+from treasurer.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 def utc(*args: int) -> datetime:
@@ -37,7 +23,7 @@ def utc(*args: int) -> datetime:
 class TestCalendarWindows:
     async def test_hour_rolls_over_at_the_exact_instant(self) -> None:
         """An hourly cap refuses until the hour ends, and admits again at exactly HH:00."""
-        clock = FakeClock(utc(2026, 11, 22, 10, 15))
+        clock = ManualClock(utc(2026, 11, 22, 10, 15))
         async with treasurer.open_budget(windows=[Window.hour(tokens=100)], clock=clock) as b:
             await b.record(tokens=100)
             clock.set(utc(2026, 11, 22, 10, 59, 59, 999_999))
@@ -57,7 +43,7 @@ class TestCalendarWindows:
 
     async def test_correct_after_a_long_idle_gap(self) -> None:
         """A window that rolled over many times while nobody called is right at the next call."""
-        clock = FakeClock(utc(2026, 1, 31, 23, 59))
+        clock = ManualClock(utc(2026, 1, 31, 23, 59))
         windows = [Window.month(usd=1), Window.hour(usd=1)]
         async with treasurer.open_budget(windows=windows, clock=clock) as b:
             await b.record(usd=1)
@@ -70,7 +56,7 @@ class TestCalendarWindows:
 
     async def test_month_boundaries(self) -> None:
         """Months end on their own last day, December included."""
-        clock = FakeClock(utc(2026, 12, 31, 23, 59, 59))
+        clock = ManualClock(utc(2026, 12, 31, 23, 59, 59))
         async with treasurer.open_budget(windows=[Window.month(tokens=10)], clock=clock) as b:
             await b.record(tokens=10)
             assert b.snapshot().window("month").resets_at == utc(2027, 1, 1)
@@ -82,7 +68,7 @@ class TestCalendarWindows:
 
     async def test_week_starts_on_monday(self) -> None:
         """An ISO week runs from Monday 00:00 to the next Monday."""
-        clock = FakeClock(utc(2026, 11, 22, 12))  # a Sunday
+        clock = ManualClock(utc(2026, 11, 22, 12))  # a Sunday
         async with treasurer.open_budget(windows=[Window.week(requests=1)], clock=clock) as b:
             await b.record()
             clock.set(utc(2026, 11, 22, 23, 59, 59))
@@ -93,7 +79,7 @@ class TestCalendarWindows:
 
     async def test_day_in_a_time_zone(self) -> None:
         """A Berlin day starts at 00:00 Berlin time: 23:00 UTC in winter, 22:00 in summer."""
-        clock = FakeClock(utc(2026, 11, 22, 12))
+        clock = ManualClock(utc(2026, 11, 22, 12))
         day = Window.day(tokens=10, tz="Europe/Berlin")
         async with treasurer.open_budget(windows=[day], clock=clock) as b:
             await b.record(tokens=10)
@@ -104,7 +90,7 @@ class TestCalendarWindows:
             clock.set(utc(2026, 11, 23, 22, 59))
             assert not (await b.check(tokens=1)).fits  # ...that lasts until 23:00 UTC
             assert b.snapshot().window("day").resets_at == utc(2026, 11, 23, 23)
-        clock = FakeClock(utc(2026, 7, 1, 21, 59))
+        clock = ManualClock(utc(2026, 7, 1, 21, 59))
         async with treasurer.open_budget(windows=[day], clock=clock) as b:
             await b.record(tokens=10)
             clock.set(utc(2026, 7, 1, 22))
@@ -114,7 +100,7 @@ class TestCalendarWindows:
 
     async def test_a_day_with_a_clock_change_is_23_hours(self) -> None:
         """The Berlin day of the spring clock change ends 23 hours after it starts."""
-        clock = FakeClock(utc(2026, 3, 29, 12))
+        clock = ManualClock(utc(2026, 3, 29, 12))
         day = Window.day(tokens=10, tz="Europe/Berlin")
         async with treasurer.open_budget(windows=[day], clock=clock) as b:
             await b.record(tokens=1)
@@ -122,7 +108,7 @@ class TestCalendarWindows:
 
     async def test_several_windows_at_once(self) -> None:
         """A request must fit every window; the refusal names the one that refused."""
-        clock = FakeClock(utc(2026, 11, 22, 9))
+        clock = ManualClock(utc(2026, 11, 22, 9))
         windows = [Window.hour(tokens=100), Window.day(tokens=150)]
         async with treasurer.open_budget(tokens=1000, windows=windows, clock=clock) as b:
             await b.record(tokens=100)
@@ -142,7 +128,7 @@ class TestRollingWindows:
     async def test_charges_leave_after_the_duration(self) -> None:
         """A rolling hour frees each charge exactly 60 minutes after it was made."""
         start = utc(2026, 11, 22, 10)
-        clock = FakeClock(start)
+        clock = ManualClock(start)
         rolling = Window.rolling(timedelta(minutes=60), tokens=100)
         assert rolling.name == "rolling 3600s"
         async with treasurer.open_budget(windows=[rolling], clock=clock) as b:
@@ -161,9 +147,24 @@ class TestRollingWindows:
             assert (await b.check(tokens=100)).fits
             assert b.snapshot().window("rolling 3600s").resets_at is None
 
+    async def test_a_free_call_with_a_model_ages_out_cleanly(self) -> None:
+        """A zero-amount record with a model (a cached answer) in a 60 s rolling window
+        leaves the budget working after the window has passed."""
+        clock = ManualClock(utc(2026, 11, 22, 10))
+        rolling = Window.rolling(timedelta(seconds=60), tokens=100)
+        async with treasurer.open_budget(windows=[rolling], clock=clock) as b:
+            await b.record(tokens=5, model="m")
+            clock.advance(seconds=1)
+            await b.record(tokens=0, requests=0, model="m")
+            clock.advance(seconds=120)
+            await b.record(tokens=100, model="m")
+            assert b.snapshot().window("rolling 60s").used.tokens == 100
+            assert (await b.usage("rolling 60s")).models["m"].tokens == 100
+            assert not b.closed
+
     async def test_named_rolling_window(self) -> None:
         """A window can be given its own name."""
-        clock = FakeClock(utc(2026, 11, 22))
+        clock = ManualClock(utc(2026, 11, 22))
         window = Window.rolling(timedelta(seconds=90), name="burst", requests=2)
         async with treasurer.open_budget(windows=[window], clock=clock) as b:
             await b.record()
@@ -175,7 +176,7 @@ class TestRollingWindows:
 class TestWindowAccounting:
     async def test_reservations_count_across_a_rollover(self) -> None:
         """A reservation made in one hour still holds in the next, and is charged there."""
-        clock = FakeClock(utc(2026, 11, 22, 10, 50))
+        clock = ManualClock(utc(2026, 11, 22, 10, 50))
         async with treasurer.open_budget(windows=[Window.hour(tokens=100)], clock=clock) as b:
             async with b.reserve(tokens=80) as r:
                 clock.set(utc(2026, 11, 22, 11, 4))  # before its 15-minute time-to-live ends
@@ -189,7 +190,7 @@ class TestWindowAccounting:
 
     async def test_refunds_do_not_free_window_usage(self) -> None:
         """A refund frees lifetime budget at once but windows keep counting until they roll."""
-        clock = FakeClock(utc(2026, 11, 22, 10))
+        clock = ManualClock(utc(2026, 11, 22, 10))
         async with treasurer.open_budget(
             tokens=1000, windows=[Window.hour(tokens=100)], clock=clock
         ) as b:
@@ -198,13 +199,14 @@ class TestWindowAccounting:
             assert b.remaining == 990
             assert b.snapshot().window("hour").used.tokens == 60
             assert not await b.consume(41)
+            assert await b.consume(40)
             await b.refund(80, 40)  # used more than estimated: charged everywhere
-            assert b.snapshot().window("hour").used.tokens == 100
-            assert b.snapshot().tokens_used == 50
+            assert b.snapshot().window("hour").used.tokens == 140
+            assert b.snapshot().tokens_used == 90
 
     async def test_larger_than_a_window_cap(self) -> None:
         """A request larger than a window's cap can never fit: RequestTooLarge naming it."""
-        clock = FakeClock(utc(2026, 11, 22))
+        clock = ManualClock(utc(2026, 11, 22))
         async with treasurer.open_budget(windows=[Window.day(usd=1)], clock=clock) as b:
             with pytest.raises(treasurer.RequestTooLarge) as caught:
                 await b.record(usd=Decimal("1.01"))
@@ -213,7 +215,7 @@ class TestWindowAccounting:
 
     async def test_reset_clears_windows(self) -> None:
         """reset() zeroes window usage too."""
-        clock = FakeClock(utc(2026, 11, 22))
+        clock = ManualClock(utc(2026, 11, 22))
         windows = [Window.day(tokens=10), Window.rolling(timedelta(hours=1), tokens=10)]
         async with treasurer.open_budget(windows=windows, clock=clock) as b:
             await b.record(tokens=10)
@@ -223,7 +225,7 @@ class TestWindowAccounting:
 
     async def test_snapshot_windows(self) -> None:
         """The snapshot lists each window with caps, usage, remaining and reset time."""
-        clock = FakeClock(utc(2026, 11, 22, 10, 30))
+        clock = ManualClock(utc(2026, 11, 22, 10, 30))
         async with treasurer.open_budget(
             windows=[Window.hour(tokens=100, usd=2)], clock=clock
         ) as b:
@@ -239,6 +241,51 @@ class TestWindowAccounting:
             assert hour.resets_at == utc(2026, 11, 22, 11)
             with pytest.raises(KeyError, match="day"):
                 b.snapshot().window("day")
+
+
+class TestTimeZones:
+    async def test_the_repeated_half_hour_of_lord_howe(self) -> None:
+        """Australia/Lord_Howe repeats 01:30-02:00 on 2026-04-05: each pass is an hour
+        period of its own, and one instant admits at most 100 tokens of a 100/hour cap."""
+        zone = ZoneInfo("Australia/Lord_Howe")
+        first = datetime(2026, 4, 5, 1, 45, tzinfo=zone).astimezone(UTC)  # 14:45 UTC
+        second = datetime(2026, 4, 5, 1, 45, fold=1, tzinfo=zone).astimezone(UTC)  # 15:15
+        clock = ManualClock(first)
+        hourly = Window.hour(tokens=100, tz="Australia/Lord_Howe")
+        async with treasurer.open_budget(windows=[hourly], clock=clock) as b:
+            for now in (first, second):
+                clock.set(now)
+                admitted = 0
+                for amount in (100, 60, 1):
+                    while (await b.check(tokens=amount)).fits:
+                        await b.record(tokens=amount)
+                        admitted += amount
+                    assert not await b.consume(amount)
+                assert admitted == 100
+                assert b.snapshot().window("hour").used.tokens == 100
+            with pytest.raises(treasurer.BudgetExceeded) as caught:
+                await b.record(tokens=1)
+            assert caught.value.resets_at == utc(2026, 4, 4, 15, 30)
+            assert b.totals().tokens == 200
+
+    @pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin", ZoneInfo("America/New_York"), UTC])
+    async def test_zones_by_name_or_tzinfo(self, tz: object) -> None:
+        """A window's zone is a name or a tzinfo; days reset at that zone's midnight."""
+        clock = ManualClock(utc(2026, 1, 15, 12))
+        async with treasurer.open_budget(
+            windows=[Window.day(tokens=10, tz=tz)],
+            clock=clock,  # type: ignore[arg-type]
+        ) as b:
+            await b.record(tokens=10)
+            zone = ZoneInfo(tz) if isinstance(tz, str) else tz
+            midnight = datetime(2026, 1, 16, tzinfo=zone).astimezone(UTC)  # type: ignore[arg-type]
+            assert b.snapshot().window("day").resets_at == midnight
+
+    @pytest.mark.parametrize("tz", [123, 1.5, b"UTC", "Mars/Olympus_Mons", ""], ids=repr)
+    def test_a_zone_that_is_no_zone(self, tz: object) -> None:
+        """Window.day(tz=123) and other non-zones raise InvalidOption."""
+        with pytest.raises(treasurer.InvalidOption):
+            Window.day(tokens=1, tz=tz)  # type: ignore[arg-type]
 
 
 class TestBadWindows:
@@ -282,7 +329,7 @@ class TestBadWindows:
 class TestSyncWindows:
     def test_windows_from_threads(self) -> None:
         """The sync facade takes windows and a clock too, and validates them in the caller."""
-        clock = FakeClock(utc(2026, 11, 22, 10))
+        clock = ManualClock(utc(2026, 11, 22, 10))
         with treasurer.sync.open_budget(windows=[Window.hour(tokens=5)], clock=clock) as b:
             b.record(tokens=5)
             assert not b.check(tokens=1).fits

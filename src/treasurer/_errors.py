@@ -26,7 +26,8 @@ class BudgetExceeded(TreasurerError):
     its caps: "lifetime" (the budget's whole life), "request" (the
     per-request cap) or a time window's name ("hour", "day", ...), with
     ``resets_at`` the instant that window next frees usage. ``tenant`` is the
-    tenant whose own cap refused it (``None``: the budget's shared caps).
+    tenant whose own cap refused it and ``child`` the child budget whose own
+    cap refused it (both ``None``: the budget's shared caps).
     USD figures are ``Decimal``; token and request figures are ``int``.
     """
 
@@ -44,9 +45,11 @@ class BudgetExceeded(TreasurerError):
         window: str = "lifetime",
         resets_at: datetime | None = None,
         tenant: str | None = None,
+        child: str | None = None,
     ) -> None:
         self.budget = budget
         self.tenant = tenant
+        self.child = child
         self.cap = cap
         self.window = window
         self.resets_at = resets_at
@@ -70,9 +73,12 @@ class BudgetExceeded(TreasurerError):
         )
 
     def _scope(self) -> str:
-        if self.tenant is None:
-            return f"budget {self.budget!r}"
-        return f"budget {self.budget!r}, tenant {self.tenant!r}"
+        parts = [f"budget {self.budget!r}"]
+        if self.tenant is not None:
+            parts.append(f"tenant {self.tenant!r}")
+        if self.child is not None:
+            parts.append(f"child {self.child!r}")
+        return ", ".join(parts)
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self), self.__dict__))
@@ -126,6 +132,10 @@ class InvalidOption(TreasurerError, ValueError):
     """An option (not an amount) has a value it cannot take."""
 
 
+class InvalidRefund(TreasurerError, ValueError):
+    """A ``refund()`` that matches no outstanding ``consume()`` of that estimate."""
+
+
 class ReservationError(TreasurerError, RuntimeError):
     """A reservation was used in a way its lifecycle does not allow."""
 
@@ -152,7 +162,13 @@ class BudgetBroken(BudgetClosed):
 class LoopThreadError(TreasurerError, RuntimeError):
     """A call from the wrong thread.
 
-    A blocking call made from the thread that runs the budget's event loop
-    would deadlock, so it raises this at once instead; so does
+    A blocking call (``treasurer.sync``) made from a thread that runs an
+    event loop would freeze that loop, so it raises this at once instead; so
+    does an async call made on another event loop than the budget's, and
     ``sync_view()`` called outside the budget's event loop.
     """
+
+
+class StoreUnavailable(TreasurerError, ConnectionError):
+    """The store that holds the budget's state cannot be reached; nothing was
+    admitted (a store fails closed)."""

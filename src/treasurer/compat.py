@@ -21,20 +21,26 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from decimal import Decimal
 
-from ._amounts import Money
+from ._compat_llm import PRICING as PRICING
+from ._compat_llm import CostOptimizer as CostOptimizer
+from ._compat_llm import TrackedLLMClient as TrackedLLMClient
+from ._core.events import ThresholdCrossed
+from ._core.options import Money
+from ._core.windows import Window
 from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import InvalidOption
-from ._events import Event, ThresholdCrossed
-from ._sync import SyncBudget
-from ._sync import open_budget as _open_sync_budget
-from ._windows import Window
+from .sync import SyncBudget
+from .sync import open_budget as _open_sync_budget
 
 __all__ = (
+    "PRICING",
     "AlertLevel",
     "Budget",
     "BudgetExceeded",
     "BudgetManager",
     "BudgetPool",
+    "CostOptimizer",
+    "TrackedLLMClient",
     "UsageRecord",
 )
 
@@ -109,13 +115,17 @@ class BudgetManager:
                 Window.month(usd=budget.monthly_limit, tz=tz),
             ],
             thresholds=sorted({threshold, 100}),
-            on_event=self._on_event,
             clock=clock,
         )
+        # The alerts a call causes are buffered before it returns: record_spend
+        # hands them to the alert handler before it returns too, as the manager did.
+        self._subscribing = self._treasurer.subscribe(buffer=1024)
+        self._events = self._subscribing.__enter__()
 
-    def _on_event(self, event: Event) -> None:
-        if self._alert_handler is not None and isinstance(event, ThresholdCrossed):
-            self._alert_handler(AlertLevel(event.level), event.message)
+    def _alert(self) -> None:
+        for event in self._events.pending():
+            if self._alert_handler is not None and isinstance(event, ThresholdCrossed):
+                self._alert_handler(AlertLevel(event.level), event.message)
 
     @property
     def treasurer_budget(self) -> SyncBudget:
@@ -128,11 +138,21 @@ class BudgetManager:
 
     def record_spend(self, record: UsageRecord) -> None:
         """Record a call's spend; it happened, so it is recorded even past a limit."""
+        tags = {
+            name: value
+            for name, value in (("user_id", record.user_id), ("endpoint", record.endpoint))
+            if value
+        }
+        request = {"request_id": record.request_id} if record.request_id else {}
         self._treasurer.charge(
             input_tokens=record.input_tokens,
             output_tokens=record.output_tokens,
             usd=record.cost_usd,
+            model=record.model,
+            tags=tags,
+            **request,  # type: ignore[arg-type]
         )
+        self._alert()
 
     def get_status(self) -> dict[str, float]:
         """Spent and remaining per day and month, and the percent of the daily limit used."""
@@ -156,6 +176,8 @@ class BudgetManager:
 
     def close(self) -> None:
         """Stop the budget's thread; closed at interpreter exit otherwise."""
+        if not self._treasurer.closed:
+            self._subscribing.__exit__(None, None, None)
         self._treasurer.close()
 
     def __enter__(self) -> BudgetManager:

@@ -1,0 +1,196 @@
+"""Events a budget emits: threshold alerts, usage, refusals, reservations, rollovers.
+
+Frozen values made by the pure ledger and handed out by the actor after each
+batch, so a slow listener never holds up the budget.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+import attrs
+
+from .values import Usage
+
+Level = Literal["info", "warning", "critical"]
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """Base class of every event: which budget, tenant and child budget, when
+    (the budget's clock), how serious. ``tenant`` and ``child`` are ``None``
+    for the budget's own scope; ``child`` is the name of the child budget it
+    happened in."""
+
+    budget: str
+    at: datetime
+    level: Level = "info"
+    tenant: str | None = None
+    child: str | None = None
+
+    @property
+    def message(self) -> str:
+        """One plain sentence about what happened."""
+        return f"{type(self).__name__} in {self.scope}"
+
+    @property
+    def scope(self) -> str:
+        """Which budget, and which tenant or child if any, in words."""
+        parts = [f"budget {self.budget!r}"]
+        if self.tenant is not None:
+            parts.append(f"tenant {self.tenant!r}")
+        if self.child is not None:
+            parts.append(f"child {self.child!r}")
+        return ", ".join(parts)
+
+
+@attrs.frozen(kw_only=True)
+class ThresholdCrossed(Event):
+    """Usage on one axis of one period passed a percentage of its cap.
+
+    Fires once per threshold per period (the lifetime counts as one period,
+    re-armed by ``reset()``); a window's thresholds re-arm when it rolls over.
+    Level: critical at 100 % and above, warning from 75 %, else info.
+    """
+
+    cap: str
+    window: str
+    threshold: int
+    used: int | Decimal
+    limit: int | Decimal
+    resets_at: datetime | None = None
+
+    @property
+    def message(self) -> str:
+        where = "" if self.window == "lifetime" else f" per {self.window}"
+        return (
+            f"{self.scope}: {self.cap} usage{where} reached {self.threshold}% "
+            f"of its cap ({self.used} of {self.limit})"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class UsageRecorded(Event):
+    """Usage was settled: a commit, a record, a charge or a consume.
+
+    Carries the call's metadata; ``source`` says which call, ``reservation``
+    its reservation for a commit. A commit after its reservation expired is
+    ``"late_commit"``; a refund's correction is ``"refund"`` (its usage may
+    be negative on the tokens axis).
+    """
+
+    amount: tuple[int, ...] = attrs.field(repr=False)
+    source: Literal["commit", "late_commit", "record", "charge", "consume", "refund", "take_back"]
+    reservation: int | None = None
+    model: str | None = None
+    request_id: str | None = None
+    session_id: str | None = None
+    tags: dict[str, str] = attrs.field(factory=dict)
+
+    @property
+    def usage(self) -> Usage:
+        """What was used, on every axis (made when asked: most records are never read)."""
+        return Usage.of(self.amount)
+
+    @property
+    def message(self) -> str:
+        return f"{self.scope}: {self.source} of {self.usage}"
+
+
+@attrs.frozen(kw_only=True)
+class RequestRefused(Event):
+    """A request did not fit; ``error`` is the BudgetExceeded its caller got."""
+
+    cap: str
+    window: str
+    error: str
+
+    @property
+    def message(self) -> str:
+        return self.error
+
+
+@attrs.frozen(kw_only=True)
+class ReservationCreated(Event):
+    reservation: int
+    amount: Usage
+    model: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ReservationCommitted(Event):
+    reservation: int
+    actual: Usage
+
+
+@attrs.frozen(kw_only=True)
+class ReservationReleased(Event):
+    reservation: int
+
+
+@attrs.frozen(kw_only=True)
+class ReservationExpiredEvent(Event):
+    """A reservation reached its deadline unsettled and was released.
+
+    (Not to be confused with the exception :class:`treasurer.ReservationExpired`,
+    which a commit made after that raises.)
+    """
+
+    reservation: int
+    amount: Usage
+    deadline: datetime
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.scope}: reservation {self.reservation} expired unsettled "
+            f"at {self.deadline.isoformat()} and was released"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Override:
+    """A temporary increase of the caps of one period ("lifetime" or a window's
+    name) of the budget, of one tenant, or of one child budget."""
+
+    id: int
+    window: str
+    increase: Usage
+    created_at: datetime
+    expires_at: datetime
+    reason: str = ""
+    created_by: str = ""
+    tenant: str | None = None
+    budget: str = ""
+    child: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class OverrideSet(Event):
+    override: Override
+
+
+@attrs.frozen(kw_only=True)
+class OverrideExpired(Event):
+    override: Override
+
+
+@attrs.frozen(kw_only=True)
+class OverrideRemoved(Event):
+    override: Override
+
+
+@attrs.frozen(kw_only=True)
+class WindowRolledOver(Event):
+    """A calendar window began a new period."""
+
+    window: str
+    resets_at: datetime | None
+
+
+def threshold_level(threshold: int) -> Level:
+    if threshold >= 100:
+        return "critical"
+    return "warning" if threshold >= 75 else "info"

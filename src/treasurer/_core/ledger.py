@@ -1,0 +1,213 @@
+"""The budget's arithmetic as a pure state machine: no I/O, no event loop, no clock.
+
+:meth:`Ledger.apply` applies one command at a time ``now`` and returns an
+:class:`~.outcomes.Outcome`: the reply (or the refusal) and the events it
+caused, as plain data. A store owns a ledger (or, for a remote store, does
+the same arithmetic where the state lives); only the budget's actor calls it.
+The commands themselves are applied by the functions of :mod:`.spending` and
+:mod:`.administration`; this module holds the state and what they share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from . import administration, spending
+from .books import Held, Overrides, Reservations
+from .commands import Command, Meta, OpenChild, Reserve
+from .config import BudgetConfig
+from .events import Event, OverrideExpired, RequestRefused, ReservationExpiredEvent, UsageRecorded
+from .outcomes import Charged, Outcome, Refusal, Rejected, Reply
+from .scope import Scope
+from .scopes import ROOT, ScopePath
+from .tree import ScopeTree
+from .values import Usage
+from .windows import FOREVER
+
+_HANDLERS: Final[dict[type, Callable[[Any, Any], Reply]]] = {
+    **spending.HANDLERS,
+    **administration.HANDLERS,
+}
+
+
+class Ledger:
+    """All the state of one budget, changed only by :meth:`apply` and :meth:`advance`.
+
+    ``verbose`` adds the events nobody needs unless someone listens: usage
+    recorded, reservations created, committed and released, and refusals.
+    """
+
+    def __init__(self, config: BudgetConfig, now: datetime) -> None:
+        self.config: Final = config
+        self.name: Final = config.name
+        self.now = now
+        self.verbose = True
+        self.tree: Final = ScopeTree(config, now)
+        self.reservations = Reservations()
+        self.overrides = Overrides()
+        self.events: list[Event] = []  # those of the command being applied
+        self.limits_lowered = False  # a waiting request may have become one that never fits
+
+    @property
+    def root(self) -> Scope:
+        return self.tree.root
+
+    def apply(self, command: Command, now: datetime) -> Outcome:
+        """Apply one command at ``now``; the reply and the events it caused."""
+        self.now = now
+        self.events = events = list[Event]()
+        reply = _HANDLERS[type(command)](self, command)
+        return Outcome(reply, tuple(events) if events else ())
+
+    def apply_batch(
+        self, batch: Sequence[Command], now: datetime, events: list[Event]
+    ) -> list[Reply]:
+        """Apply commands in order at one instant, as :meth:`apply` does each; the
+        replies, and every event added to ``events`` in the order it happened."""
+        self.now = now
+        self.events = events
+        return [_HANDLERS[type(command)](self, command) for command in batch]
+
+    # -- time --------------------------------------------------------------------
+
+    def advance(self, now: datetime) -> list[Event]:
+        """Tell the ledger the time: expire due reservations and overrides, roll
+        the budget's windows over (other scopes' windows move when next used)."""
+        self.now = now
+        self.events = events = list[Event]()
+        for reservation, held in self.reservations.due(now):
+            scope = self.end(held)
+            self.emit(
+                ReservationExpiredEvent,
+                scope,
+                level="warning",
+                reservation=reservation,
+                amount=Usage.of(held.amount),
+                deadline=held.deadline or now,
+            )
+        for override in self.overrides.due(now):
+            administration.end_override(self, override, OverrideExpired)
+        self.root.advance(now, events)
+        self.tree.touched.add(ROOT)
+        return events
+
+    def next_wakeup(self, waiting_in: Sequence[ScopePath] = ()) -> datetime | None:
+        """The next instant time alone changes something: a reservation or an
+        override expires, or a window resets in a scope where requests wait."""
+        due = [self.reservations.next_deadline(), self.overrides.next_expiry()]
+        for path in waiting_in:
+            scope = self.tree.scopes.get(path)
+            if scope is not None:
+                due.extend(member.stale_at for member in self.tree.chain(scope))
+        soonest = min((at for at in due if at is not None), default=FOREVER)
+        return None if soonest == FOREVER else soonest
+
+    # -- what the commands share ---------------------------------------------------
+
+    def emit(self, kind: type[Event], scope: Scope, **fields: Any) -> None:
+        """Add an event of ``kind`` about ``scope``, at the ledger's time."""
+        budget, tenant, child = scope.names
+        self.events.append(kind(budget=budget, tenant=tenant, child=child, at=self.now, **fields))
+
+    def find(self, path: ScopePath) -> Scope | Rejected:
+        """The scope at ``path``, current to the ledger's time (a tenant is made on first use)."""
+        return self.tree.find(path, self.now, self.events)
+
+    def admitted(self, path: ScopePath, amount: Sequence[int]) -> Scope | Refusal | Rejected:
+        """The scope ``amount`` is admitted in, or why not (a refusal event if verbose)."""
+        scope = self.find(path)
+        if isinstance(scope, Rejected):
+            return scope
+        if scope.closed:
+            return Rejected("closed", f"child budget {scope.names[2]!r} is closed")
+        refusal = self.tree.refusal(scope, tuple(amount))
+        if refusal is None:
+            return scope
+        if self.verbose:
+            self.emit(
+                RequestRefused,
+                scope,
+                level="warning",
+                cap=refusal.cap,
+                window=refusal.window,
+                error=str(refusal.error()),
+            )
+        return refusal
+
+    def charge(
+        self,
+        scope: Scope,
+        amount: tuple[int, ...],
+        meta: Meta | None,
+        source: str,
+        reservation: int | None = None,
+        calls: int = 1,
+    ) -> Charged:
+        """Count usage that happened in ``scope`` (and every scope above it)."""
+        if self.verbose:  # first the usage, then what it caused (thresholds crossed)
+            self.emit(
+                UsageRecorded,
+                scope,
+                amount=amount,
+                source=source,
+                reservation=reservation,
+                model=meta.model if meta else None,
+                request_id=meta.request_id if meta else None,
+                session_id=meta.session_id if meta else None,
+                tags=dict(meta.tags) if meta else {},
+            )
+        model = meta.model if meta else None
+        self.tree.charge(scope, amount, self.now, model, self.events, calls)
+        return Charged(scope.used, scope.calls, self.now)
+
+    def end(self, held: Held) -> Scope:
+        """Stop holding an open reservation (already taken out of ``reservations``)."""
+        scope = self.tree.scopes[held.scope]
+        self.tree.hold(scope, held.amount, -1)
+        self.tree.forget_drained(scope)
+        return scope
+
+    # -- waiting -------------------------------------------------------------------
+
+    def refusal(self, command: Reserve | OpenChild) -> Refusal | Rejected | None:
+        """Why a waiting request would be refused now; changes nothing."""
+        scope = self.find(command.scope)
+        if isinstance(scope, Rejected):
+            return scope
+        amount = command.amount if isinstance(command, Reserve) else command.carve()
+        return self.tree.refusal(scope, amount)
+
+    def serve_waiting(
+        self, waiting: Sequence[Reserve | OpenChild], new_from: int = 0
+    ) -> list[tuple[int, Reply]]:
+        """Grant waiting requests in arrival order while they fit.
+
+        A request refused by a scope's caps holds up every later request that
+        must fit the same scope, so a large request is never overtaken by
+        smaller ones that came after it; requests elsewhere in the tree go on
+        (a tenant over its own cap holds up only that tenant). A request that
+        can never fit is answered with its refusal: those from ``new_from`` on
+        (they just came) are looked at even when held up, and every one after
+        an override ended or a tenant's caps changed. Returns, for each
+        request answered, its index in ``waiting`` and its reply; the events
+        of the grants are added to :attr:`events`.
+        """
+        recheck_from = 0 if self.limits_lowered else new_from
+        self.limits_lowered = False
+        blocked: set[ScopePath] = set()
+        answers = []
+        for index, command in enumerate(waiting):
+            path = command.scope
+            held_up = any(path[:depth] in blocked for depth in range(len(path) + 1))
+            if held_up and index < recheck_from:
+                continue
+            refusal = self.refusal(command)
+            if isinstance(refusal, Refusal) and not refusal.final:
+                blocked.add(refusal.scope)
+            elif not held_up:
+                answers.append((index, _HANDLERS[type(command)](self, command)))
+            elif refusal is not None:
+                answers.append((index, refusal))
+        return answers

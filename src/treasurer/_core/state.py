@@ -1,0 +1,279 @@
+"""A ledger's state as plain JSON-able data, and back: what a durable store writes.
+
+A store keeps four kinds of record: one per scope (the budget, each tenant
+and child budget that holds state), one per open reservation, and the
+ledger's counters and run-time tenant caps (``meta``). Overrides live in their
+scope's record. Times are ISO 8601 strings; amounts are lists of ints in axis
+order; a time zone is its IANA name.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .._errors import InvalidOption
+from .books import Held, Overrides, Reservations
+from .commands import Meta
+from .config import BudgetConfig, Limits
+from .events import Override
+from .ledger import Ledger
+from .scope import Scope
+from .scopes import ScopePath
+from .values import Usage
+from .windows import Window, WindowState
+
+Record = dict[str, Any]
+
+
+def _time(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _zone(tz: tzinfo) -> str:
+    if tz is UTC or tz == UTC:
+        return "UTC"
+    if isinstance(tz, ZoneInfo):
+        return tz.key
+    raise InvalidOption(f"a durable store needs time zones by IANA name (a ZoneInfo), not {tz!r}")
+
+
+def dump_window(window: Window) -> Record:
+    return {
+        "kind": window.kind,
+        "caps": list(window.caps),
+        "tz": _zone(window.tz),
+        "duration": None if window.duration is None else window.duration.total_seconds(),
+        "name": window.name,
+    }
+
+
+def load_window(record: Record) -> Window:
+    duration = record["duration"]
+    tz = UTC if record["tz"] == "UTC" else ZoneInfo(record["tz"])
+    return Window(
+        record["kind"],
+        tuple(record["caps"]),
+        tz,
+        None if duration is None else timedelta(seconds=duration),
+        record["name"],
+    )
+
+
+def dump_limits(limits: Limits) -> Record:
+    return {
+        "caps": list(limits.caps),
+        "per_request": list(limits.per_request),
+        "windows": [dump_window(window) for window in limits.windows],
+    }
+
+
+def load_limits(record: Record) -> Limits:
+    return Limits(
+        tuple(record["caps"]),
+        tuple(record["per_request"]),
+        tuple(load_window(window) for window in record["windows"]),
+    )
+
+
+def dump_config(config: BudgetConfig) -> Record:
+    """The configuration, for a store to keep with the budget and compare at open."""
+    ttl = config.reservation_ttl
+    return {
+        "name": config.name,
+        "limits": dump_limits(config.limits),
+        "thresholds": list(config.thresholds),
+        "reservation_ttl": None if ttl is None else ttl.total_seconds(),
+        "tenant_defaults": dump_limits(config.tenant_defaults),
+        "tenants": {name: dump_limits(limits) for name, limits in sorted(config.tenants.items())},
+    }
+
+
+def _dump_window_state(state: WindowState) -> Record:
+    return {
+        "name": state.window.name,
+        "used": list(state.used),
+        "by_model": {model: list(amount) for model, amount in state.by_model.items()},
+        "entries": [[_time(at), list(amount), model] for at, amount, model in state.entries],
+        "fired": list(state.fired),
+        "start": _time(state.start),
+        "end": _time(state.end),
+        "since": _time(state.since),
+    }
+
+
+def _load_window_state(state: WindowState, record: Record) -> None:
+    state.used = tuple(record["used"])
+    state.by_model = {model: tuple(amount) for model, amount in record["by_model"].items()}
+    state.entries = deque(
+        (datetime.fromisoformat(at), tuple(amount), model)
+        for at, amount, model in record["entries"]
+    )
+    state.fired = list(record["fired"])
+    state.start = _parse_time(record["start"])  # type: ignore[assignment]
+    state.end = _parse_time(record["end"])  # type: ignore[assignment]
+    state.since = _parse_time(record["since"])
+
+
+def _dump_override(override: Override, increase: tuple[int, ...]) -> Record:
+    return {
+        "id": override.id,
+        "window": override.window,
+        "increase": list(increase),
+        "created_at": _time(override.created_at),
+        "expires_at": _time(override.expires_at),
+        "reason": override.reason,
+        "created_by": override.created_by,
+    }
+
+
+def dump_scope(scope: Scope) -> Record:
+    return {
+        "path": list(scope.path),
+        "names": list(scope.names),
+        "limits": dump_limits(
+            Limits(scope.caps, scope.per_request, tuple(w.window for w in scope.windows))
+        ),
+        "carve": None if scope.carve is None else list(scope.carve),
+        "used": list(scope.used),
+        "reserved": list(scope.reserved),
+        "contributed": list(scope.contributed),
+        "calls": scope.calls,
+        "open": scope.open,
+        "children": scope.children,
+        "closed": scope.closed,
+        "by_model": {model: list(amount) for model, amount in scope.by_model.items()},
+        "fired": list(scope.fired),
+        "consumed": {str(estimate): count for estimate, count in scope.consumed.items()},
+        "since": _time(scope.since),
+        "windows": [_dump_window_state(window) for window in scope.windows],
+        "overrides": [_dump_override(o, increase) for o, increase in scope.overrides.values()],
+    }
+
+
+def _load_scope(record: Record, config: BudgetConfig, parent: Scope | None, now: datetime) -> Scope:
+    budget, tenant, child = record["names"]
+    carve = record["carve"]
+    scope = Scope(
+        tuple(record["path"]),
+        (budget, tenant, child),
+        load_limits(record["limits"]),
+        config.thresholds,
+        now,
+        parent,
+        carve=None if carve is None else tuple(carve),
+    )
+    scope.used = tuple(record["used"])
+    scope.reserved = tuple(record["reserved"])
+    scope.contributed = tuple(record["contributed"])
+    scope.calls = record["calls"]
+    scope.open = record["open"]
+    scope.children = record["children"]
+    scope.closed = record["closed"]
+    scope.by_model = {model: tuple(amount) for model, amount in record["by_model"].items()}
+    scope.fired = list(record["fired"])
+    scope.consumed = {int(estimate): count for estimate, count in record["consumed"].items()}
+    scope.since = _parse_time(record["since"])
+    states = {state.window.name: state for state in scope.windows}
+    for window in record["windows"]:
+        _load_window_state(states[window["name"]], window)
+    for item in record["overrides"]:
+        override = Override(
+            id=item["id"],
+            window=item["window"],
+            increase=Usage.of(tuple(item["increase"])),
+            created_at=_parse_time(item["created_at"]),  # type: ignore[arg-type]
+            expires_at=_parse_time(item["expires_at"]),  # type: ignore[arg-type]
+            reason=item["reason"],
+            created_by=item["created_by"],
+            tenant=tenant,
+            budget=budget,
+            child=child,
+        )
+        scope.overrides[override.id] = (override, tuple(item["increase"]))
+    for index in range(-1, len(scope.windows)):
+        scope.recompute_limits(index)
+    scope.stale_at = scope.next_reset()
+    return scope
+
+
+def dump_held(held: Held) -> Record:
+    meta = held.meta
+    return {
+        "scope": list(held.scope),
+        "amount": list(held.amount),
+        "deadline": _time(held.deadline),
+        "meta": None
+        if meta is None
+        else {
+            "model": meta.model,
+            "request_id": meta.request_id,
+            "session_id": meta.session_id,
+            "tags": dict(meta.tags),
+        },
+    }
+
+
+def load_held(record: Record) -> Held:
+    meta = record["meta"]
+    return Held(
+        tuple(record["scope"]),
+        tuple(record["amount"]),
+        _parse_time(record["deadline"]),
+        None
+        if meta is None
+        else Meta(
+            meta["model"],
+            meta["request_id"],
+            meta["session_id"],
+            tuple(sorted(meta["tags"].items())),
+        ),
+    )
+
+
+def dump_meta(ledger: Ledger) -> Record:
+    """The ledger's counters and the tenant caps set at run time."""
+    return {
+        "next_reservation": ledger.reservations.next_id,
+        "next_override": ledger.overrides.next_id,
+        "next_child": ledger.tree.next_child,
+        "tenant_limits": {
+            name: dump_limits(limits) for name, limits in sorted(ledger.tree.tenant_limits.items())
+        },
+    }
+
+
+def restore(
+    config: BudgetConfig,
+    now: datetime,
+    meta: Record,
+    scopes: list[Record],
+    reservations: dict[int, Record],
+) -> Ledger:
+    """A ledger with the state a store kept: every scope, reservation and counter."""
+    ledger = Ledger(config, now)
+    tree = ledger.tree
+    tree.next_child = meta["next_child"]
+    tree.tenant_limits = {name: load_limits(r) for name, r in meta["tenant_limits"].items()}
+    ledger.reservations = Reservations(meta["next_reservation"])
+    ledger.overrides = Overrides(meta["next_override"])
+    made: dict[ScopePath, Scope] = {}
+    for record in sorted(scopes, key=lambda r: len(r["path"])):
+        path = tuple(record["path"])
+        parent = made.get(path[:-1]) if path else None
+        scope = _load_scope(record, config, parent, now)
+        made[path] = scope
+        for override, _ in scope.overrides.values():
+            ledger.overrides.add(override, path)
+    if () in made:
+        tree.replace_root(made[()])
+    tree.scopes.update(made)
+    for reservation, record in reservations.items():
+        ledger.reservations.restore(reservation, load_held(record))
+    return ledger

@@ -1,0 +1,1 @@
+"""What users hold: ``open_budget``, the ``Budget`` handle and ``Reservation``."""

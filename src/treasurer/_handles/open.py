@@ -1,0 +1,94 @@
+"""``open_budget``: a budget's actor, timer and delivery, alive for one ``async with``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Unpack
+
+import anyio
+
+from .._core.axes import describe
+from .._runtime.actor import Actor
+from .._runtime.delivery import Delivery
+from .._runtime.log import Log
+from ..testing import ManualClock
+from .budget import Budget
+from .core import BudgetCore
+from .settings import BudgetOptions, Settings
+
+
+@asynccontextmanager
+async def open_budget(**options: Unpack[BudgetOptions]) -> AsyncIterator[Budget]:
+    """Open a budget whose actor lives as long as the ``async with`` block.
+
+    Caps (each optional; omitted means unbounded): ``input_tokens``,
+    ``output_tokens``, ``tokens`` (input plus output; ``max_tokens`` is an
+    alias), ``usd`` and ``requests``. ``per_request`` caps any single request
+    (``{"usd": 0.5, "tokens": 8000}``); ``windows`` adds caps per period of
+    time (:class:`Window`). ``tenant_defaults`` and ``tenants``
+    (:class:`TenantCaps`) give tenants their own caps inside the budget's.
+    ``thresholds`` are the percentages of each cap at which a
+    :class:`ThresholdCrossed` event fires; ``on_event`` (a function or an
+    async function) receives every event, off the budget's path. A
+    reservation left unsettled for ``reservation_ttl`` (15 minutes unless
+    given; ``None``: never) is released at its deadline. ``clock`` (a callable
+    returning an aware ``datetime``) replaces the system clock, for tests;
+    ``store`` is where the state lives (a :class:`MemoryStore` unless given);
+    ``usage_log`` keeps usage records for ``usage(group_by=...)``;
+    ``mailbox_size`` bounds the actor's mailbox. After the block, every call
+    raises :class:`BudgetClosed`.
+    """
+    async with run_budget(Settings.build(options)) as budget:
+        yield budget
+
+
+@asynccontextmanager
+async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
+    """Run a budget with validated settings (the sync facade validates in its caller)."""
+    name = settings.config.name
+    log = Log(name)
+    view = await settings.store.open(settings.config, settings.clock)
+    delivery = Delivery(log, settings.on_event)
+    actor = Actor(
+        name,
+        settings.store,
+        settings.clock,
+        view,
+        delivery,
+        settings.usage_log,
+        settings.mailbox_size,
+    )
+    clock = settings.clock
+    if isinstance(clock, ManualClock):
+        clock.wakers.add(actor.wake)
+    body_error: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(actor.run, name=f"treasurer actor {name}")
+            task_group.start_soon(actor.timer.run, name=f"treasurer timer {name}")
+            task_group.start_soon(delivery.run, name=f"treasurer delivery {name}")
+            log.log(logging.INFO, "budget opened", caps=describe(c or 0 for c in view.caps))
+            try:
+                yield Budget(BudgetCore(actor, settings))
+            except anyio.get_cancelled_exc_class():
+                raise  # belongs to a cancel scope; the task group must see it
+            except BaseException as exc:
+                # Raised after the task group, so the block's own error reaches the
+                # caller as itself, not wrapped in an ExceptionGroup.
+                body_error = exc
+            finally:
+                actor.close()
+    finally:
+        if isinstance(clock, ManualClock):
+            clock.wakers.discard(actor.wake)
+        with anyio.CancelScope(shield=True):
+            await settings.store.close()
+        final = actor.views.get((), view)
+        level = logging.ERROR if actor.failure is not None else logging.INFO
+        log.log(level, "budget closed", calls=final.calls, open_reservations=final.open)
+    if body_error is not None:
+        raise body_error
+    if actor.failure is not None:
+        raise actor.closed_error()

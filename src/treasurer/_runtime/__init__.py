@@ -1,0 +1,1 @@
+"""The budget's runtime: the actor task that applies commands, and event delivery."""

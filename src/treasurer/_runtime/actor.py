@@ -1,0 +1,380 @@
+"""The budget actor: the one task that changes a budget's state.
+
+Callers put ``(command, slot, kind)`` items in a bounded anyio memory stream
+and await their slot. The actor wakes once per batch, takes every item
+waiting, hands the commands to the store in ONE call, publishes the views the
+store returns (so a caller's next read sees its own writes), then answers the
+slots and hands the events on. Nothing else writes budget state, so no
+check-and-deduct can interleave with another, and there is no lock.
+
+Three kinds of item: requests (skipped if their caller gave up before the
+actor reached them; a grant whose caller gave up after is handed back),
+settlements (always applied: the spend or release they describe happened),
+and waiting reservations (queued, first come first served, until they fit).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from anyio import WouldBlock
+
+from .._core.commands import (
+    CloseChild,
+    Command,
+    Consume,
+    OpenChild,
+    Record,
+    Release,
+    RemoveOverride,
+    Reserve,
+    SetOverride,
+    TakeBack,
+)
+from .._core.events import Event, Override, UsageRecorded
+from .._core.outcomes import Charged, ChildOpened, Granted, Reply, ScopeView
+from .._core.scopes import ROOT, ScopePath
+from .._errors import BudgetBroken, BudgetClosed, LoopThreadError
+from .._stores.base import BatchResult, Clock, Store
+from .delivery import Delivery
+from .slots import Slot, slot_factory
+from .subscription import Subscription
+from .timer import Timer
+from .usage_log import MemoryUsageLog
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+REQUEST: Final = 0
+SETTLE: Final = 1
+WAIT: Final = 2
+WAKE: Final = 3  # nothing to apply: time passed, a waiter left, or the budget closes
+Item = tuple[Command | None, Slot | None, int]
+
+
+class Waiter:
+    __slots__ = ("command", "slot")
+
+    def __init__(self, command: Reserve | OpenChild, slot: Slot) -> None:
+        self.command = command
+        self.slot = slot
+
+
+class Actor:
+    """Mailbox, actor loop and published views of one budget."""
+
+    def __init__(
+        self,
+        name: str,
+        store: Store,
+        clock: Clock,
+        view: ScopeView,
+        delivery: Delivery,
+        usage_log: MemoryUsageLog | None,
+        mailbox_size: int,
+    ) -> None:
+        self.name: Final = name
+        self.store: Final = store
+        self.clock: Final = clock
+        self.delivery: Final = delivery
+        self.usage_log: Final = usage_log
+        self.mailbox_size: Final = mailbox_size
+        send, receive = anyio.create_memory_object_stream[Item](mailbox_size)
+        self._send: MemoryObjectSendStream[Item] = send
+        self._receive: MemoryObjectReceiveStream[Item] = receive
+        # Settlements that found the mailbox full: taken with the next batch.
+        self._overflow: deque[Item] = deque()
+        self._new_slot: Final = slot_factory()
+        self.loop_thread: Final = threading.get_ident()
+        self.views: dict[ScopePath, ScopeView] = {ROOT: view}
+        self.waiting: deque[Waiter] = deque()
+        self.subscribers: set[Subscription] = set()
+        self.timer: Final = Timer(clock, self.wake)
+        self.closing = False  # no new requests; the actor finishes what is queued
+        self.finished = False  # the actor has stopped: nothing more is applied
+        self.failure: BaseException | None = None
+        self._serving: list[Item] = []  # the batch being applied
+        self.tasks_waiting = 0
+        self.messages_served = 0
+        self.batches_served = 0
+        self.peak_batch = 0
+
+    # -- caller side ---------------------------------------------------------------
+
+    def closed_error(self) -> BudgetClosed:
+        if self.failure is not None:
+            error = BudgetBroken(f"budget {self.name!r} failed: {self.failure!r}")
+            error.__cause__ = self.failure
+            return error
+        return BudgetClosed(f"budget {self.name!r} is closed")
+
+    def check_caller(self) -> None:
+        """Raise at once for a call from another thread, or to a closed budget."""
+        if threading.get_ident() != self.loop_thread:
+            raise LoopThreadError(
+                f"budget {self.name!r} runs on another thread's event loop; "
+                "call it there, or use treasurer.sync / Budget.sync_view() from this thread"
+            )
+        if self.closing:
+            raise self.closed_error()
+
+    async def request(self, command: Command, *, wait: bool = False) -> Reply:
+        """Send a request and wait for its reply.
+
+        Cancelled before the actor reached it, it has no effect; cancelled
+        after, what it was granted is handed back (as anyio's CapacityLimiter
+        does), so a cancelled call never leaves anything behind.
+        """
+        self.check_caller()
+        slot = self._new_slot()
+        item = (command, slot, WAIT if wait else REQUEST)
+        self.tasks_waiting += 1
+        try:
+            try:
+                self._send.send_nowait(item)
+            except WouldBlock:
+                await self._send.send(item)  # a full mailbox: wait for room
+            reply = await slot.wait()
+        except BaseException:
+            delivered, reply = slot.abandon()
+            if delivered:
+                self.undo(command, reply)
+            elif wait:
+                self.wake()  # it may have been the head of the queue
+            raise
+        finally:
+            self.tasks_waiting -= 1
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply  # type: ignore[return-value]
+
+    async def settle(self, command: Command) -> Reply:
+        """Apply a settlement and wait until it is applied (read-your-writes).
+
+        It is posted first, so it applies even if this caller is cancelled
+        while it waits.
+        """
+        if threading.get_ident() != self.loop_thread:
+            self.check_caller()
+        if self.finished:
+            raise self.closed_error()
+        return await self.settled(self.post_awaitable(command))
+
+    async def settled(self, slot: Slot) -> Reply:
+        """Wait until a posted settlement is applied; its reply."""
+        try:
+            reply = await slot.wait()
+        except BaseException:
+            slot.abandon()
+            raise
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply  # type: ignore[return-value]
+
+    def post_awaitable(self, command: Command) -> Slot:
+        """Post a settlement now; its slot answers once it is applied."""
+        slot = self._new_slot()
+        self.post(command, slot)
+        return slot
+
+    def post(self, command: Command, slot: Slot | None = None) -> None:
+        """Send a settlement without waiting: never blocks, never refused for a
+        full mailbox, so it works in a cancelled scope."""
+        if self.finished:
+            if slot is not None:
+                slot.deliver(self.closed_error())
+            return
+        item = (command, slot, SETTLE)
+        try:
+            self._send.send_nowait(item)
+        except WouldBlock:
+            self._overflow.append(item)
+
+    def wake(self) -> None:
+        """Have the actor run a batch soon even if nobody calls (on its loop's thread)."""
+        if threading.get_ident() != self.loop_thread:
+            raise RuntimeError("wake() is called on the budget's event loop thread")
+        if not self.finished:
+            try:
+                self._send.send_nowait((None, None, WAKE))
+            except WouldBlock:
+                pass  # the mailbox is full: a batch is coming anyway
+
+    def undo(self, command: Command, reply: object) -> None:
+        """Hand back what a caller who gave up was granted."""
+        if isinstance(reply, Granted) and isinstance(command, Reserve):
+            self.post(Release(command.scope, reply.reservation))
+        elif isinstance(reply, Charged) and isinstance(command, Record | Consume):
+            meta = command.meta if isinstance(command, Record) else None
+            consumed = isinstance(command, Consume)
+            self.post(TakeBack(command.scope, command.amount, reply.at, meta, consumed))
+        elif isinstance(reply, ChildOpened):
+            self.post(CloseChild(reply.path))
+        elif isinstance(reply, Override) and isinstance(command, SetOverride):
+            self.post(RemoveOverride(command.scope, reply.id))
+
+    def close(self) -> None:
+        """Refuse new requests; the actor applies what is queued, then stops."""
+        if not self.closing:
+            self.closing = True
+            self.wake()
+            self.timer.stop()
+
+    # -- the actor -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve batches until the budget closes; then apply the settlements left."""
+        try:
+            while not self.closing:
+                await self._serve(await self._next_batch())
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # a store or ledger bug: every caller gets BudgetBroken
+            self.failure = exc
+            self.delivery.log.exception("budget actor failed")
+        finally:
+            self.closing = True
+            with anyio.CancelScope(shield=True):
+                await self._finish()
+            self.delivery.close()
+
+    async def _next_batch(self) -> list[Item]:
+        """Wait for the next items: a call, or a wake-up from the timer."""
+        first = await self._receive.receive()
+        return [first, *self._take()]
+
+    def _take(self) -> list[Item]:
+        """Everything waiting in the mailbox, in order."""
+        items = []
+        while True:
+            try:
+                items.append(self._receive.receive_nowait())
+            except WouldBlock:
+                break
+        if self._overflow:
+            # Posted when the mailbox was full, so before what was behind them.
+            items.extend(self._overflow)
+            self._overflow.clear()
+        return items
+
+    async def _serve(self, items: list[Item]) -> None:
+        self._serving = items
+        applied: list[Item] = []  # in order: requests still wanted, and every settlement
+        joined = 0  # waiting requests that join the queue with this batch
+        for item in items:
+            command, slot, kind = item
+            if kind == SETTLE:
+                applied.append(item)
+            elif slot is None or slot.abandoned:
+                continue  # a wake-up, or a caller who gave up before it was served
+            elif kind == WAIT:
+                assert isinstance(command, Reserve | OpenChild)
+                self.waiting.append(Waiter(command, slot))
+                joined += 1
+            else:
+                applied.append(item)
+        batch = [item[0] for item in applied]
+        waiters = [w for w in self.waiting if not w.slot.abandoned] if self.waiting else []
+        result = await self.store.apply(
+            batch,  # type: ignore[arg-type]
+            [w.command for w in waiters],
+            new_from=len(waiters) - joined,
+            verbose=self._verbose(),
+        )
+        self._publish(result)  # before the answers: a caller's next read sees its write
+        for (command, slot, kind), reply in zip(applied, result.replies, strict=True):
+            if slot is None:
+                continue
+            if kind == REQUEST and slot.abandoned:
+                assert command is not None
+                self.undo(command, reply)  # its caller left while the store worked
+            else:
+                slot.deliver(reply)
+        if waiters:
+            self._answer_waiters(waiters, result.answered)
+        if result.events:
+            self._hand_out(result.events)
+        self.timer.move(result.next_wakeup)
+        self._serving = []
+        self.messages_served += len(batch)
+        self.batches_served += 1
+        self.peak_batch = max(self.peak_batch, len(batch))
+
+    def _answer_waiters(self, waiters: list[Waiter], answered: Sequence[tuple[int, Reply]]) -> None:
+        done = set()
+        for index, reply in answered:
+            waiter = waiters[index]
+            done.add(index)
+            if waiter.slot.abandoned:
+                self.undo(waiter.command, reply)
+            else:
+                waiter.slot.deliver(reply)
+        self.waiting = deque(w for i, w in enumerate(waiters) if i not in done)
+
+    def _verbose(self) -> bool:
+        """Whether anyone would see the routine events (see ``Ledger.verbose``)."""
+        return (
+            bool(self.subscribers)
+            or self.usage_log is not None
+            or self.delivery.wants(logging.DEBUG)
+        )
+
+    def _publish(self, result: BatchResult) -> None:
+        for path, view in result.views.items():
+            if view is None:
+                self.views.pop(path, None)
+            else:
+                self.views[path] = view
+
+    def _hand_out(self, events: Sequence[Event]) -> None:
+        """Events to subscribers, the usage log and delivery, in the order they happened."""
+        usage_log = self.usage_log
+        for event in events:
+            if usage_log is not None and isinstance(event, UsageRecorded):
+                usage_log.append(event)
+            for subscriber in self.subscribers:
+                subscriber.offer(event)
+            self.delivery.offer(event)
+
+    async def _finish(self) -> None:
+        """The budget closes: apply every settlement still queued, refuse the rest."""
+        error = self.closed_error()
+        for waiter in self.waiting:
+            waiter.slot.deliver(error)
+        self.waiting.clear()
+        # A batch cut short (its store call failed): its callers get the error
+        # (a slot that was answered ignores a second answer).
+        for _, slot, _ in self._serving:
+            if slot is not None:
+                slot.deliver(error)
+        self._serving = []
+        while items := self._take():
+            settlements: list[Item] = []
+            for command, slot, kind in items:
+                if kind == SETTLE and self.failure is None:
+                    settlements.append((command, slot, kind))
+                elif slot is not None:
+                    slot.deliver(error)
+            if settlements:
+                result = await self.store.apply([c for c, _, _ in settlements if c is not None])
+                self._publish(result)
+                for (_, slot, _), reply in zip(settlements, result.replies, strict=True):
+                    if slot is not None:
+                        slot.deliver(reply)
+                self._hand_out(result.events)
+        self.finished = True
+        self._send.close()
+        self._receive.close()
+        self.timer.stop()
+        for subscriber in self.subscribers:
+            subscriber.end()
+
+    # -- reads -----------------------------------------------------------------------
+
+    def mailbox_depth(self) -> int:
+        return self._send.statistics().current_buffer_used + len(self._overflow)

@@ -1,0 +1,1 @@
+"""The blocking facade: a budget for threads and plain synchronous code."""

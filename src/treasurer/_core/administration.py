@@ -121,13 +121,18 @@ def end_override(
 
 
 def set_tenant_caps(ledger: Ledger, command: SetTenantCaps) -> Reply:
-    ledger.tree.set_tenant_limits(command.tenant, command.limits, ledger.now)
+    path = ledger.tree.set_tenant_limits(command.tenant, command.limits, ledger.now)
+    scope = ledger.tree.scopes.get(path)
+    if scope is not None:  # overrides of a window the new caps dropped ended with it
+        index = ledger.overrides.scope_of
+        for override in [o for o, p in index.items() if p == path and o not in scope.overrides]:
+            del index[override]
     ledger.limits_lowered = True
     return None
 
 
 def open_child(ledger: Ledger, command: OpenChild) -> Reply:
-    parent = ledger.admitted(command.scope, command.carve())
+    parent = ledger.admitted(command.scope, command.carve(), request=False)
     if not isinstance(parent, Scope):
         return parent
     child = ledger.tree.open_child(parent, command.name, Limits(command.caps), ledger.now)

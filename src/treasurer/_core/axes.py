@@ -13,7 +13,7 @@ import functools
 import math
 import operator
 from collections.abc import Iterable, Mapping
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, InvalidOperation, localcontext
 from typing import Final
 
 import attrs
@@ -103,14 +103,19 @@ def to_public(axis: int, value: int) -> int | Decimal:
     return nanos_to_usd(value) if axis in _MONEY else value
 
 
+_EXACT: Final = Context(prec=60)  # wider than any figure: MAX_COUNT nano-dollars and more
+
+
 @functools.lru_cache(maxsize=4096)  # the same prices come back again and again
 def nanos_to_usd(nanos: int) -> Decimal:
     """Integer nano-dollars as an exact, normalized Decimal ("10", "0.0036")."""
     if nanos == 0:
         return Decimal(0)
-    result = Decimal(nanos).scaleb(-9).normalize()
-    if result == result.to_integral_value():
-        return result.quantize(Decimal(1))
+    # Our own context: the application's precision must not round a figure (and a
+    # figure rounded once would stay in the cache).
+    result = Decimal(nanos).scaleb(-9, _EXACT).normalize(_EXACT)
+    if result == result.to_integral_value(context=_EXACT):
+        return result.quantize(Decimal(1), context=_EXACT)
     return result
 
 

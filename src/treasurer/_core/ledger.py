@@ -115,14 +115,31 @@ class Ledger:
         """The scope at ``path``, current to the ledger's time (a tenant is made on first use)."""
         return self.tree.find(path, self.now, self.events)
 
-    def admitted(self, path: ScopePath, amount: Sequence[int]) -> Scope | Refusal | Rejected:
-        """The scope ``amount`` is admitted in, or why not (a refusal event if verbose)."""
+    def open_scope(self, path: ScopePath) -> Scope | Rejected:
+        """The scope at ``path`` if it takes requests: not a child budget that closed."""
         scope = self.find(path)
+        if isinstance(scope, Scope) and scope.closed:
+            return Rejected("closed", f"child budget {scope.names[2]!r} is closed")
+        return scope
+
+    def nearest(self, path: ScopePath) -> Scope:
+        """The scope at ``path``, or, for a child budget that is gone, the nearest scope
+        above it: usage that happened late is counted where it can still be."""
+        found = self.find(path)
+        while isinstance(found, Rejected):
+            path = path[:-1]
+            found = self.find(path)
+        return found
+
+    def admitted(
+        self, path: ScopePath, amount: Sequence[int], *, request: bool = True
+    ) -> Scope | Refusal | Rejected:
+        """The scope ``amount`` is admitted in, or why not (a refusal event if verbose);
+        ``request`` false for a child's carve, which per-request caps do not bound."""
+        scope = self.open_scope(path)
         if isinstance(scope, Rejected):
             return scope
-        if scope.closed:
-            return Rejected("closed", f"child budget {scope.names[2]!r} is closed")
-        refusal = self.tree.refusal(scope, tuple(amount))
+        refusal = self.tree.refusal(scope, tuple(amount), request=request)
         if refusal is None:
             return scope
         if self.verbose:
@@ -173,11 +190,12 @@ class Ledger:
 
     def refusal(self, command: Reserve | OpenChild) -> Refusal | Rejected | None:
         """Why a waiting request would be refused now; changes nothing."""
-        scope = self.find(command.scope)
+        scope = self.open_scope(command.scope)
         if isinstance(scope, Rejected):
             return scope
-        amount = command.amount if isinstance(command, Reserve) else command.carve()
-        return self.tree.refusal(scope, amount)
+        if isinstance(command, Reserve):
+            return self.tree.refusal(scope, command.amount)
+        return self.tree.refusal(scope, command.carve(), request=False)
 
     def serve_waiting(
         self, waiting: Sequence[Reserve | OpenChild], new_from: int = 0
@@ -205,7 +223,8 @@ class Ledger:
                 continue
             refusal = self.refusal(command)
             if isinstance(refusal, Refusal) and not refusal.final:
-                blocked.add(refusal.scope)
+                if not held_up:  # a waiter behind another holds up nobody itself
+                    blocked.add(refusal.scope)
             elif not held_up:
                 answers.append((index, _HANDLERS[type(command)](self, command)))
             elif refusal is not None:

@@ -16,7 +16,7 @@ from .config import Limits
 from .events import Event, Override, WindowRolledOver
 from .outcomes import Refusal
 from .scopes import ScopePath
-from .windows import FOREVER, WindowState, add_to
+from .windows import FOREVER, WindowState, add_to, later
 
 Names = tuple[str, str | None, str | None]
 """The budget's name, the tenant's and the child budget's (for events and refusals)."""
@@ -210,7 +210,8 @@ class Scope:
             add_to(self.by_model, model, amount)
         for window in self.windows:
             if window.rolling and not window.entries:
-                self.stale_at = min(self.stale_at, now + window.window.duration)  # type: ignore[operator]
+                assert window.window.duration is not None
+                self.stale_at = min(self.stale_at, later(now, window.window.duration))
             window.charge(amount, now, model)
         self.check_thresholds(now, events)
 
@@ -221,11 +222,13 @@ class Scope:
         self.used = take(self.used, amount)
 
     def take_back(self, amount: Vector, at: datetime, model: str | None) -> None:
-        """Undo one call's charge made at ``at`` (its caller never saw the reply)."""
-        self.credit(amount)
-        self.calls = max(self.calls - 1, 0)
-        if model is not None and model in self.by_model:
-            self.by_model[model] = take(self.by_model[model], amount)
+        """Undo one call's charge made at ``at`` (its caller never saw the reply);
+        the lifetime figures keep it if a reset since (or at that instant) zeroed them."""
+        if self.since is None or at > self.since:
+            self.credit(amount)
+            self.calls = max(self.calls - 1, 0)
+            if model is not None and model in self.by_model:
+                self.by_model[model] = take(self.by_model[model], amount)
         for window in self.windows:
             window.take_back(amount, at, model)
 
@@ -353,6 +356,7 @@ class Scope:
             self.by_model = {}
             self.calls = 0
             self.fired = [0] * len(AXES)
+            self.consumed = {}  # their refunds would give back usage the reset zeroed
             self.since = now
 
     # -- reads -------------------------------------------------------------------

@@ -51,8 +51,7 @@ def commit(ledger: Ledger, command: Commit) -> Reply:
         # usage happened: it is recorded all the same, past any cap.
         if (rejected := _never_made(ledger, command.reservation)) is not None:
             return rejected
-        found = ledger.find(command.scope)
-        scope = ledger.root if isinstance(found, Rejected) else found  # a child gone: its parent
+        scope = ledger.nearest(command.scope)
         ledger.charge(scope, command.actual, command.meta, "late_commit", command.reservation)
         return Settled(command.reservation, expired=True)
     scope = ledger.tree.scopes[held.scope]
@@ -92,9 +91,7 @@ def record(ledger: Ledger, command: Record | Consume) -> Reply:
 
 
 def charge(ledger: Ledger, command: Charge) -> Reply:
-    found = ledger.find(command.scope)
-    scope = ledger.root if isinstance(found, Rejected) else found  # a child gone: its parent
-    return ledger.charge(scope, command.amount, command.meta, "charge")
+    return ledger.charge(ledger.nearest(command.scope), command.amount, command.meta, "charge")
 
 
 def refund(ledger: Ledger, command: Refund) -> Reply:

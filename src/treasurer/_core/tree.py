@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Final
 
 from . import reads
-from .axes import Vector, add, sub
+from .axes import ZERO, Vector, add, sub
 from .config import BudgetConfig, Limits
 from .events import Event
 from .outcomes import Refusal, Rejected, ScopeView
@@ -100,32 +100,36 @@ class ScopeTree:
 
     # -- admission and usage ---------------------------------------------------------
 
-    def refusal(self, scope: Scope, amount: Vector) -> Refusal | None:
+    def refusal(self, scope: Scope, amount: Vector, *, request: bool = True) -> Refusal | None:
         """Why ``amount`` cannot be admitted in ``scope`` now, or ``None`` if it fits.
 
         A cap the request can never fit comes first, from any scope of the
-        chain; then the first scope, from the bottom, without room now.
+        chain; then the first scope, from the bottom, without room now. A
+        carve (``request`` false) is not a request: per-request caps do not
+        bound it.
         """
-        if scope.parent is None and scope.fits(amount, amount):
+        whole = amount if request else ZERO
+        if scope.parent is None and scope.fits(amount, whole):
             return None  # the budget's own scope, the common case
         parts = self.parts(scope, amount)
-        if all(member.fits(part, amount) for member, part in parts):
+        if all(member.fits(part, whole) for member, part in parts):
             return None
         for member, part in parts:
-            if (refusal := member.too_large(part, amount)) is not None:
+            if (refusal := member.too_large(part, whole)) is not None:
                 return refusal
-        for member, part in parts:
-            if (refusal := member.no_room(part)) is not None:
-                return refusal
-        raise AssertionError("a request that does not fit is refused by some cap")
+        # A scope whose spent usage alone leaves no room is reported before one that
+        # is only full for now: that request can never fit, and waiting is pointless.
+        refusals = [r for member, part in parts if (r := member.no_room(part)) is not None]
+        if not refusals:
+            raise AssertionError("a request that does not fit is refused by some cap")
+        return next((refusal for refusal in refusals if refusal.final), refusals[0])
 
     def hold(self, scope: Scope, amount: Vector, sign: int = 1) -> None:
         """Reserve (``sign`` 1) or unreserve (-1) ``amount`` in ``scope`` and above."""
         scope.reserved = add(scope.reserved, amount) if sign > 0 else sub(scope.reserved, amount)
-        member: Scope | None = scope
-        while member is not None:
+        for member in self.chain(scope):
             member.open += sign
-            member = member.parent
+            self.touched.add(member.path)
         if scope.parent is not None:
             self.sync(scope)
 
@@ -139,10 +143,9 @@ class ScopeTree:
         calls: int = 1,
     ) -> None:
         """Count usage that happened in ``scope`` and every scope above it."""
-        member: Scope | None = scope
-        while member is not None:
+        for member in self.chain(scope):
             member.charge(amount, now, model, events, calls)
-            member = member.parent
+            self.touched.add(member.path)
         if scope.parent is not None:
             self.sync(scope)
 
@@ -154,18 +157,20 @@ class ScopeTree:
                 member.credit(amount)
             else:
                 member.take_back(amount, at, model)
+            self.touched.add(member.path)
         self.sync(scope)
 
     def sync(self, scope: Scope) -> None:
         """Bring what each scope holds in its parent up to date, bottom up."""
+        # Every level is looked at: usage counts in all of them, so a level whose
+        # holding did not change can still change what the one above it holds.
         member = scope
         while member.parent is not None:
             holding = member.holding()
-            if holding == member.contributed:
-                return
             parent = member.parent
-            parent.reserved = add(parent.reserved, sub(holding, member.contributed))
-            member.contributed = holding
+            if holding != member.contributed:
+                parent.reserved = add(parent.reserved, sub(holding, member.contributed))
+                member.contributed = holding
             member = parent
 
     # -- children ------------------------------------------------------------------
@@ -198,6 +203,7 @@ class ScopeTree:
         if not child.closed:
             child.closed = True
             self.sync(child)
+            self.touched.update(member.path for member in self.chain(child))
         self.forget_drained(child)
 
     def forget_drained(self, scope: Scope) -> None:
@@ -211,15 +217,18 @@ class ScopeTree:
 
     # -- tenants ---------------------------------------------------------------------
 
-    def set_tenant_limits(self, tenant: str, limits: Limits | None, now: datetime) -> None:
+    def set_tenant_limits(self, tenant: str, limits: Limits | None, now: datetime) -> ScopePath:
+        """Give ``tenant`` its own caps (``None``: the defaults again); its path."""
         if limits is None:
             self.tenant_limits.pop(tenant, None)
         else:
             self.tenant_limits[tenant] = limits
-        scope = self.scopes.get(tenant_path(tenant))
+        path = tenant_path(tenant)
+        scope = self.scopes.get(path)
         if scope is not None:
             scope.relimit(self.tenant_limits.get(tenant, self.config.tenant_defaults), now)
-            self.touched.add(scope.path)
+            self.touched.add(path)
+        return path
 
     def forget_idle(self, now: datetime, events: list[Event]) -> list[ScopePath]:
         """Forget idle tenants beyond :data:`IDLE_TENANTS_KEPT`; returns their paths."""
@@ -230,6 +239,7 @@ class ScopeTree:
             scope = self.scopes.get(path)
             if scope is not None and path not in self._idle:
                 scope.advance(now, events)
+                self.touched.add(path)
                 self._note(scope)
         for path in [p for p in self.touched if tenant_of(p) is not None and len(p) == 1]:
             scope = self.scopes.get(path)

@@ -137,14 +137,13 @@ def period_bounds(window: Window, now: datetime) -> tuple[datetime, datetime]:
     (the hour after clocks go back, a midnight that does not exist), so a
     window never rolls over twice at one instant.
     """
-    local = now.astimezone(window.tz)
+    try:
+        local = now.astimezone(window.tz)
+    except OverflowError:  # the local date is past year 9999: the last period there is
+        before = period_bounds(window, now - timedelta(days=1))
+        return (before[0] if before[1] == FOREVER else before[1]), FOREVER
     if window.kind == "hour":
-        # Counted back from now in real time, so a repeated half hour cannot
-        # put the start after now.
-        start = now - timedelta(
-            minutes=local.minute, seconds=local.second, microseconds=local.microsecond
-        )
-        return start, later(start, timedelta(hours=1))
+        return _hour_bounds(window.tz, now, local)
     day = local.date()
     if window.kind == "day":
         first, after = day, _next_day(day, 1)
@@ -161,6 +160,37 @@ def period_bounds(window: Window, now: datetime) -> tuple[datetime, datetime]:
     start = min(_midnight(first, window.tz), now)
     end = FOREVER if after is None else _midnight(after, window.tz)
     return start, max(end, later(now, _TICK))
+
+
+def _hour_bounds(tz: tzinfo, now: datetime, local: datetime) -> tuple[datetime, datetime]:
+    """The local clock hour holding ``now``. Counted in real time from ``now``; where
+    the UTC offset changes inside that hour, the change is a bound too, so the two
+    passes through a repeated (half) hour are two periods."""
+    start = now - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
+    end = later(start, timedelta(hours=1))
+    offset = local.utcoffset()
+    if _offset(tz, start) != offset:
+        start = _first_change(tz, start, now)
+    if end != FOREVER and _offset(tz, end - _TICK) != offset:
+        end = _first_change(tz, now, end - _TICK)
+    return start, end
+
+
+def _offset(tz: tzinfo, when: datetime) -> timedelta | None:
+    return when.astimezone(tz).utcoffset()
+
+
+def _first_change(tz: tzinfo, low: datetime, high: datetime) -> datetime:
+    """The first instant in (low, high] with ``high``'s UTC offset, to the microsecond
+    (the offset changes once between them)."""
+    target = _offset(tz, high)
+    while high - low > _TICK:
+        middle = low + (high - low) // 2
+        if _offset(tz, middle) == target:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def _next_day(day: date, days: int) -> date | None:
@@ -222,7 +252,7 @@ class WindowState:
                 self._take(amount, model)
                 dropped = True
             return dropped
-        if now < self.end:
+        if now < self.end or self.end == FOREVER:  # the last period never ends
             return False
         self.start, self.end = period_bounds(self.window, now)
         self.clear()
@@ -246,14 +276,22 @@ class WindowState:
     def take_back(self, amount: Vector, at: datetime, model: str | None) -> None:
         """Uncount a charge made at ``at``, if it still counts in this window."""
         if self.rolling:
-            for index, (when, held, held_model) in enumerate(self.entries):
-                if when == at and held_model == model:
-                    kept = take(held, amount)
-                    self._take(take(held, kept), model)
-                    self.entries[index] = (when, kept, model)
+            # Newest first: the call taken back is the last of its instant and model.
+            left = amount
+            for index in range(len(self.entries) - 1, -1, -1):
+                when, held, held_model = self.entries[index]
+                if when != at or held_model != model:
+                    continue
+                kept = take(held, left)
+                taken = take(held, kept)
+                self._take(taken, model)
+                self.entries[index] = (when, kept, model)
+                left = take(left, taken)
+                if not any(left):
                     return
             return
-        if at >= self.start:
+        # Usage made before a reset by hand (at the same instant, too) was zeroed then.
+        if at >= self.start and (self.since is None or at > self.since):
             self._take(amount, model)
 
     def _take(self, amount: Vector, model: str | None) -> None:

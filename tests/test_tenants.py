@@ -807,9 +807,9 @@ class TestNoScans:
         checks: list[object] = []
         original = ScopeTree.refusal
 
-        def counting(tree: ScopeTree, scope: object, amount: object) -> object:
+        def counting(tree: ScopeTree, scope: object, amount: object, **options: bool) -> object:
             checks.append(scope)
-            return original(tree, scope, amount)  # type: ignore[arg-type]
+            return original(tree, scope, amount, **options)  # type: ignore[arg-type]
 
         monkeypatch.setattr(ScopeTree, "refusal", counting)
         ledger.apply(Release(tenant_path("t1999"), held[1_999]), START)

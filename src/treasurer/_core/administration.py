@@ -53,6 +53,7 @@ def reset(ledger: Ledger, command: Reset) -> Reply:
         ledger.tree.touched.add(member.path)
     for member in sorted(members, key=lambda m: -len(m.path)):
         ledger.tree.sync(member)  # bottom up: what children hold in parents
+    ledger.tree.freed.update(member.path for member in members)
     return None
 
 
@@ -92,6 +93,7 @@ def set_override(ledger: Ledger, command: SetOverride) -> Reply:
     scope.overrides[override.id] = (override, command.increase)
     ledger.overrides.add(override, scope.path)
     scope.recompute_limits(index)
+    ledger.tree.freed.add(scope.path)
     ledger.emit(OverrideSet, scope, override=override)
     return override
 

@@ -77,8 +77,10 @@ class UsageRecorded(Event):
 
     Carries the call's metadata; ``source`` says which call, ``reservation``
     its reservation for a commit. A commit after its reservation expired is
-    ``"late_commit"``; a refund's correction is ``"refund"`` (its usage may
-    be negative on the tokens axis).
+    ``"late_commit"``. Usage given back is a record with a negative amount:
+    a refund's credit (``"refund"``) and a call taken back because its caller
+    was cancelled after it was applied (``"take_back"``), so the records of a
+    period add up to what it used.
     """
 
     amount: tuple[int, ...] = attrs.field(repr=False)

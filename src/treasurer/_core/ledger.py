@@ -49,6 +49,8 @@ class Ledger:
         self.overrides = Overrides()
         self.events: list[Event] = []  # those of the command being applied
         self.limits_lowered = False  # a waiting request may have become one that never fits
+        # Waiter (by identity) -> the scope that refused it when last looked at.
+        self._refused_by: dict[int, tuple[Reserve | OpenChild, ScopePath]] = {}
 
     @property
     def root(self) -> Scope:
@@ -89,7 +91,7 @@ class Ledger:
             )
         for override in self.overrides.due(now):
             administration.end_override(self, override, OverrideExpired)
-        self.root.advance(now, events)
+        self.tree.advance(self.root, now, events)
         self.tree.touched.add(ROOT)
         return events
 
@@ -179,6 +181,23 @@ class Ledger:
         self.tree.charge(scope, amount, self.now, model, self.events, calls)
         return Charged(scope.used, scope.calls, self.now)
 
+    def uncharge(
+        self, scope: Scope, amount: tuple[int, ...], meta: Meta | None, source: str
+    ) -> None:
+        """Report usage given back (a refund's credit, a call taken back) as a usage
+        record with a negative amount, so the records keep adding up to what is used."""
+        if self.verbose:
+            self.emit(
+                UsageRecorded,
+                scope,
+                amount=tuple(-value for value in amount),
+                source=source,
+                model=meta.model if meta else None,
+                request_id=meta.request_id if meta else None,
+                session_id=meta.session_id if meta else None,
+                tags=dict(meta.tags) if meta else {},
+            )
+
     def end(self, held: Held) -> Scope:
         """Stop holding an open reservation (already taken out of ``reservations``)."""
         scope = self.tree.scopes[held.scope]
@@ -197,6 +216,12 @@ class Ledger:
             return self.tree.refusal(scope, command.amount)
         return self.tree.refusal(scope, command.carve(), request=False)
 
+    def _still_full(self, path: ScopePath, freed: set[ScopePath]) -> bool:
+        """Whether a scope that refused a waiter cannot have more room now: nothing
+        freed room there, and none of its windows is due to roll over."""
+        scope = self.tree.scopes.get(path)
+        return path not in freed and scope is not None and self.now < scope.stale_at
+
     def serve_waiting(
         self, waiting: Sequence[Reserve | OpenChild], new_from: int = 0
     ) -> list[tuple[int, Reply]]:
@@ -214,19 +239,35 @@ class Ledger:
         """
         recheck_from = 0 if self.limits_lowered else new_from
         self.limits_lowered = False
+        freed, self.tree.freed = self.tree.freed, set()
+        refused_by = self._refused_by
         blocked: set[ScopePath] = set()
         answers = []
         for index, command in enumerate(waiting):
             path = command.scope
             held_up = any(path[:depth] in blocked for depth in range(len(path) + 1))
-            if held_up and index < recheck_from:
-                continue
+            if index < recheck_from:
+                if held_up:
+                    continue
+                # Refused last time by a scope whose room has not grown since: it
+                # still does not fit there, so it is not looked at again (serving
+                # costs what changed, not the number of waiters).
+                last = refused_by.get(id(command))
+                if last is not None and last[0] is command and self._still_full(last[1], freed):
+                    blocked.add(last[1])
+                    continue
             refusal = self.refusal(command)
             if isinstance(refusal, Refusal) and not refusal.final:
+                refused_by[id(command)] = (command, refusal.scope)
                 if not held_up:  # a waiter behind another holds up nobody itself
                     blocked.add(refusal.scope)
             elif not held_up:
+                refused_by.pop(id(command), None)
                 answers.append((index, _HANDLERS[type(command)](self, command)))
             elif refusal is not None:
+                refused_by.pop(id(command), None)
                 answers.append((index, refusal))
+        if len(refused_by) > 2 * len(waiting) + 64:  # waiters who gave up
+            live = {id(command) for command in waiting}
+            self._refused_by = {key: value for key, value in refused_by.items() if key in live}
         return answers

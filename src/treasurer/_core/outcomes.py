@@ -17,7 +17,7 @@ from .. import _errors
 from .axes import AXES, CapVector, Vector, to_public
 from .events import Event, Override
 from .scopes import ScopePath
-from .values import Caps, Snapshot, Totals, Usage, UsageReport, WindowUsage, remaining
+from .values import Caps, Snapshot, Totals, Usage, UsageReport, WindowUsage, least, remaining
 
 
 @attrs.frozen
@@ -205,6 +205,14 @@ class ScopeView:
             window.resets_at,
             Caps.of(window.limits),
         )
+
+    def room(self) -> CapVector:
+        """What one request could take now on each axis: the least that the lifetime
+        caps, every window (open reservations count in each) and the per-request
+        caps leave; ``None`` where nothing caps the axis."""
+        bounds = [remaining(self.limits, self.used, self.reserved), self.per_request]
+        bounds.extend(remaining(w.limits, w.used, self.reserved) for w in self.windows)
+        return least(bounds)
 
     def tokens_left(self) -> int | None:
         """The tokens cap minus used and reserved (``None`` if uncapped)."""

@@ -113,6 +113,7 @@ def refund(ledger: Ledger, command: Refund) -> Reply:
     amount = on_axis(TOKENS, abs(difference))
     if difference > 0:
         ledger.tree.credit(scope, amount, None, None)
+        ledger.uncharge(scope, amount, None, "refund")
     elif difference < 0:  # it used more than estimated: that spend happened
         ledger.charge(scope, amount, None, "refund", calls=0)
     return None
@@ -124,6 +125,7 @@ def take_back(ledger: Ledger, command: TakeBack) -> Reply:
         return None  # forgotten since: nothing of it is left to take back
     model = command.meta.model if command.meta else None
     ledger.tree.credit(scope, command.amount, command.at, model)
+    ledger.uncharge(scope, command.amount, command.meta, "take_back")
     if command.consumed:
         estimate = command.amount[TOKENS]
         left = scope.consumed.get(estimate, 0) - 1

@@ -38,6 +38,9 @@ class ScopeTree:
         self.root = Scope(ROOT, (config.name, None, None), config.limits, config.thresholds, now)
         self.scopes: dict[ScopePath, Scope] = {ROOT: self.root}
         self.touched: set[ScopePath] = set()  # since the last views() call
+        # Scopes whose room may have grown since waiters were last served: only
+        # waiters refused by one of these can fit now.
+        self.freed: set[ScopePath] = set()
         self._idle: OrderedDict[ScopePath, None] = OrderedDict()
         # (when its windows next reset, tenant): to find tenants that become idle by time alone.
         self._idle_check: list[tuple[datetime, ScopePath]] = []
@@ -75,10 +78,15 @@ class ScopeTree:
         member: Scope | None = scope
         while member is not None:
             if now >= member.stale_at:
-                member.advance(now, events)
+                self.advance(member, now, events)
             self.touched.add(member.path)
             member = member.parent
         return scope
+
+    def advance(self, scope: Scope, now: datetime, events: list[Event]) -> None:
+        """Move a scope's windows to ``now``."""
+        if scope.advance(now, events):
+            self.freed.add(scope.path)
 
     @staticmethod
     def chain(scope: Scope) -> Iterator[Scope]:
@@ -130,6 +138,8 @@ class ScopeTree:
         for member in self.chain(scope):
             member.open += sign
             self.touched.add(member.path)
+            if sign < 0:
+                self.freed.add(member.path)
         if scope.parent is not None:
             self.sync(scope)
 
@@ -158,6 +168,7 @@ class ScopeTree:
             else:
                 member.take_back(amount, at, model)
             self.touched.add(member.path)
+            self.freed.add(member.path)
         self.sync(scope)
 
     def sync(self, scope: Scope) -> None:
@@ -169,8 +180,12 @@ class ScopeTree:
             holding = member.holding()
             parent = member.parent
             if holding != member.contributed:
-                parent.reserved = add(parent.reserved, sub(holding, member.contributed))
+                change = sub(holding, member.contributed)
+                parent.reserved = add(parent.reserved, change)
                 member.contributed = holding
+                if any(value < 0 for value in change):
+                    self.freed.add(parent.path)
+                    self.touched.add(parent.path)
             member = parent
 
     # -- children ------------------------------------------------------------------
@@ -204,6 +219,7 @@ class ScopeTree:
             child.closed = True
             self.sync(child)
             self.touched.update(member.path for member in self.chain(child))
+            self.freed.add(child.path)  # its waiters are answered: it is closed
         self.forget_drained(child)
 
     def forget_drained(self, scope: Scope) -> None:
@@ -238,7 +254,7 @@ class ScopeTree:
                 del self._check_at[path]
             scope = self.scopes.get(path)
             if scope is not None and path not in self._idle:
-                scope.advance(now, events)
+                self.advance(scope, now, events)
                 self.touched.add(path)
                 self._note(scope)
         for path in [p for p in self.touched if tenant_of(p) is not None and len(p) == 1]:

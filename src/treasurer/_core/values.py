@@ -6,6 +6,7 @@ internal vectors by looping over the axis registry.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,17 @@ def remaining(limits: CapVector, used: Vector, reserved: Vector) -> CapVector:
         None if cap is None else cap - u - r
         for cap, u, r in zip(limits, used, reserved, strict=True)
     )
+
+
+def least(bounds: Iterable[CapVector]) -> CapVector:
+    """Per axis, the least of the bounds that cap it (``None`` if none does)."""
+    result: list[int | None] = [None] * len(AXES)
+    for bound in bounds:
+        for axis, value in enumerate(bound):
+            current = result[axis]
+            if value is not None and (current is None or value < current):
+                result[axis] = value
+    return tuple(result)
 
 
 @attrs.frozen

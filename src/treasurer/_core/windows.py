@@ -166,7 +166,9 @@ def _hour_bounds(tz: tzinfo, now: datetime, local: datetime) -> tuple[datetime, 
     """The local clock hour holding ``now``. Counted in real time from ``now``; where
     the UTC offset changes inside that hour, the change is a bound too, so the two
     passes through a repeated (half) hour are two periods."""
-    start = now - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
+    start = now - timedelta(
+        minutes=local.minute, seconds=local.second, microseconds=local.microsecond
+    )
     end = later(start, timedelta(hours=1))
     offset = local.utcoffset()
     if _offset(tz, start) != offset:

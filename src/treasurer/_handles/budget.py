@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Unpack
 
 from .._core import config
-from .._core.axes import AXES, count, parse
+from .._core.axes import count, parse
 from .._core.commands import (
     Charge,
     Consume,
@@ -26,7 +26,7 @@ from .._core.outcomes import (
     Verdict,
 )
 from .._core.scopes import ROOT, ScopePath, tenant_of, tenant_path
-from .._core.values import Caps, Check, Snapshot, Statistics, Totals, remaining
+from .._core.values import Caps, Check, Snapshot, Statistics, Totals, least
 from .._errors import InvalidAmountType, InvalidOption
 from .operations import Operations, raise_if_refused
 from .reservation import Reservation
@@ -137,12 +137,7 @@ class Budget(Operations):
         """What a request could still take on every axis now: the least that any
         scope it must fit leaves (a tenant's or child's own caps and the
         budget's), ``None`` where nothing caps the axis. Never blocks."""
-        least: list[int | None] = [None] * len(AXES)
-        for view in self._chain_views():
-            for axis, left in enumerate(remaining(view.limits, view.used, view.reserved)):
-                if left is not None and (least[axis] is None or left < least[axis]):  # type: ignore[operator]
-                    least[axis] = left
-        return Caps.of(tuple(least))
+        return Caps.of(least(view.room() for view in self._chain_views()))
 
     def _chain_views(self) -> list[ScopeView]:
         return [
@@ -174,6 +169,8 @@ class Budget(Operations):
         """
         amounts, meta, scope = self._split(usage)
         self._core.actor.check_caller()
+        if self._last is not None:
+            raise self._child_closed()
         reply = raise_if_refused(await self._core.actor.settle(Charge(scope, parse(amounts), meta)))
         assert isinstance(reply, Charged)
         return reply.totals()

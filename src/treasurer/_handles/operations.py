@@ -27,7 +27,7 @@ from .._core.options import Amounts, CapOptions
 from .._core.outcomes import ChildOpened, Refusal, Rejected, Reply, ScopeView, UsageFigures
 from .._core.scopes import ROOT, ScopePath, tenant_of
 from .._core.values import Snapshot, UsageReport
-from .._errors import InvalidAmount, InvalidOption
+from .._errors import BudgetClosed, InvalidAmount, InvalidOption
 from .._runtime.actor import Actor
 from .._runtime.subscription import Subscription
 from .._stores.base import Health
@@ -77,17 +77,25 @@ class Operations:
         and counted in ``events.missed``, so a slow subscriber never slows the
         budget. Iteration ends when the block or the budget ends.
         """
+        subscription = self.add_subscriber(buffer)
+        try:
+            yield subscription
+        finally:
+            self.remove_subscriber(subscription)
+
+    def add_subscriber(self, buffer: int) -> Subscription:
+        """A new subscription to this scope's events (on the budget's event loop)."""
         if count(buffer, "buffer") < 1:
             raise InvalidAmount("buffer must be >= 1")
         actor = self._core.actor
         actor.check_caller()
         subscription = Subscription(buffer, tenant_of(self._scope), self._child)
         actor.subscribers.add(subscription)
-        try:
-            yield subscription
-        finally:
-            actor.subscribers.discard(subscription)
-            subscription.close()
+        return subscription
+
+    def remove_subscriber(self, subscription: Subscription) -> None:
+        self._core.actor.subscribers.discard(subscription)
+        subscription.close()
 
     async def override(
         self,
@@ -116,7 +124,8 @@ class Operations:
         return reply
 
     async def remove_override(self, override: Override | int) -> None:
-        """End an override set through this same handle before its expiry."""
+        """End an override set through this same handle before its expiry (also after
+        a child budget's block ended: it is a clean-up, like settling a reservation)."""
         if isinstance(override, Override):
             if override.budget != self._core.name:
                 raise InvalidOption(
@@ -125,7 +134,8 @@ class Operations:
             override = override.id
         elif isinstance(override, bool) or not isinstance(override, int):
             raise InvalidOption(f"remove_override() takes an Override or its id, not {override!r}")
-        raise_if_refused(await self._request(RemoveOverride(self._scope, override)))
+        command = RemoveOverride(self._scope, override)
+        raise_if_refused(await self._core.actor.request(command))
 
     async def set_tenant_caps(self, tenant: str, caps: TenantCaps | None) -> None:
         """Give ``tenant`` its own caps from now on (``None``: back to ``tenant_defaults``).
@@ -196,7 +206,7 @@ class Operations:
             config.name(name, "a child budget's name")
         actor = self._core.actor
         if self._last is not None:
-            raise actor.closed_error()
+            raise self._child_closed()
         reply = raise_if_refused(
             await actor.request(OpenChild(self._scope, name, limits), wait=wait)
         )
@@ -210,8 +220,11 @@ class Operations:
 
     async def _request(self, command: Command) -> Reply:
         if self._last is not None:
-            raise self._core.actor.closed_error()
+            raise self._child_closed()
         return await self._core.actor.request(command)
+
+    def _child_closed(self) -> BudgetClosed:
+        return BudgetClosed(f"child budget {self._child!r} of {self._core.name!r} is closed")
 
 
 async def _close(actor: Actor, command: CloseChild) -> Reply:

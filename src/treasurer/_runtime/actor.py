@@ -295,7 +295,7 @@ class Actor:
                 self.undo(command, reply)  # its caller left while the store worked
             else:
                 slot.deliver(reply)
-        if waiters:
+        if self.waiting:  # answer the waiters, and drop those who gave up
             self._answer_waiters(waiters, result.answered)
         if result.events:
             self._hand_out(result.events)

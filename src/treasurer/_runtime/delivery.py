@@ -23,9 +23,7 @@ from .._core.events import (
     Event,
     ReservationCommitted,
     ReservationCreated,
-    ReservationExpiredEvent,
     ReservationReleased,
-    ThresholdCrossed,
     UsageRecorded,
 )
 from .log import Log
@@ -40,10 +38,8 @@ _LEVELS: Final = {"info": logging.INFO, "warning": logging.WARNING, "critical": 
 
 
 def level_of(event: Event) -> int:
-    """The log level of an event: its own for thresholds, debug for routine ones."""
-    if isinstance(event, ThresholdCrossed | ReservationExpiredEvent):
-        return _LEVELS[event.level]
-    return logging.DEBUG if isinstance(event, _DEBUG) else logging.INFO
+    """The log level of an event: debug for routine ones, else the event's own."""
+    return logging.DEBUG if isinstance(event, _DEBUG) else _LEVELS[event.level]
 
 
 def _snake(name: str) -> str:
@@ -105,6 +101,8 @@ class Delivery:
         if self.log.enabled(level):
             fields = attrs.asdict(event, recurse=False)
             del fields["budget"], fields["level"]
+            if isinstance(event, UsageRecorded):
+                fields["amount"] = event.usage  # dollars, not the ledger's nano-dollars
             self.log.log(level, _snake(type(event).__name__), **fields)
 
     async def _call(self, event: Event) -> None:

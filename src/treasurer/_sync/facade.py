@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -297,12 +298,14 @@ class SyncBudget:
         Same rules as :meth:`treasurer.Budget.subscribe`; iteration ends when
         the block or the budget ends.
         """
-        opening = self._budget.subscribe(buffer)
-        subscription: Subscription = self._call("subscribe()", opening.__aenter__)
+        subscription: Subscription = self._call("subscribe()", self._budget.add_subscriber, buffer)
         try:
             yield SyncSubscription(self._caller, subscription)
         finally:
-            self._caller.call(opening.__aexit__, None, None, None, what="subscribe()")
+            try:
+                self._caller.call(self._budget.remove_subscriber, subscription, what="subscribe()")
+            except BudgetClosed:
+                subscription.close()  # the budget has ended: nothing runs on its loop now
 
     @contextmanager
     def child(
@@ -374,6 +377,7 @@ class SyncSubscription:
     def __init__(self, caller: Caller, subscription: Subscription) -> None:
         self._caller = caller
         self._subscription = subscription
+        self._left: deque[Event] | None = None  # buffered when the budget closed
 
     @property
     def missed(self) -> int:
@@ -382,18 +386,44 @@ class SyncSubscription:
 
     def pending(self) -> list[Event]:
         """The events buffered now: after a call returns, those it caused are here."""
-        events: list[Event] = self._caller.call(self._subscription.pending, what="pending()")
+        left = self._after_close()
+        if left is None:
+            try:
+                events: list[Event] = self._caller.call(
+                    self._subscription.pending, what="pending()"
+                )
+                return events
+            except BudgetClosed:
+                left = self._after_close(closed=True)
+        assert left is not None
+        events = list(left)
+        left.clear()
         return events
 
     def __iter__(self) -> Iterator[Event]:
         return self
 
     def __next__(self) -> Event:
-        try:
-            event: Event = self._caller.call(self._subscription.__anext__, what="next(events)")
-        except StopAsyncIteration:
-            raise StopIteration from None
-        return event
+        left = self._after_close()
+        if left is None:
+            try:
+                event: Event = self._caller.call(self._subscription.__anext__, what="next(events)")
+                return event
+            except StopAsyncIteration:
+                raise StopIteration from None
+            except BudgetClosed:
+                left = self._after_close(closed=True)
+        assert left is not None
+        if not left:
+            raise StopIteration
+        return left.popleft()
+
+    def _after_close(self, *, closed: bool = False) -> deque[Event] | None:
+        """What was buffered when the budget closed, once it has: read here, since its
+        event loop no longer runs (``None`` while the budget is open)."""
+        if self._left is None and closed:
+            self._left = deque(self._subscription.pending())
+        return self._left
 
 
 def sync_view(budget: Budget) -> SyncBudget:

@@ -259,6 +259,7 @@ class ProtocolDriver(Driver):
         self.store: Any = None
         self.now: datetime
         self.queue: list[Reserve | OpenChild] = []
+        self.resets = 0  # of the last Charged reply
         self.published: dict[ScopePath, ScopeView] = {}
         self.seen: list[tuple[object, ...]] = []
 
@@ -310,6 +311,9 @@ class ProtocolDriver(Driver):
             self.queue = [command for i, command in enumerate(self.queue) if i not in done]
         else:
             assert not result.answered
+        for reply in result.replies:
+            if isinstance(reply, Charged):
+                self.resets = reply.resets  # what a take-back of that call carries
         return [reply_result(reply) for reply in result.replies]
 
     def one(self, command: Command) -> Result:
@@ -354,7 +358,7 @@ class ProtocolDriver(Driver):
     def take_back(
         self, path: ScopePath, amount: Vector, at: datetime, model: str | None, consumed: bool
     ) -> Result:
-        return self.one(TakeBack(path, amount, at, meta(model), consumed))
+        return self.one(TakeBack(path, amount, at, meta(model), consumed, self.resets))
 
     def reset(self, path: ScopePath, window: str | None) -> Result:
         return self.one(Reset(path, window))

@@ -23,7 +23,8 @@ every scope must show; the machines (``machine.py``) compare a store with it.
   "too large" check (per-request caps against the whole request, then the
   lifetime and each window against the part), bottom up; then every "no room"
   check (``used + reserved + part > limit``, lifetime then windows), bottom up.
-  The first failing cap in axis order is named. A limit is the cap plus the
+  The first failing cap in axis order is named; among "no room" refusals, the
+  first final one (below) comes before the others. A limit is the cap plus the
   overrides in force. A lifetime refusal is *final* when spent usage alone
   leaves no room. A child's carve is not a request: per-request caps do not
   apply to it.
@@ -367,11 +368,9 @@ class Model:
             refused = self.too_large(member, part, amount, carve=carve)
             if refused is not None:
                 return refused
-        for member, part in parts:
-            refused = self.no_room(member, part)
-            if refused is not None:
-                return refused
-        return None
+        refusals = [r for member, part in parts if (r := self.no_room(member, part)) is not None]
+        finals = [refused for refused in refusals if refused.final]
+        return (finals or refusals or [None])[0]
 
     def refused(
         self,
@@ -635,8 +634,10 @@ class Model:
         scope.consumed[estimated] -= 1
         difference = estimated - actual
         if difference > 0:
+            credit = on_axis(TOKENS, difference)
             for member in scope.chain():
-                member.used = take(member.used, on_axis(TOKENS, difference))
+                member.used = take(member.used, credit)
+            self.given_back(scope, credit, "refund", None)
         elif difference < 0:
             self.charge(scope, on_axis(TOKENS, -difference), "refund", calls=0, overrun=[TOKENS])
         return None
@@ -649,7 +650,15 @@ class Model:
             member.calls = max(member.calls - 1, 0)
         if consumed:
             scope.consumed[spend.amount[TOKENS]] -= 1
+        self.given_back(scope, spend.amount, "take_back", spend.model)
         spend.amount = ZERO
+
+    def given_back(self, scope: ScopeModel, amount: Vector, source: str, model: str | None) -> None:
+        """Usage given back is a usage record of the negative amount."""
+        negative = tuple(-value for value in amount)
+        self.events.append(
+            ("UsageRecorded", source, scope.tenant, scope.child, negative, None, model)
+        )
 
     def reset(self, path: ScopePath, window: str | None) -> Rejection | None:
         scope = self.find(path)

@@ -46,6 +46,7 @@ def reset(ledger: Ledger, command: Reset) -> Reply:
             return _invalid(f"no window named {command.window!r}; {scope.describe()} has {names}")
     # The whole budget: every scope's usage with it. A tenant: its own only
     # (the shared total keeps counting what it spent).
+    ledger.resets += 1
     everything = scope is ledger.root and index is None
     members = list(ledger.tree.scopes.values()) if everything else [scope]
     for member in members:

@@ -155,13 +155,19 @@ class Charge(NamedTuple):
 
 
 class TakeBack(NamedTuple):
-    """Undo a record or consume made ``at`` whose caller never saw the reply."""
+    """Undo a record or consume made ``at`` whose caller never saw the reply.
+
+    ``resets`` is its :class:`~.outcomes.Charged` reply's: if a reset came in
+    between, that usage was zeroed already and nothing is given back (else the
+    usage made since the reset would be erased).
+    """
 
     scope: ScopePath
     amount: Vector
     at: datetime
     meta: Meta | None = None
     consumed: bool = False
+    resets: int = 0
 
 
 class Reset(NamedTuple):

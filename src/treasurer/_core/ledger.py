@@ -48,6 +48,7 @@ class Ledger:
         self.reservations = Reservations()
         self.overrides = Overrides()
         self.events: list[Event] = []  # those of the command being applied
+        self.resets = 0  # Reset commands applied: see TakeBack
         self.limits_lowered = False  # a waiting request may have become one that never fits
         # Waiter (by identity) -> the scope that refused it when last looked at.
         self._refused_by: dict[int, tuple[Reserve | OpenChild, ScopePath]] = {}
@@ -179,7 +180,7 @@ class Ledger:
             )
         model = meta.model if meta else None
         self.tree.charge(scope, amount, self.now, model, self.events, calls)
-        return Charged(scope.used, scope.calls, self.now)
+        return Charged(scope.used, scope.calls, self.now, self.resets)
 
     def uncharge(
         self, scope: Scope, amount: tuple[int, ...], meta: Meta | None, source: str
@@ -217,8 +218,8 @@ class Ledger:
         return self.tree.refusal(scope, command.carve(), request=False)
 
     def _still_full(self, path: ScopePath, freed: set[ScopePath]) -> bool:
-        """Whether a scope that refused a waiter cannot have more room now: nothing
-        freed room there, and none of its windows is due to roll over."""
+        """Whether a scope that refused a waiter would refuse it the same way now:
+        nothing changed there for waiters, and none of its windows is due to roll over."""
         scope = self.tree.scopes.get(path)
         return path not in freed and scope is not None and self.now < scope.stale_at
 

@@ -140,6 +140,7 @@ class Charged(NamedTuple):
     used: Vector
     calls: int
     at: datetime
+    resets: int = 0  # the ledger's resets so far: a take-back after another gives nothing
 
     def totals(self) -> Totals:
         return Totals.of(self.used, self.calls)

@@ -222,13 +222,11 @@ class Scope:
         self.used = take(self.used, amount)
 
     def take_back(self, amount: Vector, at: datetime, model: str | None) -> None:
-        """Undo one call's charge made at ``at`` (its caller never saw the reply);
-        the lifetime figures keep it if a reset since (or at that instant) zeroed them."""
-        if self.since is None or at > self.since:
-            self.credit(amount)
-            self.calls = max(self.calls - 1, 0)
-            if model is not None and model in self.by_model:
-                self.by_model[model] = take(self.by_model[model], amount)
+        """Undo one call's charge made at ``at`` (its caller never saw the reply)."""
+        self.credit(amount)
+        self.calls = max(self.calls - 1, 0)
+        if model is not None and model in self.by_model:
+            self.by_model[model] = take(self.by_model[model], amount)
         for window in self.windows:
             window.take_back(amount, at, model)
 

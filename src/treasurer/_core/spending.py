@@ -124,8 +124,9 @@ def take_back(ledger: Ledger, command: TakeBack) -> Reply:
     if scope is None:
         return None  # forgotten since: nothing of it is left to take back
     model = command.meta.model if command.meta else None
-    ledger.tree.credit(scope, command.amount, command.at, model)
-    ledger.uncharge(scope, command.amount, command.meta, "take_back")
+    if command.resets == ledger.resets:  # else a reset zeroed it already
+        ledger.tree.credit(scope, command.amount, command.at, model)
+        ledger.uncharge(scope, command.amount, command.meta, "take_back")
     if command.consumed:
         estimate = command.amount[TOKENS]
         left = scope.consumed.get(estimate, 0) - 1

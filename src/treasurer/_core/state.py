@@ -243,6 +243,7 @@ def dump_meta(ledger: Ledger) -> Record:
         "next_reservation": ledger.reservations.next_id,
         "next_override": ledger.overrides.next_id,
         "next_child": ledger.tree.next_child,
+        "resets": ledger.resets,
         "tenant_limits": {
             name: dump_limits(limits) for name, limits in sorted(ledger.tree.tenant_limits.items())
         },
@@ -260,6 +261,7 @@ def restore(
     ledger = Ledger(config, now)
     tree = ledger.tree
     tree.next_child = meta["next_child"]
+    ledger.resets = meta.get("resets", 0)
     tree.tenant_limits = {name: load_limits(r) for name, r in meta["tenant_limits"].items()}
     ledger.reservations = Reservations(meta["next_reservation"])
     ledger.overrides = Overrides(meta["next_override"])

@@ -38,8 +38,9 @@ class ScopeTree:
         self.root = Scope(ROOT, (config.name, None, None), config.limits, config.thresholds, now)
         self.scopes: dict[ScopePath, Scope] = {ROOT: self.root}
         self.touched: set[ScopePath] = set()  # since the last views() call
-        # Scopes whose room may have grown since waiters were last served: only
-        # waiters refused by one of these can fit now.
+        # Scopes changed for their waiters since waiters were last served: room
+        # may have grown (one may fit now), or spent usage grew (one may never fit).
+        # Only waiters refused by one of these can get another answer.
         self.freed: set[ScopePath] = set()
         self._idle: OrderedDict[ScopePath, None] = OrderedDict()
         # (when its windows next reset, tenant): to find tenants that become idle by time alone.
@@ -156,6 +157,7 @@ class ScopeTree:
         for member in self.chain(scope):
             member.charge(amount, now, model, events, calls)
             self.touched.add(member.path)
+            self.freed.add(member.path)
         if scope.parent is not None:
             self.sync(scope)
 

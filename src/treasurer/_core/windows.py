@@ -292,8 +292,7 @@ class WindowState:
                 if not any(left):
                     return
             return
-        # Usage made before a reset by hand (at the same instant, too) was zeroed then.
-        if at >= self.start and (self.since is None or at > self.since):
+        if at >= self.start:
             self._take(amount, model)
 
     def _take(self, amount: Vector, model: str | None) -> None:

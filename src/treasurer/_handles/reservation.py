@@ -216,7 +216,9 @@ def validate_commit(
     """
     amounts, meta, tenant = split_usage(actual)
     if tenant is not None and tenant != reservation.tenant:
-        owner = "the whole budget" if reservation.tenant is None else f"tenant {reservation.tenant!r}"
+        owner = (
+            "the whole budget" if reservation.tenant is None else f"tenant {reservation.tenant!r}"
+        )
         raise InvalidOption(f"tenant={tenant!r} given for a reservation of {owner}")
     reserved = reservation._amount
     if not amounts:

@@ -212,7 +212,9 @@ class Actor:
         elif isinstance(reply, Charged) and isinstance(command, Record | Consume):
             meta = command.meta if isinstance(command, Record) else None
             consumed = isinstance(command, Consume)
-            self.post(TakeBack(command.scope, command.amount, reply.at, meta, consumed))
+            self.post(
+                TakeBack(command.scope, command.amount, reply.at, meta, consumed, reply.resets)
+            )
         elif isinstance(reply, ChildOpened):
             self.post(CloseChild(reply.path))
         elif isinstance(reply, Override) and isinstance(command, SetOverride):

@@ -437,7 +437,7 @@ class TestOptions:
             assert tracked.models is client.models
             assert tracked.chat.completions.messages is client.chat.completions.messages
             assert tracked.base_url == client.base_url
-            with pytest.raises(NotImplementedError, match="not tracked"):
+            with pytest.raises(treasurer.llm.UntrackedCall, match="not tracked"):
                 tracked.chat.completions.stream  # noqa: B018
             with pytest.raises(AttributeError):
                 tracked.no_such_attribute  # noqa: B018

@@ -20,6 +20,7 @@ from ._calls import Usage as Usage
 from ._errors import MaxCostExceeded as MaxCostExceeded
 from ._errors import NoModelFits as NoModelFits
 from ._errors import UnknownModel as UnknownModel
+from ._errors import UntrackedCall as UntrackedCall
 from ._estimate import DEFAULT_EXPECTED_OUTPUT_TOKENS as DEFAULT_EXPECTED_OUTPUT_TOKENS
 from ._estimate import DEFAULT_MAX_OUTPUT_TOKENS as DEFAULT_MAX_OUTPUT_TOKENS
 from ._estimate import Estimate as Estimate
@@ -60,6 +61,7 @@ __all__ = (
     "TrackedClient",
     "TrackedStream",
     "UnknownModel",
+    "UntrackedCall",
     "Usage",
     "choose_model",
     "cost",

@@ -37,6 +37,18 @@ class NoModelFits(TreasurerError, LookupError):
         super().__init__(f"no model fits task {task!r}: {reasons or 'the catalog is empty'}")
 
 
+class UntrackedCall(TreasurerError, NotImplementedError):
+    """A helper of a tracked client that treasurer does not track (``.stream()``,
+    ``.parse()``, raw responses): refused rather than spending outside the budget."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"{name} is not tracked by treasurer; use create(...) (with stream=True "
+            "for a stream), or the original client to spend outside the budget"
+        )
+
+
 class MaxCostExceeded(RequestTooLarge):
     """A call's worst-case cost is above the ``max_cost=`` given to it; nothing was sent.
 

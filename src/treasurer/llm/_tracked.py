@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from ._calls import Call, Endpoint, Settings
+from ._errors import UntrackedCall
 
 # Helpers of tracked endpoints that would spend untracked.
 UNTRACKED = frozenset({"stream", "parse", "with_raw_response", "with_streaming_response"})
@@ -220,10 +221,7 @@ class _TrackedEndpoint(_Proxy):
 
     def __getattr__(self, name: str) -> Any:
         if name in UNTRACKED:
-            raise NotImplementedError(
-                f"{name} is not tracked by treasurer; use create(...) (with stream=True "
-                "for a stream), or the original client to spend outside the budget"
-            )
+            raise UntrackedCall(name)
         return super().__getattr__(name)
 
 

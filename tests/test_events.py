@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from decimal import Decimal
 
 import anyio
 import pytest
+import structlog
 import trio.testing
 
 import treasurer
@@ -496,3 +498,35 @@ class TestQuietByDefault:
         ):
             assert any(f":treasurer:{event} budget='quiet'" in line for line in lines), event
         assert any(line.startswith("CRITICAL:treasurer:threshold crossed") for line in lines)
+
+    @pytest.mark.anyio
+    async def test_stdlib_records_carry_the_event_as_data(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Without structlog configured, each event is a record of the "treasurer" logger
+        whose ``treasurer`` attribute holds the event's fields (dollars, not nano-dollars),
+        and a failing on_event is logged with its traceback."""
+
+        def broken(event: treasurer.Event) -> None:
+            raise RuntimeError("the application's bug")
+
+        structlog.reset_defaults()
+        try:
+            with caplog.at_level(logging.DEBUG, logger="treasurer"):
+                async with treasurer.open_budget(usd=1, name="plain", on_event=broken) as b:
+                    await b.record(usd=Decimal("0.25"), model="m")
+        finally:
+            structlog.configure(
+                wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
+            )
+        usage = [r for r in caplog.records if r.getMessage().startswith("usage recorded")]
+        assert len(usage) == 1
+        fields = usage[0].treasurer  # type: ignore[attr-defined]
+        assert fields["event"] == "usage recorded"
+        assert fields["budget"] == "plain"
+        assert fields["model"] == "m"
+        assert fields["amount"].usd == Decimal("0.25")
+        failures = [r for r in caplog.records if r.getMessage().startswith("on_event callback")]
+        assert failures
+        assert failures[0].exc_info is not None
+        assert failures[0].exc_info[1].args == ("the application's bug",)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._sync.facade import SyncBudget as SyncBudget
 from ._sync.facade import SyncReservation as SyncReservation
-from ._sync.facade import SyncSubscription as SyncSubscription
 from ._sync.owned import open_budget as open_budget
+from ._sync.subscription import SyncSubscription as SyncSubscription
 
 __all__ = ("SyncBudget", "SyncReservation", "SyncSubscription", "open_budget")

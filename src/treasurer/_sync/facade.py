@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -13,7 +12,7 @@ from typing import Any, TypeVar, Unpack
 import anyio
 import anyio.lowlevel
 
-from .._core.events import Event, Override
+from .._core.events import Override
 from .._core.options import Amounts, CapOptions, UsageInfo
 from .._core.values import Caps, Check, Snapshot, Statistics, Totals, Usage, UsageReport
 from .._errors import (
@@ -29,6 +28,7 @@ from .._handles.settings import TenantCaps
 from .._runtime.subscription import Subscription
 from .._stores.base import Health
 from .calls import Caller, PortalCaller, TokenCaller
+from .subscription import SyncSubscription
 
 T = TypeVar("T")
 
@@ -368,62 +368,6 @@ class _Borrowed(SyncBudget):
 
     def close(self) -> None:
         """Nothing to close: this handle shares its budget's life."""
-
-
-class SyncSubscription:
-    """A budget's events for synchronous code: iterate it (blocking), or take
-    :meth:`pending` events without waiting. See :class:`treasurer.Subscription`."""
-
-    def __init__(self, caller: Caller, subscription: Subscription) -> None:
-        self._caller = caller
-        self._subscription = subscription
-        self._left: deque[Event] | None = None  # buffered when the budget closed
-
-    @property
-    def missed(self) -> int:
-        """Events dropped because this subscription's buffer was full."""
-        return self._subscription.missed
-
-    def pending(self) -> list[Event]:
-        """The events buffered now: after a call returns, those it caused are here."""
-        left = self._after_close()
-        if left is None:
-            try:
-                events: list[Event] = self._caller.call(
-                    self._subscription.pending, what="pending()"
-                )
-                return events
-            except BudgetClosed:
-                left = self._after_close(closed=True)
-        assert left is not None
-        events = list(left)
-        left.clear()
-        return events
-
-    def __iter__(self) -> Iterator[Event]:
-        return self
-
-    def __next__(self) -> Event:
-        left = self._after_close()
-        if left is None:
-            try:
-                event: Event = self._caller.call(self._subscription.__anext__, what="next(events)")
-                return event
-            except StopAsyncIteration:
-                raise StopIteration from None
-            except BudgetClosed:
-                left = self._after_close(closed=True)
-        assert left is not None
-        if not left:
-            raise StopIteration
-        return left.popleft()
-
-    def _after_close(self, *, closed: bool = False) -> deque[Event] | None:
-        """What was buffered when the budget closed, once it has: read here, since its
-        event loop no longer runs (``None`` while the budget is open)."""
-        if self._left is None and closed:
-            self._left = deque(self._subscription.pending())
-        return self._left
 
 
 def sync_view(budget: Budget) -> SyncBudget:

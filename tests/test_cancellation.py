@@ -1,16 +1,16 @@
 """Cancellation at every await point, closing, and actor failure leave nothing behind.
 
-Exact interleavings come from the actor's test seams (called with each batch
-before it is applied and after its replies are delivered) and from
-``wait_all_tasks_blocked``, never from sleeping.
+Exact interleavings come from a :class:`ProbeStore` (a real memory store
+given through the public ``store=`` seam) whose hooks hold the actor inside a
+chosen batch, and from ``wait_all_tasks_blocked``; never from sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
@@ -18,37 +18,37 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 import treasurer
+from store_probes import TOKENS, ProbeStore, holding
 from treasurer import TenantCaps
-from treasurer._actor import ADJUST, CHARGE, RECORD, RESERVE, BudgetCore, Message, tenant_op
-from treasurer._slots import Answered, slot_factory
+from treasurer._core.commands import Command, Consume, Record, Release, Reserve, TakeBack
+from treasurer._runtime.slots import slot_factory
 
 pytestmark = pytest.mark.anyio
 
-MARK = 7  # the victim's token count, to find its message in a batch
+MARK = 7  # the victim's token count, to find its command in a batch
 
 
-def core_of(budget: treasurer.Budget) -> BudgetCore:
-    return budget._core
+class Gate:
+    """A store hook that holds the actor inside the first batch ``matches`` picks,
+    until the test opens it."""
+
+    def __init__(self, matches: Callable[[Sequence[Command]], bool]) -> None:
+        self.matches = matches
+        self.reached = anyio.Event()
+        self.opened = anyio.Event()
+
+    async def __call__(self, batch: Sequence[Command]) -> None:
+        if not self.reached.is_set() and self.matches(batch):
+            self.reached.set()
+            await self.opened.wait()
 
 
-@pytest.fixture(autouse=True)
-def _through_the_mailbox(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests reach into the mailbox's interleavings, so every message goes
-    through it; the uncontended fast path is tested in TestFastPath."""
-    monkeypatch.setattr(treasurer._actor, "inline_by_default", False)
-
-
-def when_batch_holds(op: int, action: Callable[[], None]) -> Callable[[list[Message]], None]:
-    """A hook that runs ``action`` once, on the first batch holding the victim's message."""
-    done = False
-
-    def hook(batch: list[Message]) -> None:
-        nonlocal done
-        if not done and any(m[0] == op and m[1][2] == MARK for m in batch):
-            done = True
-            action()
-
-    return hook
+@asynccontextmanager
+async def probed(**options: Any) -> AsyncIterator[tuple[treasurer.Budget, ProbeStore]]:
+    store = ProbeStore()
+    async with treasurer.open_budget(store=store, **options) as budget:
+        yield budget, store
+    assert store.violations == []
 
 
 def assert_nothing_held(budget: treasurer.Budget, used: int = 0) -> None:
@@ -56,13 +56,60 @@ def assert_nothing_held(budget: treasurer.Budget, used: int = 0) -> None:
     assert snap.open_reservations == 0
     assert snap.tokens_reserved == 0
     assert snap.tokens_used == used
-    assert budget.statistics().tasks_waiting == 0
+    stats = budget.statistics()
+    assert stats.tasks_waiting == 0
+    assert stats.reservations_waiting == 0
+
+
+def tokens_of(store: ProbeStore, kind: type[Command]) -> list[int]:
+    """The token amounts of every ``kind`` command the store applied, in order."""
+    return [command.amount[TOKENS] for command in store.commands(kind)]  # type: ignore[attr-defined]
+
+
+async def hold_the_actor(
+    budget: treasurer.Budget, store: ProbeStore, tg: anyio.abc.TaskGroup
+) -> Gate:
+    """Park the actor inside a batch (a ``record(tokens=1)``) until the gate opens."""
+    gate = Gate(holding(Record, 1))
+    store.before = gate
+    tg.start_soon(lambda: budget.record(tokens=1))
+    await gate.reached.wait()
+    return gate
+
+
+class Victim:
+    """A call (``op``) made in a task of its own, in a cancel scope the test holds."""
+
+    def __init__(self, budget: treasurer.Budget, op: str) -> None:
+        self.budget = budget
+        self.op = op
+        self.scope = anyio.CancelScope()
+        self.seen: list[object] = []  # what the call returned, or "entered"
+        self.error: BaseException | None = None
+
+    async def __call__(self) -> None:
+        budget = self.budget
+        with self.scope:
+            try:
+                if self.op == "reserve":
+                    async with budget.reserve(tokens=MARK):
+                        self.seen.append("entered")
+                        await checkpoint()
+                elif self.op == "consume":
+                    self.seen.append(await budget.consume(MARK))
+                else:
+                    self.seen.append(await budget.record(tokens=MARK))
+            except treasurer.TreasurerError as exc:
+                self.error = exc
+
+
+OPS = pytest.mark.parametrize("op", ["reserve", "consume", "record"])
 
 
 class TestCancelledReserve:
     async def test_before_the_call(self) -> None:
         """A reserve in an already-cancelled scope raises and holds nothing."""
-        async with treasurer.open_budget(tokens=100) as budget:
+        async with probed(tokens=100) as (budget, store):
             with anyio.CancelScope() as scope:
                 scope.cancel()
                 async with budget.reserve(tokens=MARK):
@@ -70,80 +117,11 @@ class TestCancelledReserve:
             assert scope.cancelled_caught
             await wait_all_tasks_blocked()
             assert_nothing_held(budget)
-
-    async def test_while_waiting_for_mailbox_room(self) -> None:
-        """A caller cancelled while the mailbox is full has sent nothing."""
-        async with treasurer.open_budget(tokens=100, mailbox_size=1) as budget:
-            core_of(budget).post(ADJUST, (0, 0, 0, 0, 0))  # fills the mailbox; actor not run yet
-            with anyio.move_on_after(0) as scope:
-                await budget.consume(MARK)
-            assert scope.cancelled_caught
-            await wait_all_tasks_blocked()
-            assert_nothing_held(budget)
-            assert budget.statistics().messages_served == 1
-            assert core_of(budget)._in_flight == 0  # else the fast path stays off for good
-
-    async def test_sent_but_not_yet_served(self) -> None:
-        """A request whose caller is cancelled before the actor reaches it is skipped."""
-        async with treasurer.open_budget(tokens=100) as budget:
-            scope = anyio.CancelScope()
-            core_of(budget)._before_batch = when_batch_holds(RESERVE, scope.cancel)
-            with scope:
-                async with budget.reserve(tokens=MARK):
-                    pytest.fail("must not be entered")  # pragma: no cover
-            assert scope.cancelled_caught
-            await wait_all_tasks_blocked()
-            assert_nothing_held(budget)
-
-    async def test_granted_then_cancelled_by_a_scope(self) -> None:
-        """A cancel scope firing right after the grant leaves nothing held.
-
-        anyio delivers the grant first on both loops; the cancellation lands at
-        the next checkpoint, inside the block, and the exit releases.
-        """
-        async with treasurer.open_budget(tokens=100) as budget:
-            scope = anyio.CancelScope()
-            core_of(budget)._after_batch = when_batch_holds(RESERVE, scope.cancel)
-            with scope:
-                async with budget.reserve(tokens=MARK):
-                    await checkpoint()
-                    pytest.fail("must be cancelled")  # pragma: no cover
-            assert scope.cancelled_caught
-            await wait_all_tasks_blocked()
-            assert_nothing_held(budget)
-
-    @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-    @pytest.mark.parametrize("op", [RESERVE, RECORD], ids=["reserve", "consume"])
-    async def test_granted_but_reply_not_seen(self, op: int) -> None:
-        """A native asyncio cancel landing after the grant hands the grant back.
-
-        ``task.cancel()`` (asyncio.timeout, wait_for, asyncio.TaskGroup) raises
-        CancelledError in the caller even though the actor already answered;
-        the caller must give back what it never saw, as anyio's CapacityLimiter does.
-        """
-        entered: list[bool] = []
-
-        async with treasurer.open_budget(tokens=100) as budget:
-
-            async def victim() -> None:
-                if op == RESERVE:
-                    async with budget.reserve(tokens=MARK):
-                        entered.append(True)  # pragma: no cover
-                else:
-                    entered.append(await budget.consume(MARK))  # pragma: no cover
-
-            task = asyncio.ensure_future(victim())
-            core_of(budget)._after_batch = when_batch_holds(op, task.cancel)
-            await asyncio.wait([task])
-            assert task.cancelled()
-            assert entered == []
-            await wait_all_tasks_blocked()
-            assert_nothing_held(budget)
-            assert budget.totals().calls == 0
+            assert store.commands(Reserve) == []
 
     async def test_during_the_llm_call(self) -> None:
         """Cancelling the call inside the block releases the reservation."""
-        async with treasurer.open_budget(tokens=100) as budget:
+        async with probed(tokens=100) as (budget, _):
             async with anyio.create_task_group() as tg:
 
                 async def call() -> None:
@@ -154,12 +132,11 @@ class TestCancelledReserve:
                 await wait_all_tasks_blocked()
                 assert budget.snapshot().tokens_reserved == MARK
                 tg.cancel_scope.cancel()
-            await wait_all_tasks_blocked()
             assert_nothing_held(budget)
 
     async def test_during_settle(self) -> None:
         """A commit made before cancellation takes effect even though the exit is cancelled."""
-        async with treasurer.open_budget(tokens=100) as budget:
+        async with probed(tokens=100) as (budget, _):
             with anyio.CancelScope() as scope:
                 async with budget.reserve(tokens=MARK) as r:
                     r.commit(tokens=5)
@@ -173,7 +150,7 @@ class TestCancelledReserve:
     @pytest.mark.parametrize("commit", [True, False], ids=["commit", "release"])
     async def test_block_failing_in_a_cancelled_scope(self, commit: bool) -> None:
         """A block failing in a cancelled scope settles, and its own error propagates."""
-        async with treasurer.open_budget(tokens=100) as budget:
+        async with probed(tokens=100) as (budget, _):
             with anyio.CancelScope() as scope:
                 with pytest.raises(LookupError):
                     async with budget.reserve(tokens=MARK) as r:
@@ -181,163 +158,187 @@ class TestCancelledReserve:
                         if commit:
                             r.commit(tokens=3)
                         raise LookupError("provider error")
-            # The settlement was acknowledged before the error left the block.
+            # The settlement was applied before the error left the block.
             assert_nothing_held(budget, used=3 if commit else 0)
 
 
-class TestSendRace:
-    @pytest.mark.parametrize("op", [RESERVE, RECORD], ids=["reserve", "consume"])
-    async def test_cancelled_while_room_appears(self, op: int) -> None:
-        """A sender cancelled while it waits for mailbox room has sent nothing,
-        even when room appears before it runs again; nothing leaks and the
-        count of unapplied messages stays exact.
+KIND: dict[str, type[Command]] = {"reserve": Reserve, "consume": Consume, "record": Record}
 
-        The test plays the actor by hand (no actor task), so it can make room
-        after the sender was cancelled but before the sender runs again, which
-        is the order the real actor can hit.
-        """
-        core = BudgetCore(((None,) * 2 + (100,) + (None,) * 2), name="race", mailbox_size=1)
-        budget = treasurer.Budget(core)
-        core.post(ADJUST, (0, 0, 0, 0, 0))  # the mailbox is full
-        scope = anyio.CancelScope()
 
-        async def victim() -> None:
-            with scope:
-                if op == RESERVE:
-                    async with budget.reserve(tokens=MARK):
-                        pytest.fail("must not be entered")  # pragma: no cover
-                else:
-                    await budget.consume(MARK)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(victim)
-            await wait_all_tasks_blocked()  # the victim waits for mailbox room
-            scope.cancel()
-            # Before the victim runs again, "the actor" takes the batch: room.
-            batch = core._take()
-            assert [message[0] for message in batch] == [ADJUST]
-            core._serve(batch)
-        assert scope.cancelled_caught
-        assert core._take() == []  # the victim sent nothing
-        assert core._in_flight == 0  # so an idle budget still takes the fast path
-        assert core._waiting == 0
-        assert core.ledger.used == [0] * 5
-        assert core.ledger.reserved == [0] * 5
-        assert core.ledger.calls == 0
-        core.close()
-        core._receive.close()
-
-    async def test_room_given_to_a_cancelled_sender_passes_on(self) -> None:
-        """Room handed to a waiting sender that is then cancelled goes to the
-        next one in line, so no sender waits while the mailbox has room."""
-        core = BudgetCore(((None,) * 2 + (100,) + (None,) * 2), name="room", mailbox_size=1)
-        budget = treasurer.Budget(core)
-        core.post(ADJUST, (0, 0, 0, 0, 0))  # the mailbox is full
-        first = anyio.CancelScope()
-        answers: list[bool] = []
-
-        async def cancelled_sender() -> None:
-            with first:
-                await budget.consume(1)
-
-        async def second_sender() -> None:
-            answers.append(await budget.consume(2))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(cancelled_sender)
-            await wait_all_tasks_blocked()
-            tg.start_soon(second_sender)
-            await wait_all_tasks_blocked()  # both wait for room, in that order
-            core._serve(core._take())  # room for one: the first is woken...
-            first.cancel()  # ...and cancelled before it runs
-            await wait_all_tasks_blocked()
-            assert core._send.statistics().current_buffer_used == 1  # the room was used
-            for _ in range(3):  # play the actor until everyone is answered
-                core._serve(core._take())
+class TestCancelledWhileQueued:
+    @OPS
+    async def test_sent_but_not_yet_served(self, op: str) -> None:
+        """A request whose caller is cancelled before the actor reaches it is skipped:
+        the store never sees it."""
+        async with probed(tokens=100) as (budget, store):
+            victim = Victim(budget, op)
+            async with anyio.create_task_group() as tg:
+                gate = await hold_the_actor(budget, store, tg)
+                tg.start_soon(victim)
+                await wait_all_tasks_blocked()  # the victim's request is in the mailbox
+                assert budget.statistics().mailbox_depth == 1
+                victim.scope.cancel()
                 await wait_all_tasks_blocked()
-        assert answers == [True]
-        assert core._in_flight == 0
-        core.close()
-        core._receive.close()
+                gate.opened.set()
+            assert victim.scope.cancelled_caught
+            assert victim.seen == []
+            assert MARK not in tokens_of(store, KIND[op])
+            assert_nothing_held(budget, used=1)
 
-    async def test_a_sender_waiting_for_room_fails_when_the_budget_closes(self) -> None:
-        """Closing wakes the senders waiting for room, with BudgetClosed: none hangs."""
-        core = BudgetCore(((None,) * 2 + (100,) + (None,) * 2), name="room", mailbox_size=1)
-        budget = treasurer.Budget(core)
-        core.post(ADJUST, (0, 0, 0, 0, 0))  # the mailbox is full
-
-        async def sender() -> None:
-            with pytest.raises(treasurer.BudgetClosed):
-                await budget.consume(1)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(sender)
-            tg.start_soon(sender)
-            await wait_all_tasks_blocked()  # both wait for room
-            core.close()
-            core._shutdown()  # what the actor does as it stops
-        assert core.ledger.calls == 0
-        assert core._room_waiters == deque()
+    @OPS
+    async def test_cancelled_while_the_store_applies_it(self, op: str) -> None:
+        """A caller who leaves while the store applies its request never sees the
+        answer; what it was granted is handed back (a release, or a take-back)."""
+        async with probed(tokens=100) as (budget, store):
+            victim = Victim(budget, op)
+            gate = Gate(holding(KIND[op], MARK))
+            store.before = gate
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(victim)
+                await gate.reached.wait()  # the store holds the victim's request
+                victim.scope.cancel()
+                await wait_all_tasks_blocked()
+                gate.opened.set()
+            assert victim.scope.cancelled_caught
+            assert victim.seen == []
+            assert tokens_of(store, KIND[op]) == [MARK]  # applied...
+            await wait_all_tasks_blocked()
+            undo = Release if op == "reserve" else TakeBack
+            assert len(store.commands(undo)) == 1  # ...and handed back
+            assert_nothing_held(budget)
+            assert budget.totals().calls == 0
 
     @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-    async def test_room_passes_on_from_a_sender_cancelled_after_its_wake_up(self) -> None:
-        """On asyncio a task can be cancelled after its wait was answered (a raw
-        ``Task.cancel()`` before it runs): the room it was given goes on."""
-        core = BudgetCore(((None,) * 2 + (100,) + (None,) * 2), name="room", mailbox_size=1)
-        core.post(ADJUST, (0, 0, 0, 0, 0))  # the mailbox is full
-        first = asyncio.ensure_future(core._mailbox_room())
-        second = asyncio.ensure_future(core._mailbox_room())
-        await wait_all_tasks_blocked()
-        core._serve(core._take())  # room for one: the first is woken...
-        first.cancel()  # ...and cancelled before it runs
-        await asyncio.wait([first, second], timeout=1)
-        assert first.cancelled()
-        assert second.done()
-        assert second.exception() is None
-        core.close()
-        core._receive.close()
+    @OPS
+    async def test_granted_but_reply_not_seen(self, op: str) -> None:
+        """A native asyncio cancel landing after the answer was delivered hands it back.
 
+        ``task.cancel()`` (asyncio.timeout, wait_for, asyncio.TaskGroup) raises
+        CancelledError in the caller even though the actor already answered;
+        the caller gives back what it never saw, as anyio's CapacityLimiter does.
+        """
+        async with probed(tokens=100) as (budget, store):
+            victim = Victim(budget, op)
+            task = asyncio.ensure_future(victim())
 
-class TestCancelledConsumeAndRecord:
-    async def test_consume_seen_then_cancelled(self) -> None:
-        """A consume whose caller saw True stands, even if a cancel follows at once."""
-        async with treasurer.open_budget(tokens=100) as budget:
-            scope = anyio.CancelScope()
-            core_of(budget)._after_batch = when_batch_holds(RECORD, scope.cancel)
-            seen: list[bool] = []
-            with scope:
-                seen.append(await budget.consume(MARK))
-                await checkpoint()
-            assert scope.cancelled_caught
-            assert seen == [True]
-            assert_nothing_held(budget, used=MARK)
+            def cancel_after_the_answer(batch: Sequence[Command]) -> None:
+                if holding(KIND[op], MARK)(batch):
+                    # Runs after the actor delivers this batch's answers, before
+                    # the victim's task resumes.
+                    asyncio.get_running_loop().call_soon(task.cancel)
 
-    async def test_record_sent_but_not_served(self) -> None:
-        """A record whose caller is cancelled before the actor reaches it changes nothing."""
-        async with treasurer.open_budget(tokens=100) as budget:
-            scope = anyio.CancelScope()
-            core_of(budget)._before_batch = when_batch_holds(RECORD, scope.cancel)
-            with scope:
-                await budget.record(tokens=MARK)
-            assert scope.cancelled_caught
+            store.after = cancel_after_the_answer
+            await asyncio.wait([task])
+            assert task.cancelled()
+            assert victim.seen == []
             await wait_all_tasks_blocked()
+            undo = Release if op == "reserve" else TakeBack
+            assert len(store.commands(undo)) == 1
             assert_nothing_held(budget)
+            assert budget.totals().calls == 0
 
-    async def test_refund_applies_even_if_cancelled(self) -> None:
-        """A refund is a settlement: it takes effect even when its caller is cancelled."""
-        async with treasurer.open_budget(tokens=100) as budget:
-            assert await budget.consume(50)
-            with anyio.CancelScope() as scope:
-                scope.cancel()
-                await budget.refund(20, 50)
+    async def test_a_woken_sender_cancelled_before_it_runs(self) -> None:
+        """A caller that waited for mailbox room, whose request the actor took and
+        answered before the caller ran again, is cancelled at that moment: what it
+        was granted is handed back, or it entered and its block released it."""
+        async with probed(tokens=100, mailbox_size=1) as (budget, store):
+            victim = Victim(budget, "reserve")
+            store.after = lambda batch: (
+                victim.scope.cancel() if holding(Reserve, MARK)(batch) else None
+            )
+            async with anyio.create_task_group() as tg:
+                gate = await hold_the_actor(budget, store, tg)
+                tg.start_soon(budget.consume, 2)  # fills the mailbox
+                await wait_all_tasks_blocked()
+                tg.start_soon(victim)
+                await wait_all_tasks_blocked()  # the victim waits for room
+                assert budget.statistics().tasks_waiting == 3
+                gate.opened.set()
+            assert victim.scope.cancelled_caught
+            assert tokens_of(store, Reserve) == [MARK]
             await wait_all_tasks_blocked()
-            assert budget.remaining == 80
+            assert len(store.commands(Release)) == 1
+            assert_nothing_held(budget, used=3)
 
 
-class TestBackPressure:
+class TestMailboxRoom:
+    @pytest.mark.parametrize("op", ["reserve", "consume"])
+    async def test_cancelled_while_waiting_for_room(self, op: str) -> None:
+        """A caller cancelled while the mailbox is full has sent nothing."""
+        async with probed(tokens=100, mailbox_size=1) as (budget, store):
+            victim = Victim(budget, op)
+            async with anyio.create_task_group() as tg:
+                gate = await hold_the_actor(budget, store, tg)
+                tg.start_soon(budget.consume, 2)  # fills the mailbox
+                await wait_all_tasks_blocked()
+                tg.start_soon(victim)
+                await wait_all_tasks_blocked()
+                assert budget.statistics().tasks_waiting == 3
+                victim.scope.cancel()
+                await wait_all_tasks_blocked()
+                gate.opened.set()
+            assert victim.scope.cancelled_caught
+            assert MARK not in tokens_of(store, KIND[op])
+            assert_nothing_held(budget, used=3)
+            assert budget.statistics().messages_served == 2
+
+    async def test_room_given_to_a_cancelled_sender_passes_on(self) -> None:
+        """Room freed while the first sender in line is cancelled goes to the next
+        one, so no sender waits while the mailbox has room."""
+        async with probed(tokens=100, mailbox_size=1) as (budget, store):
+            first = Victim(budget, "consume")
+            answers: list[bool] = []
+
+            async def second() -> None:
+                answers.append(await budget.consume(4))
+
+            async with anyio.create_task_group() as tg:
+                gate = await hold_the_actor(budget, store, tg)
+                tg.start_soon(budget.consume, 2)  # fills the mailbox
+                await wait_all_tasks_blocked()
+                tg.start_soon(first)
+                await wait_all_tasks_blocked()
+                tg.start_soon(second)
+                await wait_all_tasks_blocked()  # both wait for room, in that order
+                first.scope.cancel()
+                gate.opened.set()
+            assert answers == [True]
+            assert tokens_of(store, Consume) == [2, 4]
+            assert_nothing_held(budget, used=7)
+
+    async def test_a_sender_waiting_for_room_fails_when_the_budget_closes(self) -> None:
+        """Closing answers the senders waiting for room with BudgetClosed: none hangs,
+        and nothing they asked for is applied."""
+        errors: list[BaseException] = []
+
+        async def sender(budget: treasurer.Budget, tokens: int) -> None:
+            try:
+                await budget.consume(tokens)
+            except treasurer.BudgetClosed as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as outer:
+            async with probed(tokens=100, mailbox_size=1) as (budget, store):
+                gate = await hold_the_actor(budget, store, outer)
+                outer.start_soon(sender, budget, 2)  # fills the mailbox
+                await wait_all_tasks_blocked()
+                outer.start_soon(sender, budget, 3)
+                outer.start_soon(sender, budget, 4)
+                await wait_all_tasks_blocked()  # two wait for room
+
+                async def open_once_closing() -> None:
+                    await wait_all_tasks_blocked()  # the block has ended: closing
+                    assert budget.closed
+                    gate.opened.set()
+
+                outer.start_soon(open_once_closing)
+        assert len(errors) == 3
+        assert tokens_of(store, Consume) == []
+        assert budget.totals().tokens == 1
+
     async def test_many_callers_through_a_tiny_mailbox(self) -> None:
         """With a mailbox of one, hundreds of callers still each get a correct answer."""
-        async with treasurer.open_budget(tokens=250, mailbox_size=1) as budget:
+        async with probed(tokens=250, mailbox_size=1) as (budget, _):
             results: list[bool] = []
 
             async def call() -> None:
@@ -351,25 +352,59 @@ class TestBackPressure:
 
     async def test_settlements_never_block_on_a_full_mailbox(self) -> None:
         """Commits overflow a full mailbox instead of blocking, and are all applied."""
-        async with treasurer.open_budget(tokens=1000, mailbox_size=2) as budget:
-            reservations = []
-            for _ in range(10):
-                r = budget.reserve(tokens=10)
-                reservations.append(await r.__aenter__())
+        async with probed(tokens=1000, mailbox_size=2) as (budget, _):
+            reservations = [await budget.reserve(tokens=10).__aenter__() for _ in range(10)]
             for r in reservations:
                 r.commit(tokens=9)  # synchronous: the actor cannot run in between
             # Two fill the mailbox, the rest overflow; one may have gone straight
             # to the actor if it was already waiting to receive.
             assert budget.statistics().mailbox_depth in (9, 10)
-            assert core_of(budget)._overflow
-            await wait_all_tasks_blocked()
+            for r in reservations:
+                await r.__aexit__(None, None, None)
             assert_nothing_held(budget, used=90)
+
+
+class TestCancelledSettlements:
+    async def test_refund_applies_even_if_cancelled(self) -> None:
+        """A refund is a settlement: it takes effect even when its caller is cancelled."""
+        async with probed(tokens=100) as (budget, _):
+            assert await budget.consume(50)
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await budget.refund(20, 50)
+            await wait_all_tasks_blocked()
+            assert budget.remaining == 80
+
+    async def test_a_commit_whose_wait_is_cancelled_is_applied(self) -> None:
+        """Leaving the block waits for the commit to be applied; cancelled in that
+        wait (the store still working on it), the commit is applied all the same."""
+        async with probed(tokens=100) as (budget, store):
+            async with anyio.create_task_group() as tg:
+                reservation = await budget.reserve(tokens=MARK).__aenter__()
+                gate = Gate(lambda batch: any(type(c).__name__ == "Commit" for c in batch))
+                store.before = gate
+
+                async def leave() -> None:
+                    with anyio.CancelScope() as scope:
+                        reservation.commit(tokens=5)
+                        tg.start_soon(cancel_when_held, scope)
+                        await reservation.__aexit__(None, None, None)
+
+                async def cancel_when_held(scope: anyio.CancelScope) -> None:
+                    await gate.reached.wait()
+                    scope.cancel()
+                    await wait_all_tasks_blocked()
+                    gate.opened.set()
+
+                tg.start_soon(leave)
+            await wait_all_tasks_blocked()  # the actor finishes the batch it was held in
+            assert_nothing_held(budget, used=5)
 
 
 class TestClosing:
     async def test_calls_after_close_fail_at_once(self) -> None:
         """After the block every call raises BudgetClosed at once; reads still work."""
-        async with treasurer.open_budget(tokens=100) as budget:
+        async with probed(tokens=100) as (budget, _):
             await budget.record(tokens=10)
         assert budget.closed
         with anyio.fail_after(1):
@@ -389,7 +424,7 @@ class TestClosing:
 
     async def test_reservation_outliving_its_budget(self) -> None:
         """Committing after close raises BudgetClosed; releasing is a quiet no-op."""
-        async with treasurer.open_budget(tokens=100) as budget:
+        async with probed(tokens=100) as (budget, _):
             first = await budget.reserve(tokens=10).__aenter__()
             second = await budget.reserve(tokens=10).__aenter__()
         with pytest.raises(treasurer.BudgetClosed):
@@ -399,29 +434,30 @@ class TestClosing:
         assert first.settled
         assert second.settled
 
-    async def test_requests_pending_at_close_are_refused(self) -> None:
-        """A request already queued when the budget closes gets BudgetClosed, not a hang."""
-        errors: list[BaseException] = []
+    async def test_requests_queued_at_close_are_refused(self) -> None:
+        """A request still in the mailbox when the budget closes gets BudgetClosed,
+        not a hang, and is not applied."""
+        victim_holder: list[Victim] = []
         async with anyio.create_task_group() as outer:
-            async with treasurer.open_budget(tokens=100) as budget:
-                core = core_of(budget)
-                core._before_batch = when_batch_holds(RECORD, core.close)
+            async with probed(tokens=100) as (budget, store):
+                victim = Victim(budget, "record")
+                victim_holder.append(victim)
+                gate = await hold_the_actor(budget, store, outer)
+                outer.start_soon(victim)
+                await wait_all_tasks_blocked()  # queued behind the held batch
 
-                async def outsider() -> None:
-                    try:
-                        await budget.record(tokens=MARK)
-                    except treasurer.BudgetClosed as exc:
-                        errors.append(exc)
-
-                outer.start_soon(outsider)
-                with anyio.fail_after(5):
+                async def open_once_closing() -> None:
                     await wait_all_tasks_blocked()
-        assert len(errors) == 1
-        assert budget.totals().tokens == 0
+                    gate.opened.set()
+
+                outer.start_soon(open_once_closing)
+        assert isinstance(victim.error, treasurer.BudgetClosed)
+        assert tokens_of(store, Record) == [1]
+        assert budget.totals().tokens == 1
 
     async def test_settlements_pending_at_close_are_applied(self) -> None:
         """Commits still queued when the block ends are applied before the actor stops."""
-        async with treasurer.open_budget(tokens=100) as budget:
+        async with probed(tokens=100) as (budget, _):
             r = await budget.reserve(tokens=10).__aenter__()
             r.commit(tokens=8)
         assert_nothing_held(budget, used=8)
@@ -429,26 +465,27 @@ class TestClosing:
     async def test_body_error_stops_the_actor_cleanly(self) -> None:
         """An error in the block propagates unchanged and the budget closes."""
         with pytest.raises(KeyError):
-            async with treasurer.open_budget(tokens=100) as budget:
+            async with probed(tokens=100) as (budget, _):
                 await budget.record(tokens=1)
                 raise KeyError("boom")
         assert budget.closed
 
     async def test_cancelled_from_outside(self) -> None:
-        """Cancelling the scope around the budget stops the actor; queued settlements apply."""
+        """Cancelling the scope around the budget stops the actor; settlements
+        posted as it stops are applied by its shutdown."""
         with anyio.CancelScope() as outer:
-            async with treasurer.open_budget(tokens=100) as budget:
+            async with probed(tokens=100) as (budget, _):
+                first = await budget.reserve(tokens=10).__aenter__()
+                second = await budget.reserve(tokens=10).__aenter__()
+                served = budget.statistics().messages_served
                 outer.cancel()
-                core = core_of(budget)
-                core.post(ADJUST, (0, 0, -5, 0, 0))  # queued before the actor ever runs
-                ack = core.post(ADJUST, (0, 0, -3, 0, 0), ack=True)
+                first.commit(tokens=5)
+                second.commit(tokens=3)
                 await anyio.sleep_forever()
         assert outer.cancelled_caught
         assert budget.closed
-        assert budget.statistics().messages_served == 0  # applied by the shutdown
+        assert budget.statistics().messages_served == served  # applied by the shutdown
         assert_nothing_held(budget, used=8)
-        assert ack is not None
-        assert ack.abandon() == (True, None)
         with pytest.raises(treasurer.BudgetClosed):
             await budget.consume(1)
 
@@ -456,46 +493,47 @@ class TestClosing:
         """The shutdown applies a tenant's queued settlements and delivers their events."""
         events: list[treasurer.Event] = []
         with anyio.CancelScope() as outer:
-            async with treasurer.open_budget(
+            async with probed(
                 tokens=100, tenant_defaults=TenantCaps(tokens=10), on_event=events.append
-            ) as budget:
+            ) as (budget, _):
+                r = await budget.tenant("a").reserve(tokens=8).__aenter__()
                 outer.cancel()
-                core_of(budget).post(*tenant_op(CHARGE, "a", (0, 0, 8, 0, 0)))
+                r.commit()
                 await anyio.sleep_forever()
         assert budget.totals().tokens == 8
         crossed = [e for e in events if isinstance(e, treasurer.ThresholdCrossed)]
         assert [(e.tenant, e.threshold) for e in crossed] == [("a", 50), ("a", 75)]
 
 
+def explode_on(kind: type[Command]) -> Callable[[Sequence[Command]], None]:
+    def hook(batch: Sequence[Command]) -> None:
+        if holding(kind, MARK)(batch):
+            raise ZeroDivisionError("store bug")
+
+    return hook
+
+
 class TestActorFailure:
     async def test_every_pending_and_later_call_fails(self) -> None:
-        """If the actor dies, its pending caller and all later calls get BudgetBroken at once."""
+        """If the store fails, the actor stops: its pending caller and every later call
+        get BudgetBroken at once, and the block raises it."""
         caught: list[BaseException] = []
-        victim_errors: list[BaseException] = []
-
-        def explode() -> None:
-            raise ZeroDivisionError("ledger bug")
-
-        async def victim(budget: treasurer.Budget) -> None:
-            try:
-                await budget.consume(MARK)
-            except treasurer.BudgetBroken as exc:
-                victim_errors.append(exc)
-
         with anyio.fail_after(5):
-            async with anyio.create_task_group() as outer:
-                try:
-                    async with treasurer.open_budget(tokens=100) as budget:
-                        reservation = await budget.reserve(tokens=1).__aenter__()
-                        core_of(budget)._before_batch = when_batch_holds(RECORD, explode)
-                        outer.start_soon(victim, budget)
-                        await anyio.sleep_forever()
-                except* treasurer.BudgetBroken as group:
-                    caught.extend(group.exceptions)
+            try:
+                async with probed(tokens=100) as (budget, store):
+                    reservation = await budget.reserve(tokens=1).__aenter__()
+                    store.before = explode_on(Consume)
+                    victim = Victim(budget, "consume")
+                    await victim()  # the store fails on it
+                    assert isinstance(victim.error, treasurer.BudgetBroken)
+                    with pytest.raises(treasurer.BudgetBroken):
+                        await budget.record(tokens=1)  # the budget stays broken
+            except* treasurer.BudgetBroken as group:
+                caught.extend(group.exceptions)
         assert len(caught) == 1
         assert isinstance(caught[0].__cause__, ZeroDivisionError)
-        assert len(victim_errors) == 1
-        assert "ledger bug" in str(victim_errors[0])
+        assert isinstance(victim.error, treasurer.BudgetBroken)
+        assert "store bug" in str(victim.error)
         with pytest.raises(treasurer.BudgetBroken) as later:
             await budget.consume(1)
         assert isinstance(later.value.__cause__, ZeroDivisionError)
@@ -503,243 +541,32 @@ class TestActorFailure:
         with pytest.raises(treasurer.BudgetBroken):
             reservation.commit(tokens=1)
         reservation.release()
-        assert budget.snapshot().open_reservations == 1  # state as the actor last published it
+        assert budget.snapshot().open_reservations == 1  # as the actor last published it
 
-    @pytest.mark.parametrize("where", ["caller", "reader"])
-    async def test_a_batch_applied_outside_the_actor_breaks_the_budget(self, where: str) -> None:
-        """A failure while a caller applies its message at once, or while a read
-        applies the mailbox, breaks the budget just as the actor's would."""
+    async def test_settlements_queued_behind_a_failure_are_not_applied(self) -> None:
+        """After a failure nothing more is applied: a queued commit's caller gets
+        BudgetBroken when its block ends, and the figures stay as last published."""
+        with pytest.raises(treasurer.BudgetBroken):
+            async with probed(tokens=100) as (budget, store):
+                reservation = await budget.reserve(tokens=5).__aenter__()
+                gate = Gate(holding(Consume, MARK))
+                store.before = gate
+                async with anyio.create_task_group() as tg:
+                    victim = Victim(budget, "consume")
+                    tg.start_soon(victim)
+                    await gate.reached.wait()
+                    reservation.commit(tokens=4)  # queued behind the failing batch
+                    store.before = None
 
-        def explode(_: list[Message]) -> None:
-            raise ZeroDivisionError("ledger bug")
+                    def fail(_: Sequence[Command]) -> None:
+                        raise ZeroDivisionError("store bug")
 
-        async with treasurer.open_budget(tokens=100) as budget:
-            core = core_of(budget)
-            with pytest.raises(treasurer.BudgetBroken) as caught:
-                if where == "caller":
-                    core.inline = True  # applied at once, in this task
-                    core._before_batch = explode
-                    await budget.record(tokens=1)
-                else:
-                    async with budget.reserve(tokens=5) as r:
-                        r.commit(tokens=1)  # posted, not applied yet
-                    core._before_batch = explode
-                    budget.snapshot()  # applies the mailbox first
-            assert isinstance(caught.value.__cause__, ZeroDivisionError)
-            assert core.closed
-            with pytest.raises(treasurer.BudgetBroken):
-                await budget.consume(1)
-
-
-class TestPostedSettlements:
-    """Settlements are posted and not waited for; a read on the loop's thread
-    applies what is still in the mailbox first, so a task reads its own writes."""
-
-    async def test_leaving_the_block_does_not_wait_and_a_read_applies_it(self) -> None:
-        async with treasurer.open_budget(tokens=100) as budget:
-            core = core_of(budget)
-            async with budget.reserve(tokens=30) as r:
-                r.commit(tokens=20)
-            assert core._in_flight == 1  # posted; leaving the block did not wait
-            snap = budget.snapshot()
-            assert (snap.tokens_used, snap.tokens_reserved, snap.calls) == (20, 0, 1)
-            assert core._in_flight == 0
-            async with budget.reserve(tokens=30):
-                pass  # released on the way out
-            assert budget.remaining == 80
-            assert await budget.consume(10)
-            await budget.refund(4, 10)
-            assert core._in_flight == 1
-            assert budget.totals().tokens == 24
-            tenant = budget.tenant("a")
-            async with tenant.reserve(tokens=5) as r:
-                r.commit(tokens=5)
-            assert tenant.snapshot().tokens_used == 5
-
-    async def test_a_read_from_another_thread_leaves_the_mailbox_alone(self) -> None:
-        async with treasurer.open_budget(tokens=100) as budget:
-            core = core_of(budget)
-            async with budget.reserve(tokens=30) as r:
-                r.commit(tokens=20)
-            seen: list[tuple[int, int]] = []
-
-            def read() -> None:
-                snap = budget.snapshot()
-                seen.append((snap.tokens_reserved, core._in_flight))
-
-            reader = threading.Thread(target=read)
-            reader.start()
-            reader.join()  # the loop is blocked meanwhile: nothing else runs
-            assert seen == [(30, 1)]  # the last published batch, nothing applied
-            assert budget.snapshot().tokens_reserved == 0
-
-    async def test_a_read_inside_a_batch_leaves_the_mailbox_alone(self) -> None:
-        seen: list[tuple[int, int]] = []
-        others: list[treasurer.Reservation] = []
-
-        def on_event(event: treasurer.Event) -> None:
-            if isinstance(event, treasurer.ReservationCommitted) and others:
-                others.pop().release()  # posted from inside the batch
-                snap = budget.snapshot()
-                seen.append((snap.tokens_reserved, core._in_flight))
-
-        async with treasurer.open_budget(tokens=100, on_event=on_event) as budget:
-            core = core_of(budget)
-            async with budget.reserve(tokens=10) as other:
-                others.append(other)
-                async with budget.reserve(tokens=30) as r:
-                    r.commit(tokens=20)
-                await checkpoint()  # the actor applies the commit: the event fires
-                await checkpoint()
-                assert seen == [(10, 1)]  # not applied inside the batch
-            assert budget.snapshot().tokens_reserved == 0
-
-
-class TestFastPath:
-    """An idle budget applies a call at once in the caller's task, after one
-    checkpoint; under contention calls go through the mailbox."""
-
-    @staticmethod
-    def applied_in(budget: treasurer.Budget) -> list[int]:
-        core = core_of(budget)
-        core.inline = True
-        tasks: list[int] = []
-        core._before_batch = lambda _: tasks.append(anyio.get_current_task().id)
-        return tasks
-
-    async def test_uncontended_calls_are_applied_in_the_callers_task(self) -> None:
-        async with treasurer.open_budget(tokens=100) as budget:
-            tasks = self.applied_in(budget)
-            me = anyio.get_current_task().id
-            async with budget.reserve(tokens=30) as r:
-                r.commit(tokens=20)
-                assert budget.snapshot().tokens_used == 20  # applied by commit() itself
-            assert await budget.consume(10)
-            await budget.refund(5, 10)
-            assert tasks == [me] * 4
-            assert budget.totals().tokens == 25
-            assert budget.statistics().messages_served == 4
-
-    async def test_settlements_with_others_open_share_one_batch(self) -> None:
-        """With other reservations open, a settlement goes to the mailbox, so
-        settlements made together are applied as one batch by the actor; the
-        last one open is applied at once again. Reads on the loop's thread see
-        each settlement at once either way."""
-        async with treasurer.open_budget(tokens=1_000) as budget:
-            tasks = self.applied_in(budget)
-            me = anyio.get_current_task().id
-            held = [await budget.reserve(tokens=10).__aenter__() for _ in range(5)]
-            assert tasks == [me] * 5
-            for r in held[:4]:
-                r.commit(tokens=5)
-            assert budget.statistics().mailbox_depth == 4  # none applied yet
-            assert budget.snapshot().tokens_used == 20  # read-your-writes: applied here
-            assert tasks == [me] * 6  # as one batch
-            held[4].commit(tokens=5)  # the only one open: applied at once
-            assert tasks == [me] * 7
-            assert budget.statistics().mailbox_depth == 0
-            for r in held:
-                await r.__aexit__(None, None, None)
-            await checkpoint()
-            assert budget.statistics().messages_served == 10
-            assert budget.totals().tokens == 25
-
-    async def test_together_settlements_are_served_by_the_actor(self) -> None:
-        async with treasurer.open_budget(tokens=1_000) as budget:
-            tasks = self.applied_in(budget)
-            held = [await budget.reserve(tokens=10).__aenter__() for _ in range(3)]
-            for r in held:
-                r.release()
-            before = budget.statistics().batches_served
-            with anyio.fail_after(5):
-                while budget.statistics().batches_served == before:
-                    await checkpoint()
-            assert tasks[-1] != anyio.get_current_task().id  # the actor's task
-            assert budget.statistics().batches_served == before + 1
-            assert budget.snapshot().tokens_reserved == 0
-
-    async def test_cancelled_at_the_checkpoint_applies_nothing(self) -> None:
-        async with treasurer.open_budget(tokens=100) as budget:
-            tasks = self.applied_in(budget)
-            for call in (budget.record(tokens=MARK), budget.consume(MARK)):
-                with anyio.CancelScope() as scope:
-                    scope.cancel()
-                    await call
-                assert scope.cancelled_caught
-            with anyio.CancelScope() as scope:
-                scope.cancel()
-                async with budget.reserve(tokens=MARK):
-                    pytest.fail("must not be entered")  # pragma: no cover
-            assert tasks == []
-            assert_nothing_held(budget)
-
-    async def test_closed_during_the_checkpoint(self) -> None:
-        """A call whose budget closes while it is in the fast path's checkpoint
-        raises BudgetClosed and applies nothing."""
-        async with treasurer.open_budget(tokens=100) as budget:
-            core = core_of(budget)
-            core.inline = True
-
-            async def closing_checkpoint() -> None:
-                assert core._alone
-                core.close()  # as if another task closed it meanwhile
-                await checkpoint()
-
-            core._checkpoint = closing_checkpoint
-            with pytest.raises(treasurer.BudgetClosed):
-                await budget.record(tokens=MARK)
-            assert not core._alone
-        assert budget.totals().tokens == 0
-
-    def test_an_answer_given_at_once_is_awaitable_anywhere(self) -> None:
-        answer = Answered()
-        answer.deliver(42)
-        assert not answer.abandoned
-        assert answer.abandon() == (True, 42)
-
-        async def wait() -> object:
-            return await answer.wait()
-
-        assert anyio.run(wait) == 42
-        assert anyio.run(wait, backend="trio") == 42
-
-    async def test_contention_goes_through_the_mailbox(self) -> None:
-        async with treasurer.open_budget(tokens=1000) as budget:
-            tasks = self.applied_in(budget)
-            callers: set[int] = set()
-
-            async def caller() -> None:
-                callers.add(anyio.get_current_task().id)
-                for _ in range(5):
-                    async with budget.reserve(tokens=10) as r:
-                        r.commit(tokens=10)
-
-            async with anyio.create_task_group() as tg:
-                for _ in range(10):
-                    tg.start_soon(caller)
-            by_the_actor = [task for task in tasks if task not in callers]
-            assert by_the_actor  # the actor served batches...
-            assert budget.statistics().peak_batch_size > 1  # ...of several messages
-            assert_nothing_held(budget, used=500)
-
-    async def test_a_late_comer_during_the_checkpoint_sends_to_the_mailbox(self) -> None:
-        """A task arriving while another is in the fast path's checkpoint does not
-        take the fast path too: it goes to the mailbox, and the first, finding a
-        message there after its checkpoint, follows it rather than overtake it."""
-        async with treasurer.open_budget(tokens=100) as budget:
-            tasks = self.applied_in(budget)
-            callers: list[int] = []
-
-            async def call(tokens: int) -> None:
-                callers.append(anyio.get_current_task().id)
-                await budget.record(tokens=tokens)
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call, 1)
-                tg.start_soon(call, 2)
-            assert budget.totals().tokens == 3
-            assert tasks  # one batch or two...
-            assert not set(tasks) & set(callers)  # ...all applied by the actor
+                    store.after = fail
+                    gate.opened.set()
+                with pytest.raises(treasurer.BudgetBroken):
+                    await reservation.__aexit__(None, None, None)
+        assert isinstance(victim.error, treasurer.BudgetBroken)
+        assert budget.snapshot().tokens_used == 0
 
 
 class TestReplySlots:
@@ -751,9 +578,24 @@ class TestReplySlots:
         slot.deliver(2)  # answered already: ignored
         assert not slot.abandoned
         assert await slot.wait() == 1
+        assert slot.abandon() == (True, 1)
 
     async def test_an_answer_to_a_slot_given_up_is_dropped(self) -> None:
         slot = slot_factory()()
         assert slot.abandon() == (False, None)
         slot.deliver(1)
         assert slot.abandoned
+
+    async def test_a_waiter_cancelled_marks_its_slot_abandoned(self) -> None:
+        slot = slot_factory()()
+        async with anyio.create_task_group() as tg:
+
+            async def wait() -> None:
+                await slot.wait()
+
+            tg.start_soon(wait)
+            await wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        assert slot.abandoned
+        slot.deliver(1)  # too late: ignored
+        assert slot.abandon() == (False, None)

@@ -88,13 +88,26 @@ class Delivery:
 
     async def run(self) -> None:
         """Deliver until :meth:`close`, then what is queued within the grace period."""
-        with self._scope:
-            async for event in self._receive:
-                self._log(event)
-                if self.on_event is not None:
-                    await self._call(event)
-        self.dropped += self._receive.statistics().current_buffer_used
-        self._receive.close()
+        try:
+            with self._scope:
+                await self._drain()
+        except anyio.get_cancelled_exc_class():
+            # The budget is cancelled from outside: what is queued, and what the
+            # actor's shutdown still applies, reaches the callback within the same
+            # grace period a normal close gives.
+            with anyio.CancelScope(shield=True) as grace:
+                grace.deadline = anyio.current_time() + self._close_timeout
+                await self._drain()
+            raise
+        finally:
+            self.dropped += self._receive.statistics().current_buffer_used
+            self._receive.close()
+
+    async def _drain(self) -> None:
+        async for event in self._receive:
+            self._log(event)
+            if self.on_event is not None:
+                await self._call(event)
 
     def _log(self, event: Event) -> None:
         level = level_of(event)

@@ -12,8 +12,13 @@ import pytest
 
 from treasurer import MemoryStore, Store
 
+from .reloading import ReloadingStore
+
 StoreFactory = Callable[[], Store]
 
 STORES = [
     pytest.param(MemoryStore, id="memory"),
+    # Not a product store: the memory semantics through state.py's JSON records,
+    # reloaded before every batch, as a durable store reloads another's writes.
+    pytest.param(ReloadingStore, id="reloading"),
 ]

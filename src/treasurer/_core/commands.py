@@ -44,17 +44,6 @@ class Meta:
             tuple(sorted(tags.items())),
         )
 
-    def as_dict(self) -> dict[str, object]:
-        """The fields that are set, for logs."""
-        fields: dict[str, object] = {
-            name: value
-            for name in ("model", "request_id", "session_id")
-            if (value := getattr(self, name)) is not None
-        }
-        if self.tags:
-            fields["tags"] = dict(self.tags)
-        return fields
-
 
 def split_usage(
     given: Mapping[str, object],

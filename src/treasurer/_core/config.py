@@ -46,11 +46,6 @@ class Limits:
             )
         return cls(parse_caps(caps), parse_caps(per_request or {}), window_list(windows))
 
-    @property
-    def capped(self) -> bool:
-        """Whether anything is capped at all."""
-        return any(cap is not None for cap in (*self.caps, *self.per_request)) or bool(self.windows)
-
 
 def window_list(windows: object) -> tuple[Window, ...]:
     """A sequence of uniquely named windows, none called "lifetime" or "request"."""
@@ -111,9 +106,6 @@ class BudgetConfig:
             tenant_defaults or Limits(),
             dict(tenants or {}),
         )
-
-    def tenant_limits(self, tenant: str) -> Limits:
-        return self.tenants.get(tenant, self.tenant_defaults)
 
 
 def threshold_list(thresholds: object) -> tuple[int, ...]:

@@ -29,7 +29,3 @@ def tenant_of(path: ScopePath) -> str | None:
     if path and path[0].startswith(_TENANT):
         return path[0][len(_TENANT) :]
     return None
-
-
-def is_child(path: ScopePath) -> bool:
-    return bool(path) and path[-1].startswith(_CHILD)

@@ -22,7 +22,7 @@ from treasurer._core.ledger import Ledger
 from treasurer._core.outcomes import ScopeView
 from treasurer._core.reads import view
 from treasurer._core.scopes import ScopePath
-from treasurer._stores.base import BatchResult, Clock, Health
+from treasurer._stores.base import BatchResult, Clock, Health, run_batch
 
 
 class ReloadingStore:
@@ -78,19 +78,7 @@ class ReloadingStore:
             raise InvalidOption("the store serves no budget: open one first")
         now = self._clock()
         ledger = self._load(now)
-        ledger.verbose = verbose
-        events = ledger.advance(now)
-        replies = ledger.apply_batch(batch, now, events)
-        answered = ledger.serve_waiting(waiting, new_from) if waiting else []
-        ledger.tree.forget_idle(now, events)
-        result = BatchResult(
-            replies,
-            answered,
-            events,
-            ledger.tree.views(now),
-            now,
-            ledger.next_wakeup([command.scope for command in waiting]),
-        )
+        result = run_batch(ledger, now, batch, waiting, new_from=new_from, verbose=verbose)
         self._save(ledger)
         return result
 

@@ -20,6 +20,7 @@ import attrs
 from .._core.commands import Command, OpenChild, Reserve
 from .._core.config import BudgetConfig
 from .._core.events import Event
+from .._core.ledger import Ledger
 from .._core.outcomes import Reply, ScopeView
 from .._core.scopes import ScopePath
 
@@ -98,3 +99,31 @@ class Store(Protocol):
     async def close(self) -> None:
         """Stop serving; nothing is lost that was applied."""
         ...
+
+
+def run_batch(
+    ledger: Ledger,
+    now: datetime,
+    batch: Sequence[Command],
+    waiting: Sequence[Reserve | OpenChild] = (),
+    *,
+    new_from: int = 0,
+    verbose: bool = True,
+) -> BatchResult:
+    """Apply one batch to a ledger at ``now``, as :meth:`Store.apply` describes:
+    what time alone changed first, then the commands in order, then the waiting
+    requests; idle tenants are forgotten. Every store that keeps a
+    :class:`Ledger` (in memory, or loaded from records) answers with this."""
+    ledger.verbose = verbose
+    events = ledger.advance(now)
+    replies = ledger.apply_batch(batch, now, events)
+    answered = ledger.serve_waiting(waiting, new_from) if waiting else []
+    ledger.tree.forget_idle(now, events)
+    return BatchResult(
+        replies,
+        answered,
+        events,
+        ledger.tree.views(now),
+        now,
+        ledger.next_wakeup([command.scope for command in waiting]),
+    )

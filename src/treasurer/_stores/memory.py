@@ -13,7 +13,7 @@ from .._core.outcomes import ScopeView
 from .._core.reads import view
 from .._core.scopes import ScopePath
 from .._errors import InvalidOption
-from .base import BatchResult, Clock, Health
+from .base import BatchResult, Clock, Health, run_batch
 
 
 class MemoryStore:
@@ -56,21 +56,7 @@ class MemoryStore:
         verbose: bool = True,
     ) -> BatchResult:
         ledger, clock = self._open()
-        now = clock()
-        ledger.verbose = verbose
-        events = ledger.advance(now)
-        replies = ledger.apply_batch(batch, now, events)
-        answered = ledger.serve_waiting(waiting, new_from) if waiting else []
-        ledger.tree.forget_idle(now, events)
-        waiting_in = [command.scope for command in waiting]
-        return BatchResult(
-            replies,
-            answered,
-            events,
-            ledger.tree.views(now),
-            now,
-            ledger.next_wakeup(waiting_in),
-        )
+        return run_batch(ledger, clock(), batch, waiting, new_from=new_from, verbose=verbose)
 
     async def refresh(self, scope: ScopePath) -> ScopeView | None:
         ledger, _ = self._open()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import random
 import signal
 import subprocess
@@ -19,7 +20,8 @@ import pytest
 
 import treasurer
 import treasurer.sync
-from treasurer._actor import Message
+from store_probes import ProbeStore
+from treasurer._core.commands import Commit, Reserve
 
 THREADS = 1_000
 
@@ -48,19 +50,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.001)
-
-
-def watch_invariant(budget: treasurer.sync.SyncBudget, violations: list[str]) -> None:
-    """After every actor batch, check used + reserved never passes a cap."""
-    core = budget._budget._core
-
-    def check(_: list[Message]) -> None:
-        ledger = core.ledger
-        for axis, cap in enumerate(core.caps):
-            if cap is not None and ledger.used[axis] + ledger.reserved[axis] > cap:
-                violations.append(repr(ledger))  # pragma: no cover
-
-    core._after_batch = check
 
 
 class TestFacade:
@@ -141,12 +130,13 @@ class TestFacade:
 class TestManyThreads:
     def test_a_thousand_threads_never_overspend(self, backend: str, no_thread_leak: None) -> None:
         """1,000 threads reserving, committing, releasing and failing: no overspend, no leak."""
-        violations: list[str] = []
+        store = ProbeStore()  # checks after every batch that no cap is passed
         committed: list[int] = []
         refused: list[int] = []
         start = threading.Barrier(THREADS)
-        with treasurer.sync.open_budget(tokens=20_000, requests=1_500, backend=backend) as budget:
-            watch_invariant(budget, violations)
+        with treasurer.sync.open_budget(
+            tokens=20_000, requests=1_500, backend=backend, store=store
+        ) as budget:
 
             def worker(seed: int) -> None:
                 rng = random.Random(seed)
@@ -174,7 +164,8 @@ class TestManyThreads:
             for thread in threads:
                 thread.join()
             snap = budget.snapshot()
-        assert violations == []
+        assert store.violations == []
+        assert len(store.batches) > 1
         assert snap.open_reservations == 0
         assert snap.tokens_reserved == 0
         assert snap.tokens_used == sum(committed)
@@ -229,12 +220,19 @@ class TestLifecycle:
         assert budget.closed
 
     def test_reservation_open_at_close(self, backend: str) -> None:
-        """A reservation still open when the budget closes exits quietly."""
+        """A reservation still open when the budget closes exits quietly; a commit
+        that can no longer be recorded says so."""
         with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
             reservation = budget.reserve(tokens=5).__enter__()
+            committed = budget.reserve(tokens=5).__enter__()
+            committed.commit(tokens=4)  # held until its block ends, which is too late
+        with pytest.raises(treasurer.BudgetClosed):
+            reservation.commit(tokens=1)
         reservation.__exit__(None, None, None)
         with pytest.raises(treasurer.BudgetClosed):
             reservation.commit(tokens=1)
+        with pytest.raises(treasurer.BudgetClosed):  # its usage could not be recorded
+            committed.__exit__(None, None, None)
 
     @pytest.mark.parametrize(
         ("kwargs", "error"),
@@ -253,17 +251,31 @@ class TestLifecycle:
         with pytest.raises(error):
             treasurer.sync.open_budget(**kwargs)  # type: ignore[arg-type]
 
-    def test_calling_from_the_loop_thread_raises(self, backend: str) -> None:
-        """A blocking call from the loop's own thread raises instead of deadlocking."""
+    @pytest.mark.parametrize("other_loop", ["asyncio", "trio"])
+    def test_calling_from_a_thread_running_an_event_loop_raises(
+        self, backend: str, other_loop: str
+    ) -> None:
+        """A blocking call from a thread that runs an event loop (any loop, not only
+        the budget's) raises at once: it would freeze that loop."""
         with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
-            runner = budget._runner
-            assert isinstance(runner, treasurer._sync._PortalRunner)
-            with pytest.raises(treasurer.LoopThreadError, match="deadlock") as caught:
-                runner.portal.call(budget.consume, 1)
-            assert isinstance(caught.value, RuntimeError)
-            with pytest.raises(treasurer.LoopThreadError):
-                runner.portal.call(budget.close)
+            errors: list[BaseException] = []
+
+            async def blocking_call_in_a_loop() -> None:
+                for call in (lambda: budget.consume(1), budget.close):
+                    try:
+                        call()
+                    except treasurer.LoopThreadError as exc:
+                        errors.append(exc)
+
+            thread = threading.Thread(
+                target=anyio.run, args=(blocking_call_in_a_loop,), kwargs={"backend": other_loop}
+            )
+            thread.start()
+            thread.join(30)
+            assert len(errors) == 2
+            assert all(isinstance(e, RuntimeError) for e in errors)
             assert budget.remaining == 100
+            assert not budget.closed
 
     def test_close_answers_a_thread_waiting_for_room(
         self, backend: str, no_thread_leak: None
@@ -348,22 +360,73 @@ class TestLifecycle:
         assert done.stdout.strip() == "remaining 50"
         assert "Traceback" not in done.stderr
 
+    @pytest.mark.parametrize("backend_name", ["asyncio", "trio"])
+    def test_exit_with_a_thread_waiting_for_room(self, backend_name: str) -> None:
+        """A non-daemon thread blocked in reserve(wait=True) for room that never comes
+        does not keep the program from exiting: the budget closes, the wait ends."""
+        program = textwrap.dedent(
+            f"""
+            import threading, treasurer, treasurer.sync
+            budget = treasurer.sync.open_budget(tokens=100, backend={backend_name!r})
+            held = budget.reserve(tokens=100).__enter__()
+            outcome = []
+            def wait_for_room():
+                try:
+                    budget.reserve(tokens=50, wait=True).__enter__()
+                except treasurer.BudgetClosed:
+                    outcome.append("closed")
+            waiter = threading.Thread(target=wait_for_room)  # not a daemon
+            waiter.start()
+            while budget.statistics().reservations_waiting != 1:
+                pass
+            print("waiting")
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "waiting"
+        assert "Traceback" not in done.stderr
+
+    def test_interrupts_anywhere_leave_nothing_open(self, backend: str) -> None:
+        """Ctrl-C landing at any moment of reservations' enter, commit and exit
+        leaves no reservation open and nothing reserved."""
+        rng = random.Random(7)
+        interrupted = 0
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with treasurer.sync.open_budget(tokens=10**9, backend=backend) as budget:
+                for _ in range(150):
+                    timer = threading.Timer(rng.uniform(0, 0.003), _thread.interrupt_main)
+                    try:
+                        timer.start()
+                        for _ in range(30):
+                            with budget.reserve(tokens=2) as r:
+                                r.commit(tokens=1)
+                        timer.join()
+                        for _ in range(1_000):  # a pending interrupt lands in here
+                            pass
+                    except KeyboardInterrupt:
+                        interrupted += 1
+                        timer.join()
+                wait_until(lambda: budget.snapshot().open_reservations == 0)
+                snap = budget.snapshot()
+                assert (snap.tokens_reserved, snap.open_reservations) == (0, 0)
+                assert snap.tokens_used > 0
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        assert interrupted >= 140
+
 
 class TestSyncView:
     @pytest.mark.anyio
     async def test_threads_and_tasks_share_one_actor(self) -> None:
         """Threads through a sync view and tasks on the loop draw on one budget, exactly."""
-        violations: list[str] = []
         spent: list[int] = []
-        async with treasurer.open_budget(tokens=30_000) as budget:
+        store = ProbeStore()
+        async with treasurer.open_budget(tokens=30_000, store=store) as budget:
             view = budget.sync_view()
-            core = budget._core
-
-            def check(_: list[Message]) -> None:
-                if core.ledger.used[2] + core.ledger.reserved[2] > 30_000:
-                    violations.append(repr(core.ledger))  # pragma: no cover
-
-            core._after_batch = check
 
             def thread_worker(seed: int) -> None:
                 rng = random.Random(seed)
@@ -387,12 +450,12 @@ class TestSyncView:
                     tg.start_soon(anyio.to_thread.run_sync, thread_worker, i)
                     tg.start_soon(task_worker, 1000 + i)
             snap = budget.snapshot()
-            with pytest.raises(treasurer.LoopThreadError, match="deadlock"):
+            with pytest.raises(treasurer.LoopThreadError):
                 view.consume(1)  # from the loop's own thread
             view.close()
             with pytest.raises(treasurer.BudgetClosed):
                 await anyio.to_thread.run_sync(view.consume, 1)
-        assert violations == []
+        assert store.violations == []
         assert snap.open_reservations == 0
         assert snap.tokens_used == sum(spent)
 
@@ -405,16 +468,25 @@ class TestSyncView:
             await anyio.to_thread.run_sync(view.consume, 1)
 
     def test_view_needs_the_loop(self) -> None:
-        """sync_view() outside the budget's event loop is a clear error."""
+        """sync_view() from a thread other than the budget's loop is a clear error."""
         box: list[treasurer.Budget] = []
+        opened, done = threading.Event(), threading.Event()
 
         async def keep() -> None:
             async with treasurer.open_budget(tokens=10) as budget:
                 box.append(budget)
+                opened.set()
+                await anyio.to_thread.run_sync(done.wait)
 
-        anyio.run(keep)
-        with pytest.raises(treasurer.LoopThreadError, match="event loop"):
-            box[0].sync_view()
+        thread = threading.Thread(target=anyio.run, args=(keep,))
+        thread.start()
+        try:
+            assert opened.wait(30)
+            with pytest.raises(treasurer.LoopThreadError, match="event loop"):
+                box[0].sync_view()
+        finally:
+            done.set()
+            thread.join(30)
 
 
 class TestCompat:
@@ -454,30 +526,22 @@ class TestSyncCheckAndPerRequest:
 class TestSyncCommit:
     """A commit is validated at once and sent with the block's end, in one hop."""
 
-    def test_a_reservation_takes_two_hops(self, backend: str) -> None:
-        with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
-            runner = budget._runner
-            hops: list[str] = []
-            run = runner.run
-
-            def counting_run(func: object, *args: object, what: str, **kw: object) -> object:
-                hops.append(what)
-                return run(func, *args, what=what, **kw)  # type: ignore[arg-type]
-
-            runner.run = counting_run  # type: ignore[method-assign]
+    def test_a_reservation_takes_two_batches(self, backend: str) -> None:
+        """A reservation costs two trips to the actor: the reserve, and the commit
+        sent with the block's end; the thread then reads its own writes."""
+        store = ProbeStore()
+        with treasurer.sync.open_budget(tokens=100, backend=backend, store=store) as budget:
             with budget.reserve(tokens=50) as r:
                 r.commit(tokens=30)
                 assert r.settled
-            assert hops == ["reserve()", "commit()"]
+            applied = [[type(c) for c in batch] for batch in store.batches if batch]
+            assert applied == [[Reserve], [Commit]]
             assert budget.snapshot().tokens_used == 30  # read-your-writes once the block ends
             assert budget.snapshot().tokens_reserved == 0
 
-    def test_a_thread_reads_its_own_settlements(
-        self, backend: str, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """Settlements are posted without waiting; the hop that posts one applies
-        it before returning, so the thread's next read (no hop) includes it."""
-        monkeypatch.setattr(treasurer._actor, "inline_by_default", False)  # always queued
+    def test_a_thread_reads_its_own_settlements(self, backend: str) -> None:
+        """Every settlement has been applied when the call that made it returns, so
+        the thread's next read (which does not go to the actor) includes it."""
         with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
             with budget.reserve(tokens=50) as r:
                 r.commit(tokens=30)
@@ -544,48 +608,3 @@ class TestSyncCommit:
             await anyio.to_thread.run_sync(in_a_thread)
             assert budget.totals().tokens == 25
             assert budget.snapshot().tokens_reserved == 0
-
-
-class TestCallRaces:
-    """The owned loop's calls at the edges a race can reach, set up deterministically."""
-
-    @pytest.mark.anyio
-    async def test_a_call_given_up_before_it_starts_never_runs(self) -> None:
-        ran: list[int] = []
-        given_up = treasurer._sync._Call(ran.append, (1,))
-        closed = treasurer.BudgetClosed("closed")
-        async with anyio.create_task_group() as tg:
-            given_up.abandoned = True
-            given_up.start(tg, closed)  # never started
-            late = treasurer._sync._Call(ran.append, (2,))
-            late.start(tg, closed)
-            late.abandoned = True  # after the start, before its task ran
-            late.cancel()  # no task yet: nothing to cancel
-        assert ran == []
-        assert not given_up.future.done()
-        assert late.future.cancelled()
-
-    @pytest.mark.anyio
-    async def test_a_call_after_the_task_group_ended_gets_budget_closed(self) -> None:
-        call = treasurer._sync._Call(lambda: 1, ())
-        async with anyio.create_task_group() as tg:
-            pass
-        call.start(tg, treasurer.BudgetClosed("closed"))
-        with pytest.raises(treasurer.BudgetClosed):
-            call.future.result(timeout=0)
-        call.start(tg, treasurer.BudgetClosed("closed"))  # answered already: ignored
-
-    def test_calls_the_loop_never_reached_get_budget_closed(self, backend: str) -> None:
-        """A call handed over as the loop stops is answered by the stop; one whose
-        loop has ended raises BudgetClosed, not the loop's RuntimeError."""
-        budget = treasurer.sync.open_budget(tokens=100, backend=backend)
-        runner = budget._runner
-        assert isinstance(runner, treasurer._sync._PortalRunner)
-        stranded = treasurer._sync._Call(lambda: 1, ())
-        runner._pending.add(stranded)
-        budget.close()
-        with pytest.raises(treasurer.BudgetClosed):
-            stranded.future.result(timeout=0)
-        runner._stopped = False  # as if this caller checked just before the stop
-        with pytest.raises(treasurer.BudgetClosed):
-            runner.run(lambda: 1, what="release()", settling=True)

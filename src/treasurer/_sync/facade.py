@@ -28,6 +28,7 @@ from .._handles.settings import TenantCaps
 from .._runtime.subscription import Subscription
 from .._stores.base import Health
 from .calls import Caller, PortalCaller, TokenCaller
+from .interrupts import DeferredInterrupts
 from .subscription import SyncSubscription
 
 T = TypeVar("T")
@@ -74,14 +75,18 @@ class SyncReservation:
         if not isinstance(caller, PortalCaller):
             caller.call(self._enter, what="reserve()")
             return self
-        future = caller.submit(self._enter)
-        try:
-            caller.wait(future)
-        except BaseException:
-            # Interrupted (Ctrl-C) or timed out while the budget's thread grants
-            # it: that thread decides, in order with the grant, to hand it back.
-            caller.start(self._abandon, future)
-            raise
+        with DeferredInterrupts() as held:  # see .interrupts: no Ctrl-C between grant and use
+            future = caller.submit(self._enter)
+            try:
+                with held.allowed():
+                    caller.wait(future)
+            except BaseException:
+                # Interrupted (Ctrl-C) or timed out while the budget's thread grants
+                # it: that thread decides, in order with the grant, to hand it back.
+                caller.start(self._abandon, future)
+                raise
+            if held.pending:  # pressed just after the grant: hand it back, then raise
+                caller.start(self._abandon, future)
         return self
 
     async def _enter(self) -> None:
@@ -104,7 +109,9 @@ class SyncReservation:
         the block ends, so a late commit's :class:`ReservationExpired` is
         raised there (its usage is recorded all the same).
         """
-        if self._committed is not None:
+        if self._caller.closed:
+            raise BudgetClosed(f"budget {self._caller.name!r} is closed")
+        if self._committed is not None or self._reservation.settled:
             raise AlreadySettled(f"reservation {self.id} was already settled")
         validate_commit(self._reservation, actual)
         self._committed = dict(actual)
@@ -121,17 +128,30 @@ class SyncReservation:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        with DeferredInterrupts() as held:
+            self._exit(exc_type, held)
+
+    def _exit(self, exc_type: type[BaseException] | None, held: DeferredInterrupts) -> None:
         committed = self._committed
         sent = None
         try:
             if isinstance(self._caller, PortalCaller):
                 sent = self._caller.start(self._settle, committed, exc_type is None)
                 if sent is not None:
-                    self._caller.wait(sent)
+                    with held.allowed():  # sent: it is applied whatever happens now
+                        self._caller.wait(sent)
+                elif self._caller.closed:
+                    self._caller.check("commit()")  # raises BudgetClosed
             else:
                 self._caller.call(self._settle, committed, exc_type is None, what="commit()")
         except BudgetClosed:
-            pass  # the budget is gone, and with it what this held
+            # The budget is gone, and with it what this held (releasing a
+            # reservation of a stopped budget only marks it settled); but a
+            # commit it could not record must not vanish without a word.
+            if not self._reservation.settled:
+                self._reservation.release()
+            if committed is not None and exc_type is None:
+                raise
         finally:
             if sent is None and isinstance(self._caller, PortalCaller):
                 # Interrupted before the settlement got out: send it now (it is

@@ -608,3 +608,91 @@ class TestSyncCommit:
             await anyio.to_thread.run_sync(in_a_thread)
             assert budget.totals().tokens == 25
             assert budget.snapshot().tokens_reserved == 0
+
+
+class TestFacadeEdges:
+    def test_refresh_health_and_events_after_close(self, backend: str) -> None:
+        """refresh() and health() answer from threads; a subscription still hands
+        out what it received after its budget closed."""
+        budget = treasurer.sync.open_budget(tokens=100, backend=backend)
+        with budget.subscribe() as events:
+            budget.record(tokens=60, model="m")
+            assert budget.refresh().tokens_used == 60
+            health = budget.health()
+            assert health
+            assert health.store == "memory"
+            budget.close()
+            kinds = {type(e).__name__ for e in events.pending()}
+            assert "UsageRecorded" in kinds
+            assert events.pending() == []
+
+    def test_opening_from_a_thread_running_an_event_loop(self) -> None:
+        errors: list[BaseException] = []
+
+        async def in_a_loop() -> None:
+            try:
+                treasurer.sync.open_budget(tokens=1)
+            except treasurer.LoopThreadError as exc:
+                errors.append(exc)
+
+        anyio.run(in_a_loop)
+        assert len(errors) == 1
+
+    def test_a_store_that_fails_to_open(self, backend: str, no_thread_leak: None) -> None:
+        """The store's error reaches the caller, and the budget's thread is gone."""
+
+        class Unreachable(treasurer.MemoryStore):
+            async def open(self, config: object, clock: object) -> object:  # type: ignore[override]
+                raise treasurer.InvalidOption("no such store")
+
+        with pytest.raises(treasurer.InvalidOption, match="no such store"):
+            treasurer.sync.open_budget(tokens=1, backend=backend, store=Unreachable())
+
+
+class TestDeferredInterrupts:
+    """The hold-off of Ctrl-C that sync reservations use, with the handlers a
+    program may have installed."""
+
+    def test_a_held_interrupt_reaches_the_programs_own_handler_once(self) -> None:
+        from treasurer._sync.interrupts import DeferredInterrupts
+
+        calls: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+        try:
+            with DeferredInterrupts() as held:
+                _thread.interrupt_main()
+                for _ in range(1_000):  # the interrupt is noted here, not delivered
+                    pass
+                assert held.pending
+                assert calls == []
+            assert calls == [signal.SIGINT]
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def test_an_ignored_interrupt_stays_ignored(self) -> None:
+        from treasurer._sync.interrupts import DeferredInterrupts
+
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            with DeferredInterrupts() as held:
+                _thread.interrupt_main()
+                for _ in range(1_000):
+                    pass
+                assert held.pending
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def test_threads_other_than_the_main_one_hold_nothing(self) -> None:
+        from treasurer._sync.interrupts import DeferredInterrupts
+
+        seen: list[bool] = []
+
+        def other() -> None:
+            with DeferredInterrupts() as held, held.allowed():
+                seen.append(held.pending)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert seen == [False]

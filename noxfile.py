@@ -17,7 +17,7 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
 # The floor only goes up: raise it when coverage rises, never lower it.
-COVERAGE_FLOOR = 99.0
+COVERAGE_FLOOR = 99.3
 
 
 def install_group(session: nox.Session, group: str) -> None:

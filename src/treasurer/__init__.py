@@ -60,6 +60,7 @@ from ._stores.base import BatchResult as BatchResult
 from ._stores.base import Health as Health
 from ._stores.base import Store as Store
 from ._stores.memory import MemoryStore as MemoryStore
+from ._stores.sqlite import SqliteStore as SqliteStore
 
 __all__ = (
     "AXES",
@@ -98,6 +99,7 @@ __all__ = (
     "ReservationExpiredEvent",
     "ReservationReleased",
     "Snapshot",
+    "SqliteStore",
     "Statistics",
     "Store",
     "StoreUnavailable",

@@ -46,25 +46,13 @@ class ReloadingStore:
 
     def _load(self, now: Any) -> Ledger:
         assert self._config is not None
-        records = json.loads(self.saved[self._config.name][1])
         self.loads += 1
-        reservations = {int(key): value for key, value in records["reservations"].items()}
-        ledger = state.restore(self._config, now, records["meta"], records["scopes"], reservations)
-        ledger.now = state._parse_time(records["now"])  # type: ignore[assignment]
-        return ledger
+        return state.load_ledger(self._config, json.loads(self.saved[self._config.name][1]), now)
 
     def _save(self, ledger: Ledger) -> None:
         assert self._config is not None
-        records = {
-            "now": state._time(ledger.now),
-            "meta": state.dump_meta(ledger),
-            "scopes": [state.dump_scope(scope) for scope in ledger.tree.scopes.values()],
-            "reservations": {
-                str(key): state.dump_held(held) for key, held in ledger.reservations.open.items()
-            },
-        }
         config_text = json.dumps(state.dump_config(self._config), sort_keys=True)
-        self.saved[self._config.name] = (config_text, json.dumps(records))
+        self.saved[self._config.name] = (config_text, json.dumps(state.dump_ledger(ledger)))
 
     async def apply(
         self,

@@ -279,3 +279,25 @@ def restore(
     for reservation, record in reservations.items():
         ledger.reservations.restore(reservation, load_held(record))
     return ledger
+
+
+def dump_ledger(ledger: Ledger) -> Record:
+    """Everything a store keeps of a ledger, as one JSON-able record."""
+    return {
+        "now": _time(ledger.now),
+        "meta": dump_meta(ledger),
+        "scopes": [dump_scope(scope) for scope in ledger.tree.scopes.values()],
+        "reservations": {
+            str(key): dump_held(held) for key, held in ledger.reservations.open.items()
+        },
+    }
+
+
+def load_ledger(config: BudgetConfig, record: Record, now: datetime) -> Ledger:
+    """The ledger :func:`dump_ledger` wrote; its time moves on from where it was written."""
+    reservations = {int(key): value for key, value in record["reservations"].items()}
+    ledger = restore(config, now, record["meta"], record["scopes"], reservations)
+    written = _parse_time(record["now"])
+    if written is not None:
+        ledger.now = written
+    return ledger

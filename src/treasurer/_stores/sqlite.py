@@ -1,0 +1,252 @@
+"""The SQLite store: a budget's state in a file, shared by the processes of one host.
+
+Each batch the actor drains is ONE write transaction (``BEGIN IMMEDIATE``, WAL
+journal): read the budget's version; if another process wrote since this store
+last read, rebuild the ledger from the stored records (:mod:`.._core.state`);
+apply the batch exactly as the memory store does (:func:`.base.run_batch`);
+write the records back with the next version; commit. A failed batch rolls
+back and drops the cached ledger, so it changes nothing. ``sqlite3`` runs in a
+worker thread (``anyio.to_thread``), one call at a time, so the store works on
+asyncio and trio. A database locked by another writer is waited for up to
+``timeout`` seconds (SQLite's busy timeout, no polling here), then the batch
+fails with :class:`StoreUnavailable`.
+
+First version, said plainly: the budget's records are written as one JSON
+document per batch, so a budget with many live tenants writes more per
+batch than it would row by row.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Final, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from .._core import state
+from .._core.commands import Command, OpenChild, Reserve
+from .._core.config import BudgetConfig
+from .._core.ledger import Ledger
+from .._core.outcomes import ScopeView
+from .._core.reads import view
+from .._core.scopes import ScopePath
+from .._errors import InvalidOption, StoreUnavailable
+from .base import BatchResult, Clock, Health, run_batch
+
+SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS treasurer_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS treasurer_budgets (
+    name TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
+"""
+T = TypeVar("T")
+
+
+class SqliteStore:
+    """Keeps budgets in the SQLite file at ``path``; every process that opens the
+    same budget name on the same file shares that budget."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
+        if not isinstance(path, str | Path):
+            raise InvalidOption(f"path must be a str or Path, not {path!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise InvalidOption(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.path: Final = Path(path)
+        self.timeout: Final = float(timeout)
+        self._limiter = anyio.CapacityLimiter(1)
+        self._db: sqlite3.Connection | None = None
+        self._config: BudgetConfig | None = None
+        self._clock: Clock | None = None
+        self._ledger: Ledger | None = None
+        self._version = -1  # the stored version the cached ledger was read at
+
+    # -- running sqlite3 in a worker thread ------------------------------------------
+
+    async def _run(self, func: Callable[[], T]) -> T:
+        def guarded() -> T:
+            try:
+                return func()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite store {str(self.path)!r}: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if tables and "treasurer_schema" not in tables:
+                self._not_ours()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._check_schema(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _not_ours(self) -> None:
+        raise InvalidOption(
+            f"{str(self.path)!r} is a SQLite database of another program; "
+            "give the SqliteStore a file of its own"
+        )
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        row = db.execute("SELECT version FROM treasurer_schema").fetchone()
+        if row is None:
+            db.execute("INSERT INTO treasurer_schema VALUES (?)", (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            raise InvalidOption(
+                f"{str(self.path)!r} holds treasurer schema version {row[0]}; this "
+                f"treasurer reads version {SCHEMA_VERSION}: open it with a treasurer "
+                "of that version, or start a new file"
+            )
+
+    def _read_or_create(
+        self, db: sqlite3.Connection, config: BudgetConfig, clock: Clock
+    ) -> tuple[Ledger, int]:
+        """The stored budget (inside a transaction), created on first open."""
+        config_text = json.dumps(state.dump_config(config), sort_keys=True)
+        row = db.execute(
+            "SELECT config, state, version FROM treasurer_budgets WHERE name = ?",
+            (config.name,),
+        ).fetchone()
+        if row is None:
+            ledger = Ledger(config, clock())
+            db.execute(
+                "INSERT INTO treasurer_budgets VALUES (?, ?, ?, 0)",
+                (config.name, config_text, _dump(ledger)),
+            )
+            return ledger, 0
+        if row[0] != config_text:
+            raise InvalidOption(
+                f"budget {config.name!r} exists in {str(self.path)!r} with another configuration"
+            )
+        return _load(config, row[1], clock()), row[2]
+
+    # -- the Store protocol -----------------------------------------------------------
+
+    async def open(self, config: BudgetConfig, clock: Clock) -> ScopeView:
+        if self._db is not None:
+            raise InvalidOption("a SqliteStore serves one open budget at a time")
+
+        def open_budget() -> tuple[sqlite3.Connection, Ledger, int]:
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    ledger, version = self._read_or_create(db, config, clock)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            except BaseException:
+                db.close()
+                raise
+            return db, ledger, version
+
+        db, ledger, self._version = await self._run(open_budget)
+        self._db, self._ledger = db, ledger
+        self._config, self._clock = config, clock
+        return view(ledger.root, clock())
+
+    def _serving(self) -> tuple[sqlite3.Connection, BudgetConfig, Clock]:
+        if self._db is None or self._config is None or self._clock is None:
+            raise InvalidOption("the store serves no budget: open one first")
+        return self._db, self._config, self._clock
+
+    def _current(self, db: sqlite3.Connection, config: BudgetConfig, now: datetime) -> Ledger:
+        """The budget's ledger as stored now (inside a transaction)."""
+        row = db.execute(
+            "SELECT state, version FROM treasurer_budgets WHERE name = ?", (config.name,)
+        ).fetchone()
+        if row is None:
+            raise StoreUnavailable(f"budget {config.name!r} was removed from {str(self.path)!r}")
+        if self._ledger is None or row[1] != self._version:
+            self._ledger, self._version = _load(config, row[0], now), row[1]
+        return self._ledger
+
+    async def apply(
+        self,
+        batch: Sequence[Command],
+        waiting: Sequence[Reserve | OpenChild] = (),
+        *,
+        new_from: int = 0,
+        verbose: bool = True,
+    ) -> BatchResult:
+        db, config, clock = self._serving()
+
+        def transaction() -> BatchResult:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = clock()
+                ledger = self._current(db, config, now)
+                result = run_batch(ledger, now, batch, waiting, new_from=new_from, verbose=verbose)
+                db.execute(
+                    "UPDATE treasurer_budgets SET state = ?, version = ? WHERE name = ?",
+                    (_dump(ledger), self._version + 1, config.name),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                self._ledger = None  # what it did in memory was not stored: read it again
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            self._version += 1
+            return result
+
+        return await self._run(transaction)
+
+    async def refresh(self, scope: ScopePath) -> ScopeView | None:
+        db, config, clock = self._serving()
+
+        def read() -> ScopeView | None:
+            db.execute("BEGIN")
+            try:
+                ledger = self._current(db, config, clock())
+            finally:
+                db.execute("COMMIT")
+            found = ledger.tree.scopes.get(scope)
+            return None if found is None else view(found, ledger.now)
+
+        return await self._run(read)
+
+    async def health(self) -> Health:
+        start = time.perf_counter()
+        if self._db is None:
+            return Health(False, "sqlite", timedelta(0), "not open")
+        db = self._db
+        try:
+            await self._run(lambda: db.execute("SELECT 1").fetchone())
+        except StoreUnavailable as exc:
+            return Health(False, "sqlite", timedelta(seconds=time.perf_counter() - start), str(exc))
+        return Health(True, "sqlite", timedelta(seconds=time.perf_counter() - start))
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        self._config = self._clock = self._ledger = None
+        self._version = -1
+        if db is not None:
+            with anyio.CancelScope(shield=True):
+                await self._run(db.close)
+
+
+def _dump(ledger: Ledger) -> str:
+    return json.dumps(state.dump_ledger(ledger))
+
+
+def _load(config: BudgetConfig, text: str, now: datetime) -> Ledger:
+    return state.load_ledger(config, json.loads(text), now)

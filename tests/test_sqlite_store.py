@@ -209,3 +209,63 @@ class TestBadFiles:
             treasurer.SqliteStore(5)  # type: ignore[arg-type]
         with pytest.raises(treasurer.InvalidOption):
             treasurer.SqliteStore("x.sqlite", timeout=0)
+
+
+class TestSharing:
+    async def test_two_stores_on_one_file_see_each_others_writes(self, tmp_path: Path) -> None:
+        """Two budgets of one name on one file (as two processes would hold them):
+        each batch reads what the other wrote (windows, tenants and overrides too)."""
+        path = tmp_path / "shared.sqlite"
+        clock = ManualClock(T0)
+        options = {
+            "name": "api",
+            "tokens": 1_000,
+            "windows": [treasurer.Window.hour(tz="Europe/Berlin", tokens=500)],
+            "tenant_defaults": treasurer.TenantCaps(tokens=200),
+            "clock": clock,
+        }
+        async with (
+            treasurer.open_budget(store=treasurer.SqliteStore(path), **options) as first,
+            treasurer.open_budget(store=treasurer.SqliteStore(path), **options) as second,
+        ):
+            await first.tenant("alice").record(tokens=150, model="m")
+            await first.override(tokens=100, window="hour", expires_at=T0 + timedelta(hours=2))
+            assert not await second.tenant("alice").consume(60)  # 150 + 60 > 200
+            assert await second.consume(400)  # the hour allows 500 + 100
+            snap = await first.refresh()
+            assert (snap.tokens_used, snap.windows[0].limits.tokens) == (550, 600)
+            assert (await second.refresh()).tokens_used == 550
+            assert len(second.snapshot().overrides) == 1
+
+    async def test_store_misuse(self, tmp_path: Path) -> None:
+        path = tmp_path / "budget.sqlite"
+        store = treasurer.SqliteStore(path)
+        assert not await store.health()
+        with pytest.raises(treasurer.InvalidOption, match="open one first"):
+            await store.apply([])
+        await store.close()  # not open: nothing to do
+        async with treasurer.open_budget(name="a", tokens=5, store=store):
+            with pytest.raises(treasurer.InvalidOption, match="one open budget"):
+                async with treasurer.open_budget(name="b", tokens=5, store=store):
+                    pass  # pragma: no cover
+
+    async def test_a_file_of_another_schema_version(self, tmp_path: Path) -> None:
+        path = tmp_path / "budget.sqlite"
+        async with treasurer.open_budget(tokens=5, store=treasurer.SqliteStore(path)):
+            pass
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE treasurer_schema SET version = 99")
+        with pytest.raises(treasurer.InvalidOption, match="schema version 99"):
+            async with treasurer.open_budget(tokens=5, store=treasurer.SqliteStore(path)):
+                pass  # pragma: no cover
+
+    async def test_a_budget_removed_under_it(self, tmp_path: Path) -> None:
+        path = tmp_path / "budget.sqlite"
+        with pytest.raises(treasurer.BudgetBroken):
+            async with treasurer.open_budget(
+                name="api", tokens=5, store=treasurer.SqliteStore(path)
+            ) as budget:
+                with sqlite3.connect(path) as db:
+                    db.execute("DELETE FROM treasurer_budgets")
+                with pytest.raises(treasurer.BudgetBroken, match="was removed"):
+                    await budget.consume(1)

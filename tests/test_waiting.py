@@ -184,6 +184,39 @@ class TestSpentUsage:
             assert [type(e) for e in outcome] == [treasurer.BudgetExceeded]
             assert budget.statistics().reservations_waiting == 0
 
+    async def test_spending_while_held_up_is_seen_when_the_waiter_reaches_the_head(
+        self,
+    ) -> None:
+        """Usage spent while a waiter was held up behind another can leave it no room
+        for good; when the one ahead gives up, it fails at once instead of waiting on.
+        (Found by the conformance machine: serving skipped a waiter whose scope had
+        not freed room since it was last looked at, though its spent usage had grown.)"""
+        async with treasurer.open_budget(tokens=8) as budget:
+            await budget.record(tokens=4)
+            holder = await budget.reserve(tokens=3).__aenter__()
+            outcome: list[BaseException] = []
+
+            async def waiter() -> None:
+                try:
+                    async with budget.reserve(tokens=3, wait=True):
+                        pytest.fail("must not be granted")  # pragma: no cover
+                except treasurer.BudgetExceeded as exc:
+                    outcome.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                queue = Queue(budget, tg)
+                await queue.start("head", 2)  # 4 + 3 + 2 > 8: waits
+                tg.start_soon(waiter)  # held up behind the head
+                await wait_all_tasks_blocked()
+                await budget.charge(tokens=2)  # 6 spent: 6 + 3 > 8 for good
+                await wait_all_tasks_blocked()
+                assert budget.statistics().reservations_waiting == 2
+                queue.scopes["head"].cancel()
+                await wait_all_tasks_blocked()
+                assert [type(e) for e in outcome] == [treasurer.BudgetExceeded]
+                assert budget.statistics().reservations_waiting == 0
+                holder.release()
+
 
 class TestCancellation:
     async def test_cancel_a_waiter_in_the_middle(self) -> None:

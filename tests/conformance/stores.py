@@ -36,14 +36,5 @@ STORES = [
     # Not a product store: the memory semantics through state.py's JSON records,
     # reloaded before every batch, as a durable store reloads another's writes.
     pytest.param(ReloadingStore, id="reloading"),
-    pytest.param(
-        lambda: SqliteStore(fresh_file()),
-        id="sqlite",
-        # Known divergence, found by Hypothesis and not solved yet (issue 17): in
-        # some runs a waiting reservation the model rejects when a child budget
-        # closes is left waiting by the SQLite store. Not strict: most runs pass.
-        marks=pytest.mark.xfail(
-            reason="a waiter is not rejected when a child closes", strict=False
-        ),
-    ),
+    pytest.param(lambda: SqliteStore(fresh_file()), id="sqlite"),
 ]

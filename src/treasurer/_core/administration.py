@@ -54,7 +54,8 @@ def reset(ledger: Ledger, command: Reset) -> Reply:
         ledger.tree.touched.add(member.path)
     for member in sorted(members, key=lambda m: -len(m.path)):
         ledger.tree.sync(member)  # bottom up: what children hold in parents
-    ledger.tree.freed.update(member.path for member in members)
+    for member in members:
+        ledger.tree.freed(member)
     return None
 
 
@@ -94,7 +95,7 @@ def set_override(ledger: Ledger, command: SetOverride) -> Reply:
     scope.overrides[override.id] = (override, command.increase)
     ledger.overrides.add(override, scope.path)
     scope.recompute_limits(index)
-    ledger.tree.freed.add(scope.path)
+    ledger.tree.freed(scope)
     ledger.emit(OverrideSet, scope, override=override)
     return override
 

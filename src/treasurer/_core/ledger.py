@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+import attrs
+
 from . import administration, spending
 from .books import Held, Overrides, Reservations
 from .commands import Command, Meta, OpenChild, Reserve
@@ -50,8 +52,8 @@ class Ledger:
         self.events: list[Event] = []  # those of the command being applied
         self.resets = 0  # Reset commands applied: see TakeBack
         self.limits_lowered = False  # a waiting request may have become one that never fits
-        # Waiter (by identity) -> the scope that refused it when last looked at.
-        self._refused_by: dict[int, tuple[Reserve | OpenChild, ScopePath]] = {}
+        # Waiter (by identity) -> why it was refused when last looked at.
+        self._refused_by: dict[int, _LastRefusal] = {}
 
     @property
     def root(self) -> Scope:
@@ -217,11 +219,29 @@ class Ledger:
             return self.tree.refusal(scope, command.amount)
         return self.tree.refusal(scope, command.carve(), request=False)
 
-    def _still_full(self, path: ScopePath, freed: set[ScopePath]) -> bool:
-        """Whether a scope that refused a waiter would refuse it the same way now:
-        nothing changed there for waiters, and none of its windows is due to roll over."""
-        scope = self.tree.scopes.get(path)
-        return path not in freed and scope is not None and self.now < scope.stale_at
+    def _refuses_still(self, last: _LastRefusal) -> bool:
+        """Whether a waiter's last refusal stands without looking again. It does if,
+        since then, no window of its scopes rolled, no usage was spent in them (it
+        might never fit now), room did not grow in the scope that refused it, and the
+        scopes below that one did not change at all (one might refuse first now, or
+        ask another part of the scopes above)."""
+        scope = self.tree.scopes.get(last.command.scope)
+        if scope is not last.scope:
+            return False
+        seen = last.seen
+        below = True
+        for member in self.tree.chain(scope):
+            if self.now >= member.stale_at or member.spent_at > seen:
+                return False
+            if not below:
+                continue
+            if member.path == last.refuser:
+                below = False
+                if member.freed_at > seen:
+                    return False
+            elif member.freed_at > seen or member.held_at > seen:
+                return False
+        return True
 
     def serve_waiting(
         self, waiting: Sequence[Reserve | OpenChild], new_from: int = 0
@@ -240,7 +260,6 @@ class Ledger:
         """
         recheck_from = 0 if self.limits_lowered else new_from
         self.limits_lowered = False
-        freed, self.tree.freed = self.tree.freed, set()
         refused_by = self._refused_by
         blocked: set[ScopePath] = set()
         answers = []
@@ -250,16 +269,19 @@ class Ledger:
             if index < recheck_from:
                 if held_up:
                     continue
-                # Refused last time by a scope whose room has not grown since: it
-                # still does not fit there, so it is not looked at again (serving
-                # costs what changed, not the number of waiters).
+                # Nothing that decided its last refusal changed since: it is not
+                # looked at again (serving costs what changed, not the number of
+                # waiters).
                 last = refused_by.get(id(command))
-                if last is not None and last[0] is command and self._still_full(last[1], freed):
-                    blocked.add(last[1])
+                if last is not None and last.command is command and self._refuses_still(last):
+                    blocked.add(last.refuser)
                     continue
             refusal = self.refusal(command)
             if isinstance(refusal, Refusal) and not refusal.final:
-                refused_by[id(command)] = (command, refusal.scope)
+                scope = self.tree.scopes[command.scope]
+                refused_by[id(command)] = _LastRefusal(
+                    command, scope, refusal.scope, self.tree.changes
+                )
                 if not held_up:  # a waiter behind another holds up nobody itself
                     blocked.add(refusal.scope)
             elif not held_up:
@@ -272,3 +294,14 @@ class Ledger:
             live = {id(command) for command in waiting}
             self._refused_by = {key: value for key, value in refused_by.items() if key in live}
         return answers
+
+
+@attrs.frozen
+class _LastRefusal:
+    """A waiting request's last refusal for now: by ``refuser``, a scope of the
+    chain of ``scope``, when :attr:`ScopeTree.changes` was ``seen``."""
+
+    command: Reserve | OpenChild
+    scope: Scope
+    refuser: ScopePath
+    seen: int

@@ -45,6 +45,8 @@ class Scope:
         "consumed",
         "contributed",
         "fired",
+        "freed_at",
+        "held_at",
         "limits",
         "names",
         "open",
@@ -54,6 +56,7 @@ class Scope:
         "per_request",
         "reserved",
         "since",
+        "spent_at",
         "stale_at",
         "thresholds",
         "used",
@@ -73,6 +76,9 @@ class Scope:
         self.path: Final = path
         self.names: Final = names
         self.parent: Final = parent
+        # When (in ScopeTree.changes) room here last grew, reservations here grew,
+        # and usage here was spent: what a waiter's last refusal depends on.
+        self.freed_at = self.held_at = self.spent_at = 0
         self.thresholds: Final = thresholds
         self.caps = limits.caps
         self.per_request = limits.per_request

@@ -38,10 +38,7 @@ class ScopeTree:
         self.root = Scope(ROOT, (config.name, None, None), config.limits, config.thresholds, now)
         self.scopes: dict[ScopePath, Scope] = {ROOT: self.root}
         self.touched: set[ScopePath] = set()  # since the last views() call
-        # Scopes changed for their waiters since waiters were last served: room
-        # may have grown (one may fit now), or spent usage grew (one may never fit).
-        # Only waiters refused by one of these can get another answer.
-        self.freed: set[ScopePath] = set()
+        self.changes = 0  # counts changes that matter to waiters (Scope.freed_at, ...)
         self._idle: OrderedDict[ScopePath, None] = OrderedDict()
         # (when its windows next reset, tenant): to find tenants that become idle by time alone.
         self._idle_check: list[tuple[datetime, ScopePath]] = []
@@ -87,7 +84,22 @@ class ScopeTree:
     def advance(self, scope: Scope, now: datetime, events: list[Event]) -> None:
         """Move a scope's windows to ``now``."""
         if scope.advance(now, events):
-            self.freed.add(scope.path)
+            self.freed(scope)
+
+    def freed(self, scope: Scope) -> None:
+        """Note that room in ``scope`` may have grown (a waiter may fit now)."""
+        self.changes += 1
+        scope.freed_at = self.changes
+
+    def spent(self, scope: Scope) -> None:
+        """Note that usage was spent in ``scope`` (a waiter may never fit now)."""
+        self.changes += 1
+        scope.spent_at = self.changes
+
+    def held(self, scope: Scope) -> None:
+        """Note that more is reserved in ``scope`` (it may refuse a waiter first now)."""
+        self.changes += 1
+        scope.held_at = self.changes
 
     @staticmethod
     def chain(scope: Scope) -> Iterator[Scope]:
@@ -140,7 +152,9 @@ class ScopeTree:
             member.open += sign
             self.touched.add(member.path)
             if sign < 0:
-                self.freed.add(member.path)
+                self.freed(member)
+            else:
+                self.held(member)
         if scope.parent is not None:
             self.sync(scope)
 
@@ -157,7 +171,7 @@ class ScopeTree:
         for member in self.chain(scope):
             member.charge(amount, now, model, events, calls)
             self.touched.add(member.path)
-            self.freed.add(member.path)
+            self.spent(member)
         if scope.parent is not None:
             self.sync(scope)
 
@@ -170,7 +184,7 @@ class ScopeTree:
             else:
                 member.take_back(amount, at, model)
             self.touched.add(member.path)
-            self.freed.add(member.path)
+            self.freed(member)
         self.sync(scope)
 
     def sync(self, scope: Scope) -> None:
@@ -186,8 +200,10 @@ class ScopeTree:
                 parent.reserved = add(parent.reserved, change)
                 member.contributed = holding
                 if any(value < 0 for value in change):
-                    self.freed.add(parent.path)
+                    self.freed(parent)
                     self.touched.add(parent.path)
+                if any(value > 0 for value in change):
+                    self.held(parent)
             member = parent
 
     # -- children ------------------------------------------------------------------
@@ -221,7 +237,7 @@ class ScopeTree:
             child.closed = True
             self.sync(child)
             self.touched.update(member.path for member in self.chain(child))
-            self.freed.add(child.path)  # its waiters are answered: it is closed
+            self.freed(child)  # its waiters are answered: it is closed
         self.forget_drained(child)
 
     def forget_drained(self, scope: Scope) -> None:
@@ -246,6 +262,7 @@ class ScopeTree:
         if scope is not None:
             scope.relimit(self.tenant_limits.get(tenant, self.config.tenant_defaults), now)
             self.touched.add(path)
+            self.freed(scope)
         return path
 
     def forget_idle(self, now: datetime, events: list[Event]) -> list[ScopePath]:

@@ -117,10 +117,14 @@ class SyncReservation:
         self._committed = dict(actual)
 
     def release(self) -> None:
-        """Give the reservation back without recording usage."""
+        """Give the reservation back without recording usage; applied when it returns."""
         if self._committed is not None:
             raise AlreadySettled(f"reservation {self.id} was already settled")
-        self._caller.call(self._reservation.release, what="release()")
+        self._caller.call(self._release, what="release()")
+
+    async def _release(self) -> None:
+        self._reservation.release()
+        await self._reservation.applied()
 
     def __exit__(
         self,

@@ -374,18 +374,20 @@ class TestCancelledFromOutside:
     @pytest.mark.parametrize("spend", [0, 150], ids=["released", "committed-above-estimate"])
     async def test_a_timed_out_child_loses_nothing(self, grandchild: bool, spend: int) -> None:
         """200 times: a child of 1,000 under a 10,000 parent, its task reserving 100 and
-        cut off mid-call by move_on_after(0.01). The release of the block, or the commit
-        made in a ``finally``, reaches the parent's books every time."""
+        cut off (mid-call, mostly) by move_on_after(0.01). The release of the block, or
+        the commit made in a ``finally``, reaches the parent's books every time."""
         trials = 200
         async with treasurer.open_budget(tokens=10_000 + trials * spend) as parent:
             runs = CancelledChildren(parent, grandchild=grandchild, spend=spend)
             for _ in range(trials):
                 await runs.after_ms()
-            assert runs.cut_mid_call == trials
+            # Most trials reach the call before the timeout (a stalled machine can cut
+            # a few earlier, which is also a case whose books must balance).
+            assert runs.cut_mid_call >= trials // 2
             snap = parent.snapshot()
             assert (snap.tokens_used, snap.tokens_reserved) == (runs.committed, 0)
             assert snap.open_reservations == 0
-            assert snap.calls == (trials if spend else 0)
+            assert snap.calls == (runs.cut_mid_call if spend else 0)
 
     @pytest.mark.parametrize("grandchild", [False, True], ids=["child", "grandchild"])
     async def test_cancelled_at_every_await_point_loses_nothing(self, grandchild: bool) -> None:

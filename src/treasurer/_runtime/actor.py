@@ -19,6 +19,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -39,7 +40,7 @@ from .._core.commands import (
 from .._core.events import Event, Override, UsageRecorded
 from .._core.outcomes import Charged, ChildOpened, Granted, Reply, ScopeView
 from .._core.scopes import ROOT, ScopePath
-from .._errors import BudgetBroken, BudgetClosed, LoopThreadError
+from .._errors import BudgetBroken, BudgetClosed, LoopThreadError, StoreUnavailable
 from .._stores.base import BatchResult, Clock, Store
 from .delivery import Delivery
 from .slots import Slot, slot_factory
@@ -55,6 +56,9 @@ SETTLE: Final = 1
 WAIT: Final = 2
 WAKE: Final = 3  # nothing to apply: time passed, a waiter left, or the budget closes
 Item = tuple[Command | None, Slot | None, int]
+# After a batch the store could not apply, waiting requests are served again this
+# much later (on the budget's clock) even if no call comes to wake the actor.
+STORE_RETRY: Final = timedelta(seconds=1)
 
 
 class Waiter:
@@ -282,12 +286,16 @@ class Actor:
                 applied.append(item)
         batch = [item[0] for item in applied]
         waiters = [w for w in self.waiting if not w.slot.abandoned] if self.waiting else []
-        result = await self.store.apply(
-            batch,  # type: ignore[arg-type]
-            [w.command for w in waiters],
-            new_from=len(waiters) - joined,
-            verbose=self._verbose(),
-        )
+        try:
+            result = await self.store.apply(
+                batch,  # type: ignore[arg-type]
+                [w.command for w in waiters],
+                new_from=len(waiters) - joined,
+                verbose=self._verbose(),
+            )
+        except StoreUnavailable as exc:
+            self._store_failed(applied, exc)
+            return
         self._publish(result)  # before the answers: a caller's next read sees its write
         for (command, slot, kind), reply in zip(applied, result.replies, strict=True):
             if slot is None:
@@ -306,6 +314,20 @@ class Actor:
         self.messages_served += len(batch)
         self.batches_served += 1
         self.peak_batch = max(self.peak_batch, len(batch))
+
+    def _store_failed(self, applied: list[Item], failure: StoreUnavailable) -> None:
+        """The store applied none of the batch: each of its callers gets the error
+        (requests fail closed; a settlement is not stored, so what it held stays
+        reserved until its deadline); waiting requests wait on; the budget goes on."""
+        self.delivery.log.log(
+            logging.WARNING, "budget store unavailable", calls=len(applied), error=str(failure)
+        )
+        for _, slot, _ in applied:
+            if slot is not None:
+                slot.deliver(_store_error(failure))
+        if self.waiting:
+            self.timer.move(self.clock() + STORE_RETRY)
+        self._serving = []
 
     def _answer_waiters(self, waiters: list[Waiter], answered: Sequence[tuple[int, Reply]]) -> None:
         done = set()
@@ -363,7 +385,11 @@ class Actor:
                 elif slot is not None:
                     slot.deliver(error)
             if settlements:
-                result = await self.store.apply([c for c, _, _ in settlements if c is not None])
+                try:
+                    result = await self.store.apply([c for c, _, _ in settlements if c is not None])
+                except StoreUnavailable as exc:
+                    self._store_failed(settlements, exc)
+                    continue
                 self._publish(result)
                 for (_, slot, _), reply in zip(settlements, result.replies, strict=True):
                     if slot is not None:
@@ -380,3 +406,11 @@ class Actor:
 
     def mailbox_depth(self) -> int:
         return self._send.statistics().current_buffer_used + len(self._overflow)
+
+
+def _store_error(failure: StoreUnavailable) -> StoreUnavailable:
+    """One error per caller (an exception raised in several tasks would gather
+    their tracebacks), each caused by the store's."""
+    error = StoreUnavailable(str(failure))
+    error.__cause__ = failure
+    return error

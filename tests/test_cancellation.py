@@ -20,7 +20,15 @@ from anyio.lowlevel import checkpoint
 import treasurer
 from store_probes import TOKENS, ProbeStore, holding
 from treasurer import TenantCaps
-from treasurer._core.commands import Command, Consume, Record, Release, Reserve, TakeBack
+from treasurer._core.commands import (
+    Command,
+    Commit,
+    Consume,
+    Record,
+    Release,
+    Reserve,
+    TakeBack,
+)
 from treasurer._runtime.slots import slot_factory
 
 pytestmark = pytest.mark.anyio
@@ -567,6 +575,52 @@ class TestActorFailure:
                     await reservation.__aexit__(None, None, None)
         assert isinstance(victim.error, treasurer.BudgetBroken)
         assert budget.snapshot().tokens_used == 0
+
+
+class TestStoreUnavailable:
+    async def test_a_failed_batch_fails_its_calls_and_the_budget_goes_on(self) -> None:
+        """A store that raises StoreUnavailable applied nothing: each caller of that
+        batch gets its own StoreUnavailable (caused by the store's), the next batch
+        is served as usual, and nothing is left reserved."""
+
+        def unavailable(batch: Sequence[Command]) -> None:
+            if holding(Consume, MARK)(batch):
+                raise treasurer.StoreUnavailable("the store is down")
+
+        async with probed(tokens=100) as (budget, store):
+            store.before = unavailable
+            errors = []
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    victim = Victim(budget, "consume")
+                    errors.append(victim)
+                    tg.start_soon(victim)
+            assert [type(v.error) for v in errors] == [treasurer.StoreUnavailable] * 3
+            assert len({id(v.error) for v in errors}) == 3
+            assert all("the store is down" in str(v.error.__cause__) for v in errors)
+            assert budget.snapshot().tokens_used == 0
+            store.before = None
+            assert await budget.consume(MARK)
+            assert budget.snapshot().tokens_used == MARK
+
+    async def test_a_failure_at_shutdown_fails_those_settlements_only(self) -> None:
+        """Settlements the closing budget could not store are not counted, and the
+        budget still closes (cancelled from outside, as it was)."""
+
+        def unavailable(batch: Sequence[Command]) -> None:
+            if any(isinstance(command, Commit) for command in batch):
+                raise treasurer.StoreUnavailable("the store is down")
+
+        with anyio.CancelScope() as outer:
+            async with probed(tokens=100) as (budget, store):
+                r = await budget.reserve(tokens=8).__aenter__()
+                store.before = unavailable
+                outer.cancel()
+                r.commit()
+                await anyio.sleep_forever()
+        assert outer.cancelled_caught
+        assert len(store.commands(Commit)) == 1  # tried once, not stored
+        assert (budget.snapshot().tokens_used, budget.snapshot().tokens_reserved) == (0, 8)
 
 
 class TestReplySlots:

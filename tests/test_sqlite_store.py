@@ -238,6 +238,50 @@ class TestBadFiles:
                     await granted.wait()
             assert budget.snapshot().tokens_reserved == 0
 
+    async def test_a_full_disk_fails_the_calls_not_the_budget(
+        self, tmp_path: Path, anyio_backend_name: str
+    ) -> None:
+        """In a process whose file size limit (RLIMIT_FSIZE, as a full disk would)
+        stops the file from growing: the batch that cannot be written fails with
+        StoreUnavailable and is not applied; with room again, the budget goes on."""
+        path = tmp_path / "budget.sqlite"
+        program = textwrap.dedent(
+            f"""
+            import anyio, json, resource, signal, treasurer
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails
+            async def main():
+                async with treasurer.open_budget(
+                    name="api", tokens=10**9, store=treasurer.SqliteStore({str(path)!r})
+                ) as budget:
+                    await budget.record(tokens=1)
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, resource.RLIM_INFINITY))
+                    error, stored = None, 1
+                    for n in range(5_000):
+                        try:
+                            await budget.tenant(f"tenant-{{n:05d}}").record(tokens=1)
+                            stored += 1
+                        except treasurer.StoreUnavailable as exc:
+                            error = str(exc)
+                            break
+                    full = (await budget.refresh()).tokens_used
+                    limit = resource.RLIM_INFINITY
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+                    await budget.record(tokens=1)
+                    print(json.dumps([error, stored, full, (await budget.refresh()).tokens_used]))
+            anyio.run(main, backend={anyio_backend_name!r})
+            """
+        )
+        done = await anyio.run_process([sys.executable, "-c", program])
+        error, stored, full, after = json.loads(done.stdout)
+        assert error is not None
+        assert "disk" in error or "full" in error
+        assert full == stored  # the batch that failed changed nothing
+        assert after == stored + 1
+        async with treasurer.open_budget(
+            name="api", tokens=10**9, store=treasurer.SqliteStore(path)
+        ) as budget:
+            assert budget.snapshot().tokens_used == stored + 1
+
     async def test_health(self, tmp_path: Path) -> None:
         async with treasurer.open_budget(
             tokens=10, store=treasurer.SqliteStore(tmp_path / "b.sqlite")

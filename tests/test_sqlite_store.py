@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -134,6 +136,34 @@ anyio.run(main, sys.argv[1], int(sys.argv[2]), backend=sys.argv[3])
 """
 
 
+TOKENS = treasurer.AXES.index("tokens")
+
+
+def read_state(path: Path) -> tuple[str]:
+    with closing(sqlite3.connect(path, timeout=30)) as db:
+        return db.execute("SELECT state FROM treasurer_budgets").fetchone()  # type: ignore[no-any-return]
+
+
+def root_record(state: str) -> dict[str, list[int]]:
+    return next(s for s in json.loads(state)["scopes"] if s["path"] == [])  # type: ignore[no-any-return]
+
+
+def sample_while_running(path: Path, workers: list[subprocess.Popen[str]]) -> list[tuple[int, int]]:
+    """(used, reserved) tokens of the shared budget, read from the file (WAL lets a
+    reader in while writers work) until every worker has ended."""
+    samples = []
+    while any(worker.poll() is None for worker in workers):
+        try:
+            row = read_state(path) if path.exists() else None
+        except sqlite3.OperationalError:  # created but not yet holding the budget
+            row = None
+        if row is not None:
+            root = root_record(row[0])
+            samples.append((root["used"][TOKENS], root["reserved"][TOKENS]))
+        time.sleep(0.005)
+    return samples
+
+
 class TestProcesses:
     @pytest.mark.parametrize("loop", ["asyncio", "trio"])
     def test_four_processes_share_one_budget(self, tmp_path: Path, loop: str) -> None:
@@ -148,20 +178,22 @@ class TestProcesses:
             )
             for seed in range(4)
         ]
+        samples = sample_while_running(path, workers)
         reports = []
         for worker in workers:
             out, _ = worker.communicate(timeout=300)
             assert worker.returncode == 0
             reports.append(json.loads(out))
+        assert len(samples) >= 5, "the run ended before it could be watched"
+        for used, reserved in samples:  # what any process could see at that moment
+            assert used + reserved <= 20_000, (used, reserved)
         spent = sum(r["spent"] for r in reports)
         assert sum(r["refused"] for r in reports) > 0  # the cap was reached
-        with sqlite3.connect(path) as db:
-            (state,) = db.execute("SELECT state FROM treasurer_budgets").fetchone()
-        root = next(s for s in json.loads(state)["scopes"] if s["path"] == [])
-        tokens = 2  # the tokens axis
-        assert root["used"][tokens] == spent
-        assert root["used"][tokens] <= 20_000
-        assert root["reserved"][tokens] == 0
+        (state,) = read_state(path)
+        root = root_record(state)
+        assert root["used"][TOKENS] == spent
+        assert root["used"][TOKENS] <= 20_000
+        assert root["reserved"][TOKENS] == 0
 
 
 class TestBadFiles:

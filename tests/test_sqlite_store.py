@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from contextlib import closing
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import anyio
 import pytest
 
 import treasurer
+import treasurer.sync
 from treasurer.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -388,3 +390,83 @@ class TestSharing:
             for _ in range(2):
                 with pytest.raises(treasurer.StoreUnavailable, match="was removed"):
                     await budget.consume(1)
+
+
+def store_maker(kind: str, path: Path) -> Callable[[], treasurer.Store]:
+    """Stores that find the budget again: one MemoryStore reopened, or a new
+    SqliteStore on the same file each time (as another process would make)."""
+    if kind == "memory":
+        memory = treasurer.MemoryStore()
+        return lambda: memory
+    return lambda: treasurer.SqliteStore(path)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+class TestReconfigure:
+    """The first open stores the configuration; another is refused unless the open
+    asks to ``reconfigure``, which replaces it and keeps the usage."""
+
+    async def test_another_configuration_is_refused_and_changes_nothing(
+        self, tmp_path: Path, kind: str
+    ) -> None:
+        store = store_maker(kind, tmp_path / "budget.sqlite")
+        async with treasurer.open_budget(name="api", tokens=10, store=store()) as budget:
+            await budget.record(tokens=4)
+        with pytest.raises(treasurer.InvalidOption) as refused:
+            async with treasurer.open_budget(name="api", tokens=20, store=store()):
+                pass  # pragma: no cover
+        assert "its limits differ" in str(refused.value)
+        assert "reconfigure=True" in str(refused.value)
+        assert isinstance(refused.value, ValueError)
+        async with treasurer.open_budget(name="api", tokens=10, store=store()) as budget:
+            assert (budget.snapshot().tokens_used, budget.caps.tokens) == (4, 10)
+
+    async def test_reconfigure_keeps_the_usage_under_the_new_caps(
+        self, tmp_path: Path, kind: str
+    ) -> None:
+        store = store_maker(kind, tmp_path / "budget.sqlite")
+        clock = ManualClock(T0)
+        before = {
+            "name": "api",
+            "tokens": 100,
+            "windows": [treasurer.Window.hour(tokens=60), treasurer.Window.day(tokens=90)],
+            "tenant_defaults": treasurer.TenantCaps(tokens=30),
+            "tenants": {"vip": treasurer.TenantCaps(tokens=60)},
+            "clock": clock,
+        }
+        after = before | {
+            "tokens": 200,
+            "windows": [treasurer.Window.hour(tokens=100)],
+            "tenant_defaults": treasurer.TenantCaps(tokens=40),
+            "tenants": {},
+        }
+        async with treasurer.open_budget(store=store(), **before) as budget:
+            await budget.record(tokens=20)
+            await budget.tenant("vip").record(tokens=25)
+            await budget.tenant("bob").record(tokens=10)
+            await budget.set_tenant_caps("carol", treasurer.TenantCaps(tokens=12))
+            await budget.tenant("carol").record(tokens=1)
+        async with treasurer.open_budget(store=store(), reconfigure=True, **after) as budget:
+            snap = budget.snapshot()
+            assert (snap.tokens_used, budget.caps.tokens) == (56, 200)
+            assert [(w.name, w.used.tokens, w.limits.tokens) for w in snap.windows] == [
+                ("hour", 56, 100)  # kept by name, with its usage; the day is gone
+            ]
+            vip = budget.tenant("vip")  # no longer named: the new defaults
+            assert not await vip.consume(16)  # 25 + 16 > 40
+            assert await vip.consume(15)
+            carol, bob = (
+                await budget.tenant("carol").refresh(),
+                await budget.tenant("bob").refresh(),
+            )
+            assert (carol.caps.tokens, carol.tokens_used) == (12, 1)  # set at run time: kept
+            assert (bob.caps.tokens, bob.tokens_used) == (40, 10)
+        async with treasurer.open_budget(store=store(), **after) as budget:  # now stored
+            assert budget.snapshot().tokens_used == 71
+        with pytest.raises(treasurer.InvalidOption, match="reconfigure=True"):
+            async with treasurer.open_budget(store=store(), **before):
+                pass  # pragma: no cover
+
+    def test_reconfigure_must_be_a_bool(self, kind: str) -> None:
+        with pytest.raises(treasurer.InvalidOption, match="reconfigure"):
+            treasurer.sync.open_budget(tokens=1, reconfigure="yes")  # type: ignore[typeddict-item]

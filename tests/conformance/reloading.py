@@ -34,7 +34,9 @@ class ReloadingStore:
         self._clock: Clock | None = None
         self.loads = 0
 
-    async def open(self, config: BudgetConfig, clock: Clock) -> ScopeView:
+    async def open(
+        self, config: BudgetConfig, clock: Clock, *, reconfigure: bool = False
+    ) -> ScopeView:
         known = self.saved.get(config.name)
         config_text = json.dumps(state.dump_config(config), sort_keys=True)
         if known is not None and known[0] != config_text:

@@ -10,6 +10,7 @@ order; a time zone is its IANA name.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +22,7 @@ from .config import BudgetConfig, Limits
 from .events import Override
 from .ledger import Ledger
 from .scope import Scope
-from .scopes import ScopePath
+from .scopes import ScopePath, tenant_of
 from .values import Usage
 from .windows import Window, WindowState
 
@@ -301,3 +302,36 @@ def load_ledger(config: BudgetConfig, record: Record, now: datetime) -> Ledger:
     if written is not None:
         ledger.now = written
     return ledger
+
+
+def reconfigured(
+    config: BudgetConfig, old_tenants: Collection[str], record: Record, now: datetime
+) -> Ledger:
+    """The ledger ``record`` holds, put under ``config`` (``reconfigure=True``).
+
+    The budget takes ``config``'s caps, windows and thresholds (a window kept
+    under the same name and kind keeps its usage; overrides of a window that
+    is gone end); tenants named by the old configuration (``old_tenants``)
+    but not by ``config`` go back to the defaults, caps set at run time for
+    other tenants stay. Usage, reservations, overrides and child budgets are kept.
+    """
+    ledger = load_ledger(config, record, now)
+    tree = ledger.tree
+    kept = {name: caps for name, caps in tree.tenant_limits.items() if name not in old_tenants}
+    tree.tenant_limits = kept | dict(config.tenants)
+    tree.root.relimit(config.limits, now)
+    for path, scope in tree.scopes.items():
+        tenant = tenant_of(path)
+        if tenant is not None and len(path) == 1:
+            scope.relimit(tree.tenant_limits.get(tenant, config.tenant_defaults), now)
+    return ledger
+
+
+def other_configuration(name: str, where: str, stored: Record, given: Record) -> InvalidOption:
+    """The error for opening a stored budget with another configuration."""
+    differ = [key for key in given if stored.get(key) != given[key]]
+    return InvalidOption(
+        f"budget {name!r} exists in {where} with another configuration (its "
+        f"{', '.join(differ)} differ); open it with the stored configuration, or "
+        "pass reconfigure=True to open_budget to replace it (usage is kept)"
+    )

@@ -36,6 +36,9 @@ async def open_budget(**options: Unpack[BudgetOptions]) -> AsyncIterator[Budget]
     given; ``None``: never) is released at its deadline. ``clock`` (a callable
     returning an aware ``datetime``) replaces the system clock, for tests;
     ``store`` is where the state lives (a :class:`MemoryStore` unless given);
+    a durable store that holds this budget with another configuration
+    refuses to open it unless ``reconfigure=True`` (then this configuration
+    replaces the stored one, and the usage is kept);
     ``usage_log`` keeps usage records for ``usage(group_by=...)``;
     ``mailbox_size`` bounds the actor's mailbox. After the block, every call
     raises :class:`BudgetClosed`.
@@ -49,7 +52,10 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
     """Run a budget with validated settings (the sync facade validates in its caller)."""
     name = settings.config.name
     log = Log(name)
-    view = await settings.store.open(settings.config, settings.clock)
+    if settings.reconfigure:
+        view = await settings.store.open(settings.config, settings.clock, reconfigure=True)
+    else:  # a store written before reconfigure= existed opens as it did
+        view = await settings.store.open(settings.config, settings.clock)
     delivery = Delivery(log, settings.on_event)
     actor = Actor(
         name,

@@ -84,6 +84,7 @@ class BudgetOptions(CapOptions, total=False):
     on_event: Callable[[Event], object] | None
     mailbox_size: int
     store: Store | None
+    reconfigure: bool
     usage_log: MemoryUsageLog | None
 
 
@@ -100,6 +101,7 @@ class Settings:
     mailbox_size: int
     store: Store
     usage_log: MemoryUsageLog | None
+    reconfigure: bool = False
 
     @classmethod
     def build(cls, options: Mapping[str, Any], function: str = "open_budget") -> Settings:
@@ -140,7 +142,18 @@ class Settings:
         usage_log = options.get("usage_log")
         if usage_log is not None and not isinstance(usage_log, MemoryUsageLog):
             raise InvalidOption(f"usage_log must be a treasurer usage log, not {usage_log!r}")
-        return cls(config, _clock(options.get("clock")), on_event, mailbox_size, store, usage_log)
+        reconfigure = options.get("reconfigure", False)
+        if not isinstance(reconfigure, bool):
+            raise InvalidOption(f"reconfigure must be True or False, not {reconfigure!r}")
+        return cls(
+            config,
+            _clock(options.get("clock")),
+            on_event,
+            mailbox_size,
+            store,
+            usage_log,
+            reconfigure,
+        )
 
 
 def _clock(clock: Clock | None) -> Clock:

@@ -65,10 +65,13 @@ class Store(Protocol):
     """Where a budget's state lives. Only the budget's actor calls these methods,
     one at a time, on the budget's event loop."""
 
-    async def open(self, config: BudgetConfig, clock: Clock) -> ScopeView:
+    async def open(
+        self, config: BudgetConfig, clock: Clock, *, reconfigure: bool = False
+    ) -> ScopeView:
         """Start serving the budget ``config`` describes (creating its state or
-        checking that the stored one was made with the same configuration);
-        returns the budget's figures now."""
+        checking that the stored one was made with the same configuration, or,
+        with ``reconfigure``, replacing that one by ``config``); returns the
+        budget's figures now."""
         ...
 
     async def apply(

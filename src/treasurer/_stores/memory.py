@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 
+from .._core import state
 from .._core.commands import Command, OpenChild, Reserve
 from .._core.config import BudgetConfig
 from .._core.ledger import Ledger
@@ -29,16 +30,21 @@ class MemoryStore:
         self._ledger: Ledger | None = None
         self._clock: Clock | None = None
 
-    async def open(self, config: BudgetConfig, clock: Clock) -> ScopeView:
+    async def open(
+        self, config: BudgetConfig, clock: Clock, *, reconfigure: bool = False
+    ) -> ScopeView:
         if self._ledger is not None:
             raise InvalidOption("a MemoryStore serves one open budget at a time")
         known = self._ledgers.get(config.name)
-        if known is not None and known[0].config != config:
-            raise InvalidOption(
-                f"budget {config.name!r} exists in this store with another configuration"
-            )
         if known is None:
             known = self._ledgers[config.name] = (Ledger(config, clock()), clock)
+        elif known[0].config != config:
+            stored, given = state.dump_config(known[0].config), state.dump_config(config)
+            if not reconfigure:
+                raise state.other_configuration(config.name, "this store", stored, given)
+            record = state.dump_ledger(known[0])
+            ledger = state.reconfigured(config, known[0].config.tenants, record, clock())
+            known = self._ledgers[config.name] = (ledger, clock)
         self._ledger, self._clock = known
         return view(self._ledger.root, self._clock())
 

@@ -116,10 +116,12 @@ class SqliteStore:
             )
 
     def _read_or_create(
-        self, db: sqlite3.Connection, config: BudgetConfig, clock: Clock
+        self, db: sqlite3.Connection, config: BudgetConfig, clock: Clock, reconfigure: bool
     ) -> tuple[Ledger, int]:
-        """The stored budget (inside a transaction), created on first open."""
-        config_text = json.dumps(state.dump_config(config), sort_keys=True)
+        """The stored budget (inside a transaction), created on first open, or put
+        under ``config`` if it asks to ``reconfigure``."""
+        given = state.dump_config(config)
+        config_text = json.dumps(given, sort_keys=True)
         row = db.execute(
             "SELECT config, state, version FROM treasurer_budgets WHERE name = ?",
             (config.name,),
@@ -131,15 +133,24 @@ class SqliteStore:
                 (config.name, config_text, _dump(ledger)),
             )
             return ledger, 0
-        if row[0] != config_text:
-            raise InvalidOption(
-                f"budget {config.name!r} exists in {str(self.path)!r} with another configuration"
-            )
-        return _load(config, row[1], clock()), row[2]
+        stored_text, state_text, version = row
+        if stored_text == config_text:
+            return _load(config, state_text, clock()), version
+        stored = json.loads(stored_text)
+        if not reconfigure:
+            raise state.other_configuration(config.name, repr(str(self.path)), stored, given)
+        ledger = state.reconfigured(config, stored["tenants"], json.loads(state_text), clock())
+        db.execute(
+            "UPDATE treasurer_budgets SET config = ?, state = ?, version = ? WHERE name = ?",
+            (config_text, _dump(ledger), version + 1, config.name),
+        )
+        return ledger, version + 1
 
     # -- the Store protocol -----------------------------------------------------------
 
-    async def open(self, config: BudgetConfig, clock: Clock) -> ScopeView:
+    async def open(
+        self, config: BudgetConfig, clock: Clock, *, reconfigure: bool = False
+    ) -> ScopeView:
         if self._db is not None:
             raise InvalidOption("a SqliteStore serves one open budget at a time")
 
@@ -148,7 +159,7 @@ class SqliteStore:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    ledger, version = self._read_or_create(db, config, clock)
+                    ledger, version = self._read_or_create(db, config, clock, reconfigure)
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")

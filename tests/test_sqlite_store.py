@@ -10,8 +10,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from contextlib import closing
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 

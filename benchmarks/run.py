@@ -26,6 +26,7 @@ import anyio
 import harness
 import memory
 import report
+import stores
 from amounts import WORKLOADS
 from designs import fanout_designs, throughput_designs
 
@@ -148,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="JSON",
         help="write RESULTS.md and the plots again from a results.json, then exit",
     )
+    parser.add_argument(
+        "--stores",
+        action="store_true",
+        help="only the stores section: memory and SQLite, one process and four",
+    )
     args = parser.parse_args(argv)
     quick_out = ROOT / "build" / "bench"
     if args.profile:
@@ -172,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log_dir, plot_dir = ROOT / "benchmarks", ROOT / "docs" / "bench"
 
+    if args.stores:
+        return 1 if stores.measure(plan.backends, plan.quick, log_dir) else 0
     print(f"treasurer bench ({'quick' if plan.quick else 'full'}): {', '.join(plan.backends)}")
     bench = Bench(plan)
     load_before = os.getloadavg()
@@ -193,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         "problems": bench.problems,
     }
     report.write(data, log_dir, plot_dir)
-    return 1 if bench.problems else 0
+    store_problems = stores.measure(plan.backends, plan.quick, log_dir)
+    return 1 if bench.problems or store_problems else 0
 
 
 if __name__ == "__main__":

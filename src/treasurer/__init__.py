@@ -54,8 +54,11 @@ from ._handles.open import open_budget as open_budget
 from ._handles.reservation import Reservation as Reservation
 from ._handles.settings import BudgetOptions as BudgetOptions
 from ._handles.settings import TenantCaps as TenantCaps
+from ._ops.sqlite_log import SqliteUsageLog as SqliteUsageLog
 from ._runtime.subscription import Subscription as Subscription
 from ._runtime.usage_log import MemoryUsageLog as MemoryUsageLog
+from ._runtime.usage_log import UsageLog as UsageLog
+from ._runtime.usage_log import UsageLogStatistics as UsageLogStatistics
 from ._stores.base import BatchResult as BatchResult
 from ._stores.base import Health as Health
 from ._stores.base import Store as Store
@@ -100,6 +103,7 @@ __all__ = (
     "ReservationReleased",
     "Snapshot",
     "SqliteStore",
+    "SqliteUsageLog",
     "Statistics",
     "Store",
     "StoreUnavailable",
@@ -111,6 +115,8 @@ __all__ = (
     "UnknownAxis",
     "Usage",
     "UsageInfo",
+    "UsageLog",
+    "UsageLogStatistics",
     "UsageRecorded",
     "UsageReport",
     "Window",

@@ -39,7 +39,8 @@ async def open_budget(**options: Unpack[BudgetOptions]) -> AsyncIterator[Budget]
     a durable store that holds this budget with another configuration
     refuses to open it unless ``reconfigure=True`` (then this configuration
     replaces the stored one, and the usage is kept);
-    ``usage_log`` keeps usage records for ``usage(group_by=...)``;
+    ``usage_log`` keeps usage records for ``usage(group_by=...)`` and
+    reports (:class:`MemoryUsageLog`, :class:`SqliteUsageLog`);
     ``mailbox_size`` bounds the actor's mailbox. After the block, every call
     raises :class:`BudgetClosed`.
     """
@@ -52,10 +53,18 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
     """Run a budget with validated settings (the sync facade validates in its caller)."""
     name = settings.config.name
     log = Log(name)
+    usage_log = settings.usage_log
     if settings.reconfigure:
         view = await settings.store.open(settings.config, settings.clock, reconfigure=True)
     else:  # a store written before reconfigure= existed opens as it did
         view = await settings.store.open(settings.config, settings.clock)
+    if usage_log is not None:
+        try:
+            await usage_log.open()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await settings.store.close()
+            raise
     delivery = Delivery(log, settings.on_event)
     actor = Actor(
         name,
@@ -75,6 +84,8 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
             task_group.start_soon(actor.run, name=f"treasurer actor {name}")
             task_group.start_soon(actor.timer.run, name=f"treasurer timer {name}")
             task_group.start_soon(delivery.run, name=f"treasurer delivery {name}")
+            if usage_log is not None:
+                task_group.start_soon(usage_log.run, name=f"treasurer usage log {name}")
             log.log(logging.INFO, "budget opened", caps=describe(c or 0 for c in view.caps))
             try:
                 yield Budget(BudgetCore(actor, settings))

@@ -178,10 +178,14 @@ class Operations:
         if usage_log is None:
             raise InvalidOption(
                 "usage(group_by=...) reads the budget's usage records: open it with "
-                "usage_log=treasurer.MemoryUsageLog()"
+                "usage_log=treasurer.MemoryUsageLog() (or a SqliteUsageLog)"
             )
-        groups, complete = usage_log.groups(
-            group_by, since=reply.start, tenant=tenant_of(self._scope), child=self._child
+        groups, complete = await usage_log.groups(
+            group_by,
+            budget=self._core.name,
+            since=reply.start,
+            tenant=tenant_of(self._scope),
+            child=self._child,
         )
         return attrs.evolve(report, group_by=group_by, groups=groups, groups_complete=complete)
 

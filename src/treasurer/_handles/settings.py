@@ -14,7 +14,7 @@ from .._core.options import CapOptions, Money
 from .._core.values import Caps
 from .._core.windows import FOREVER, Window
 from .._errors import InvalidAmount, InvalidOption, UnknownAxis
-from .._runtime.usage_log import MemoryUsageLog
+from .._runtime.usage_log import UsageLog
 from .._stores.base import Clock, Store
 from .._stores.memory import MemoryStore
 
@@ -85,7 +85,7 @@ class BudgetOptions(CapOptions, total=False):
     mailbox_size: int
     store: Store | None
     reconfigure: bool
-    usage_log: MemoryUsageLog | None
+    usage_log: UsageLog | None
 
 
 _KNOWN: Final = frozenset(BudgetOptions.__annotations__) | frozenset(CapOptions.__annotations__)
@@ -100,7 +100,7 @@ class Settings:
     on_event: Callable[[Event], object] | None
     mailbox_size: int
     store: Store
-    usage_log: MemoryUsageLog | None
+    usage_log: UsageLog | None
     reconfigure: bool = False
 
     @classmethod
@@ -140,7 +140,7 @@ class Settings:
                 f"store must be a treasurer store (MemoryStore, ...), not {store!r}"
             )
         usage_log = options.get("usage_log")
-        if usage_log is not None and not isinstance(usage_log, MemoryUsageLog):
+        if usage_log is not None and not isinstance(usage_log, UsageLog):
             raise InvalidOption(f"usage_log must be a treasurer usage log, not {usage_log!r}")
         reconfigure = options.get("reconfigure", False)
         if not isinstance(reconfigure, bool):

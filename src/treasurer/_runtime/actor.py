@@ -46,7 +46,7 @@ from .delivery import Delivery
 from .slots import Slot, slot_factory
 from .subscription import Subscription
 from .timer import Timer
-from .usage_log import MemoryUsageLog
+from .usage_log import UsageLog
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -79,7 +79,7 @@ class Actor:
         clock: Clock,
         view: ScopeView,
         delivery: Delivery,
-        usage_log: MemoryUsageLog | None,
+        usage_log: UsageLog | None,
         mailbox_size: int,
     ) -> None:
         self.name: Final = name
@@ -248,6 +248,8 @@ class Actor:
             with anyio.CancelScope(shield=True):
                 await self._finish()
             self.delivery.close()
+            if self.usage_log is not None:
+                self.usage_log.finish()
 
     async def _next_batch(self) -> list[Item]:
         """Wait for the next items: a call, or a wake-up from the timer."""

@@ -1,4 +1,5 @@
-"""The budget's usage records in memory: what ``usage(group_by=...)`` reads."""
+"""Where a budget's usage records go, and the one in memory: what
+``usage(group_by=...)`` reads."""
 
 from __future__ import annotations
 
@@ -7,16 +8,67 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Final
 
+import attrs
+
 from .._core.axes import AXES
 from .._core.events import UsageRecorded
 from .._core.values import Usage
 from .._errors import InvalidOption
 
 DEFAULT_CAPACITY: Final = 10_000
-_FIELDS: Final = ("model", "tenant", "child", "request_id", "session_id")
+FIELDS: Final = ("model", "tenant", "child", "request_id", "session_id")
 
 
-class MemoryUsageLog:
+@attrs.frozen
+class UsageLogStatistics:
+    """How a usage log is doing: records ``written`` to it, ``pending`` (taken,
+    not yet written), ``dropped`` (lost: the log was full, or closed before they
+    could be written), write ``failures`` and the last one's message."""
+
+    written: int
+    pending: int
+    dropped: int
+    failures: int = 0
+    last_error: str | None = None
+
+
+class UsageLog:
+    """Where a budget's usage records go. The budget's actor calls :meth:`append`
+    for every :class:`UsageRecorded`, on the budget's event loop, so it must
+    never block; work that may (writing a file) is done in :meth:`run`, a task
+    of the budget's own, which returns once :meth:`finish` was called and the
+    records taken were written (or counted as dropped)."""
+
+    def append(self, record: UsageRecorded) -> None:
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        """A budget opens with this log (a log whose file cannot be used fails it)."""
+
+    async def run(self) -> None:
+        """The log's background work while the budget is open (none here)."""
+
+    def finish(self) -> None:
+        """The budget closes: :meth:`run` writes what it holds, then returns."""
+
+    async def groups(
+        self,
+        key: str,
+        *,
+        budget: str,
+        since: datetime | None,
+        tenant: str | None,
+        child: str | None,
+    ) -> tuple[dict[str | None, Usage], bool]:
+        """Usage per value of ``key`` in one scope of ``budget`` since ``since``
+        (``None``: all); and whether every record of the period is there."""
+        raise NotImplementedError
+
+    def statistics(self) -> UsageLogStatistics:
+        raise NotImplementedError
+
+
+class MemoryUsageLog(UsageLog):
     """The last ``capacity`` usage records of a budget, in memory.
 
     Bounded: past ``capacity`` the oldest record goes, and a report over a
@@ -29,11 +81,17 @@ class MemoryUsageLog:
         self.capacity: Final = capacity
         self._records: deque[UsageRecorded] = deque(maxlen=capacity)
         self._lost_until: datetime | None = None  # the time of the newest record dropped
+        self._appended = 0
 
     def append(self, record: UsageRecorded) -> None:
         if len(self._records) == self.capacity:
             self._lost_until = self._records[0].at
         self._records.append(record)
+        self._appended += 1
+
+    def statistics(self) -> UsageLogStatistics:
+        """Records kept count as written; those pushed out by newer ones as dropped."""
+        return UsageLogStatistics(len(self._records), 0, self._appended - len(self._records))
 
     def __len__(self) -> int:
         return len(self._records)
@@ -42,20 +100,19 @@ class MemoryUsageLog:
         """Every record kept, oldest first."""
         return iter(self._records)
 
-    def groups(
+    async def groups(
         self,
         key: str,
         *,
+        budget: str,
         since: datetime | None,
         tenant: str | None,
         child: str | None,
     ) -> tuple[dict[str | None, Usage], bool]:
-        """Usage per value of ``key`` since ``since`` (``None``: all), in one scope;
-        and whether every record of the period is still here."""
-        value_of = _reader(key)
+        value_of = reader(key)
         totals: dict[str | None, list[int]] = {}
         for record in self._records:
-            if since is not None and record.at < since:
+            if record.budget != budget or (since is not None and record.at < since):
                 continue
             if tenant is not None and record.tenant != tenant:
                 continue
@@ -69,12 +126,11 @@ class MemoryUsageLog:
         return groups, complete
 
 
-def _reader(key: str) -> Callable[[UsageRecorded], str | None]:
-    if key in _FIELDS:
+def reader(key: str) -> Callable[[UsageRecorded], str | None]:
+    """How to read the metadata ``key`` names from a record."""
+    if key in FIELDS:
         return lambda record: getattr(record, key)
     if key.startswith("tag:") and len(key) > 4:
         tag = key[4:]
         return lambda record: record.tags.get(tag)
-    raise InvalidOption(
-        f"group_by must be one of {', '.join(_FIELDS)} or 'tag:<name>', not {key!r}"
-    )
+    raise InvalidOption(f"group_by must be one of {', '.join(FIELDS)} or 'tag:<name>', not {key!r}")

@@ -40,8 +40,10 @@ from .._errors import InvalidOption, StoreUnavailable
 from .base import BatchResult, Clock, Health, run_batch
 
 SCHEMA_VERSION: Final = 1
-_SCHEMA: Final = """
+_VERSION_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS treasurer_schema (version INTEGER NOT NULL);
+"""
+_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS treasurer_budgets (
     name TEXT PRIMARY KEY,
     config TEXT NOT NULL,
@@ -50,6 +52,53 @@ CREATE TABLE IF NOT EXISTS treasurer_budgets (
 );
 """
 T = TypeVar("T")
+
+
+def connect(path: Path, timeout: float, schema: str, owner: str) -> sqlite3.Connection:
+    """A connection to a treasurer SQLite file (made if missing), WAL journal, with
+    ``schema``'s tables made; a file of another program or another schema version
+    is refused with :class:`InvalidOption` and left as it is. The budget store and
+    the usage log can share one file."""
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        _prepare(db, path, schema, owner)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _prepare(db: sqlite3.Connection, path: Path, schema: str, owner: str) -> None:
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    if tables and "treasurer_schema" not in tables:
+        raise InvalidOption(
+            f"{str(path)!r} is a SQLite database of another program; "
+            f"give the {owner} a file of its own"
+        )
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_VERSION_TABLE + schema)
+    row = db.execute("SELECT version FROM treasurer_schema").fetchone()
+    if row is None:
+        db.execute("INSERT INTO treasurer_schema VALUES (?)", (SCHEMA_VERSION,))
+    elif row[0] != SCHEMA_VERSION:
+        raise InvalidOption(
+            f"{str(path)!r} holds treasurer schema version {row[0]}; this "
+            f"treasurer reads version {SCHEMA_VERSION}: open it with a treasurer "
+            "of that version, or start a new file"
+        )
+
+
+def sqlite_errors(path: Path, what: str, func: Callable[[], T]) -> Callable[[], T]:
+    """``func`` with SQLite's errors raised as :class:`StoreUnavailable`."""
+
+    def guarded() -> T:
+        try:
+            return func()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{what} {str(path)!r}: {exc}") from exc
+
+    return guarded
 
 
 class SqliteStore:
@@ -73,47 +122,11 @@ class SqliteStore:
     # -- running sqlite3 in a worker thread ------------------------------------------
 
     async def _run(self, func: Callable[[], T]) -> T:
-        def guarded() -> T:
-            try:
-                return func()
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"SQLite store {str(self.path)!r}: {exc}") from exc
-
+        guarded = sqlite_errors(self.path, "SQLite store", func)
         return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            if tables and "treasurer_schema" not in tables:
-                self._not_ours()
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._check_schema(db)
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _not_ours(self) -> None:
-        raise InvalidOption(
-            f"{str(self.path)!r} is a SQLite database of another program; "
-            "give the SqliteStore a file of its own"
-        )
-
-    def _check_schema(self, db: sqlite3.Connection) -> None:
-        row = db.execute("SELECT version FROM treasurer_schema").fetchone()
-        if row is None:
-            db.execute("INSERT INTO treasurer_schema VALUES (?)", (SCHEMA_VERSION,))
-        elif row[0] != SCHEMA_VERSION:
-            raise InvalidOption(
-                f"{str(self.path)!r} holds treasurer schema version {row[0]}; this "
-                f"treasurer reads version {SCHEMA_VERSION}: open it with a treasurer "
-                "of that version, or start a new file"
-            )
+        return connect(self.path, self.timeout, _SCHEMA, "SqliteStore")
 
     def _read_or_create(
         self, db: sqlite3.Connection, config: BudgetConfig, clock: Clock, reconfigure: bool

@@ -1,0 +1,10 @@
+"""``python -m treasurer``: the command line (needs ``pip install treasurer[cli]``)."""
+
+import sys
+
+try:
+    from ._ops.cli import main
+except ImportError as exc:  # typer or rich missing
+    sys.exit(f"treasurer's command line needs its extra: pip install 'treasurer[cli]' ({exc})")
+
+main()

@@ -1,0 +1,1 @@
+"""Operations: usage logs, reports and the command line (on the public API)."""

@@ -400,3 +400,57 @@ class TestCommandLine:
         script = Path(sys.executable).parent / "treasurer"
         done = await anyio.run_process([str(script), "--help"])
         assert b"report" in done.stdout
+
+
+class TestCommandLineInProcess:
+    """The same commands through typer's test runner, in this process (what the
+    coverage of the command's code is measured on)."""
+
+    @pytest.fixture
+    def log_file(self, tmp_path: Path) -> Path:
+        path = tmp_path / "usage.sqlite"
+
+        async def fill() -> None:
+            async with treasurer.open_budget(
+                name="api", usage_log=treasurer.SqliteUsageLog(path), clock=ManualClock(T0)
+            ) as budget:
+                await spend(budget)
+
+        anyio.run(fill)
+        return path
+
+    def invoke(self, *args: str) -> tuple[int, str]:
+        from typer.testing import CliRunner
+
+        from treasurer._ops.cli import app
+
+        result = CliRunner().invoke(app, list(args))
+        return result.exit_code, result.output
+
+    def test_every_output(self, log_file: Path) -> None:
+        code, out = self.invoke("report", "--log", str(log_file), "--csv")
+        assert code == 0 and out.splitlines()[0].startswith("model,calls,")
+        code, out = self.invoke("report", "--log", str(log_file), "--json", "-g", "source")
+        assert code == 0 and {item["source"] for item in json.loads(out)} == {
+            "commit",
+            "record",
+            "charge",
+        }
+        code, out = self.invoke("report", "--log", str(log_file), "--since", "2026-12-01T10:00Z")
+        assert code == 0 and "gpt-4o" not in out
+        code, out = self.invoke("report", "--log", str(log_file), "--until", "2026-12-02")
+        assert code == 0 and "gpt-4o" in out and "0.000123" in out
+
+    def test_errors(self, log_file: Path, tmp_path: Path) -> None:
+        code, out = self.invoke("report", "--log", str(tmp_path / "missing.sqlite"))
+        assert code == 1 and "no usage log" in out
+        assert self.invoke("report", "--log", str(log_file), "--csv", "--json")[0] == 2
+        assert self.invoke("report", "--log", str(log_file), "--until", "tomorrow")[0] == 2
+
+    def test_python_dash_m(self, log_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import runpy
+
+        monkeypatch.setattr(sys, "argv", ["treasurer", "report", "--log", str(log_file)])
+        with pytest.raises(SystemExit) as done:
+            runpy.run_module("treasurer", run_name="__main__")
+        assert done.value.code == 0

@@ -4,7 +4,7 @@ import sys
 
 try:
     from ._ops.cli import main
-except ImportError as exc:  # typer or rich missing
+except ImportError as exc:  # pragma: no cover - only without the cli extra
     sys.exit(f"treasurer's command line needs its extra: pip install 'treasurer[cli]' ({exc})")
 
 main()

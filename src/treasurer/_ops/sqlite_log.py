@@ -265,10 +265,7 @@ def read(
     query = f"SELECT {', '.join(_FIELDS)} FROM treasurer_usage"
     if clauses:
         query += " WHERE " + " AND ".join(clauses)
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise StoreUnavailable(f"usage log {str(path)!r}: {exc}") from exc
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)  # opens lazily
     try:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         if "treasurer_usage" not in tables:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -32,15 +33,15 @@ class UsageLogStatistics:
     last_error: str | None = None
 
 
-class UsageLog:
+class UsageLog(ABC):
     """Where a budget's usage records go. The budget's actor calls :meth:`append`
     for every :class:`UsageRecorded`, on the budget's event loop, so it must
     never block; work that may (writing a file) is done in :meth:`run`, a task
     of the budget's own, which returns once :meth:`finish` was called and the
     records taken were written (or counted as dropped)."""
 
-    def append(self, record: UsageRecorded) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def append(self, record: UsageRecorded) -> None: ...
 
     async def open(self) -> None:
         """A budget opens with this log (a log whose file cannot be used fails it)."""
@@ -51,6 +52,7 @@ class UsageLog:
     def finish(self) -> None:
         """The budget closes: :meth:`run` writes what it holds, then returns."""
 
+    @abstractmethod
     async def groups(
         self,
         key: str,
@@ -62,10 +64,9 @@ class UsageLog:
     ) -> tuple[dict[str | None, Usage], bool]:
         """Usage per value of ``key`` in one scope of ``budget`` since ``since``
         (``None``: all); and whether every record of the period is there."""
-        raise NotImplementedError
 
-    def statistics(self) -> UsageLogStatistics:
-        raise NotImplementedError
+    @abstractmethod
+    def statistics(self) -> UsageLogStatistics: ...
 
 
 class MemoryUsageLog(UsageLog):

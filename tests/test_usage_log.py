@@ -429,21 +429,27 @@ class TestCommandLineInProcess:
 
     def test_every_output(self, log_file: Path) -> None:
         code, out = self.invoke("report", "--log", str(log_file), "--csv")
-        assert code == 0 and out.splitlines()[0].startswith("model,calls,")
+        assert code == 0
+        assert out.splitlines()[0].startswith("model,calls,")
         code, out = self.invoke("report", "--log", str(log_file), "--json", "-g", "source")
-        assert code == 0 and {item["source"] for item in json.loads(out)} == {
+        assert code == 0
+        assert {item["source"] for item in json.loads(out)} == {
             "commit",
             "record",
             "charge",
         }
         code, out = self.invoke("report", "--log", str(log_file), "--since", "2026-12-01T10:00Z")
-        assert code == 0 and "gpt-4o" not in out
+        assert code == 0
+        assert "gpt-4o" not in out
         code, out = self.invoke("report", "--log", str(log_file), "--until", "2026-12-02")
-        assert code == 0 and "gpt-4o" in out and "0.000123" in out
+        assert code == 0
+        assert "gpt-4o" in out
+        assert "0.000123" in out
 
     def test_errors(self, log_file: Path, tmp_path: Path) -> None:
         code, out = self.invoke("report", "--log", str(tmp_path / "missing.sqlite"))
-        assert code == 1 and "no usage log" in out
+        assert code == 1
+        assert "no usage log" in out
         assert self.invoke("report", "--log", str(log_file), "--csv", "--json")[0] == 2
         assert self.invoke("report", "--log", str(log_file), "--until", "tomorrow")[0] == 2
 

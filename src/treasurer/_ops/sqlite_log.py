@@ -120,7 +120,8 @@ class SqliteUsageLog(UsageLog):
         self._ready, self._closing, self._writing = anyio.Event(), anyio.Event(), anyio.Lock()
 
     async def run(self) -> None:
-        assert self._ready is not None and self._closing is not None, "open() first"
+        assert self._ready is not None, "open() first"
+        assert self._closing is not None
         try:
             delay = _BACKOFF[0]
             while self._queue or not self._closing.is_set():

@@ -10,6 +10,7 @@ from typing import Unpack
 import anyio
 
 from .._core.axes import describe
+from .._ops.alerts import AlertDispatcher
 from .._runtime.actor import Actor
 from .._runtime.delivery import Delivery
 from .._runtime.log import Log
@@ -41,7 +42,8 @@ async def open_budget(**options: Unpack[BudgetOptions]) -> AsyncIterator[Budget]
     replaces the stored one, and the usage is kept);
     ``usage_log`` keeps usage records for ``usage(group_by=...)`` and
     reports (:class:`MemoryUsageLog`, :class:`SqliteUsageLog`);
-    ``mailbox_size`` bounds the actor's mailbox. After the block, every call
+    ``alerts`` (channels of :mod:`treasurer.alerts`) are sent every threshold
+    crossing; ``mailbox_size`` bounds the actor's mailbox. After the block, every call
     raises :class:`BudgetClosed`.
     """
     async with run_budget(Settings.build(options)) as budget:
@@ -58,13 +60,16 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
         view = await settings.store.open(settings.config, settings.clock, reconfigure=True)
     else:  # a store written before reconfigure= existed opens as it did
         view = await settings.store.open(settings.config, settings.clock)
-    if usage_log is not None:
-        try:
+    alerts = AlertDispatcher(settings.alerts) if settings.alerts else None
+    try:
+        if usage_log is not None:
             await usage_log.open()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await settings.store.close()
-            raise
+        if alerts is not None:
+            alerts.start()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await settings.store.close()
+        raise
     delivery = Delivery(log, settings.on_event)
     actor = Actor(
         name,
@@ -74,6 +79,7 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
         delivery,
         settings.usage_log,
         settings.mailbox_size,
+        alerts,
     )
     clock = settings.clock
     if isinstance(clock, ManualClock):
@@ -86,6 +92,8 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
             task_group.start_soon(delivery.run, name=f"treasurer delivery {name}")
             if usage_log is not None:
                 task_group.start_soon(usage_log.run, name=f"treasurer usage log {name}")
+            if alerts is not None:
+                task_group.start_soon(alerts.run, name=f"treasurer alerts {name}")
             log.log(logging.INFO, "budget opened", caps=describe(c or 0 for c in view.caps))
             try:
                 yield Budget(BudgetCore(actor, settings))

@@ -14,6 +14,7 @@ from .._core.options import CapOptions, Money
 from .._core.values import Caps
 from .._core.windows import FOREVER, Window
 from .._errors import InvalidAmount, InvalidOption, UnknownAxis
+from .._ops.alerts import Channel, channels
 from .._runtime.usage_log import UsageLog
 from .._stores.base import Clock, Store
 from .._stores.memory import MemoryStore
@@ -86,6 +87,7 @@ class BudgetOptions(CapOptions, total=False):
     store: Store | None
     reconfigure: bool
     usage_log: UsageLog | None
+    alerts: Sequence[Channel] | None
 
 
 _KNOWN: Final = frozenset(BudgetOptions.__annotations__) | frozenset(CapOptions.__annotations__)
@@ -102,6 +104,7 @@ class Settings:
     store: Store
     usage_log: UsageLog | None
     reconfigure: bool = False
+    alerts: tuple[Channel, ...] = ()
 
     @classmethod
     def build(cls, options: Mapping[str, Any], function: str = "open_budget") -> Settings:
@@ -153,6 +156,7 @@ class Settings:
             store,
             usage_log,
             reconfigure,
+            channels(options.get("alerts")),
         )
 
 

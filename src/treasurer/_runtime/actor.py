@@ -51,6 +51,8 @@ from .usage_log import UsageLog
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from .._ops.alerts import AlertDispatcher
+
 REQUEST: Final = 0
 SETTLE: Final = 1
 WAIT: Final = 2
@@ -81,12 +83,14 @@ class Actor:
         delivery: Delivery,
         usage_log: UsageLog | None,
         mailbox_size: int,
+        alerts: AlertDispatcher | None = None,
     ) -> None:
         self.name: Final = name
         self.store: Final = store
         self.clock: Final = clock
         self.delivery: Final = delivery
         self.usage_log: Final = usage_log
+        self.alerts: Final = alerts
         self.mailbox_size: Final = mailbox_size
         send, receive = anyio.create_memory_object_stream[Item](mailbox_size)
         self._send: MemoryObjectSendStream[Item] = send
@@ -250,6 +254,8 @@ class Actor:
             self.delivery.close()
             if self.usage_log is not None:
                 self.usage_log.finish()
+            if self.alerts is not None:
+                self.alerts.finish()
 
     async def _next_batch(self) -> list[Item]:
         """Wait for the next items: a call, or a wake-up from the timer."""
@@ -359,10 +365,12 @@ class Actor:
 
     def _hand_out(self, events: Sequence[Event]) -> None:
         """Events to subscribers, the usage log and delivery, in the order they happened."""
-        usage_log = self.usage_log
+        usage_log, alerts = self.usage_log, self.alerts
         for event in events:
             if usage_log is not None and isinstance(event, UsageRecorded):
                 usage_log.append(event)
+            if alerts is not None:
+                alerts.offer(event)
             for subscriber in self.subscribers:
                 subscriber.offer(event)
             self.delivery.offer(event)

@@ -205,6 +205,8 @@ class Statistics:
     """Reservations queued with ``wait=True`` until they fit."""
     events_dropped: int = 0
     """Events that callbacks never got because delivery fell too far behind."""
+    refusals: int = 0
+    """Requests refused by a cap since the budget opened (waiting ones included)."""
 
 
 @attrs.frozen

@@ -251,7 +251,16 @@ class Budget(Operations):
             tasks_waiting=actor.tasks_waiting,
             reservations_waiting=len(actor.waiting),
             events_dropped=actor.delivery.dropped,
+            refusals=actor.refusals,
         )
+
+    def tenants(self) -> list[str]:
+        """The tenants this budget holds figures for now (those used since it
+        opened and not forgotten while idle), by name; never blocks, any thread."""
+        if self._scope != ROOT:
+            raise InvalidOption("tenants() is called on the budget's own handle")
+        paths = list(self._core.actor.views)  # one step: safe while the actor writes
+        return sorted(name for p in paths if len(p) == 1 and (name := tenant_of(p)) is not None)
 
     def sync_view(self) -> SyncBudget:
         """A blocking view of this budget for worker threads; call it on the budget's loop.

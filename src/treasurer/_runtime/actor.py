@@ -38,7 +38,7 @@ from .._core.commands import (
     TakeBack,
 )
 from .._core.events import Event, Override, UsageRecorded
-from .._core.outcomes import Charged, ChildOpened, Granted, Reply, ScopeView
+from .._core.outcomes import Charged, ChildOpened, Granted, Refusal, Reply, ScopeView
 from .._core.scopes import ROOT, ScopePath
 from .._errors import BudgetBroken, BudgetClosed, LoopThreadError, StoreUnavailable
 from .._stores.base import BatchResult, Clock, Store
@@ -111,6 +111,7 @@ class Actor:
         self.messages_served = 0
         self.batches_served = 0
         self.peak_batch = 0
+        self.refusals = 0  # requests refused by a cap
 
     # -- caller side ---------------------------------------------------------------
 
@@ -306,6 +307,8 @@ class Actor:
             return
         self._publish(result)  # before the answers: a caller's next read sees its write
         for (command, slot, kind), reply in zip(applied, result.replies, strict=True):
+            if isinstance(reply, Refusal):
+                self.refusals += 1
             if slot is None:
                 continue
             if kind == REQUEST and slot.abandoned:
@@ -342,6 +345,8 @@ class Actor:
         for index, reply in answered:
             waiter = waiters[index]
             done.add(index)
+            if isinstance(reply, Refusal):
+                self.refusals += 1
             if waiter.slot.abandoned:
                 self.undo(waiter.command, reply)
             else:

@@ -369,6 +369,10 @@ class SyncBudget:
         """The actor's figures; never blocks."""
         return self._budget.statistics()
 
+    def tenants(self) -> list[str]:
+        """See :meth:`treasurer.Budget.tenants`; never blocks."""
+        return self._budget.tenants()
+
     def close(self) -> None:
         """Stop using the budget from here; later calls raise BudgetClosed.
 

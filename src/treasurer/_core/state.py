@@ -96,6 +96,19 @@ def dump_config(config: BudgetConfig) -> Record:
     }
 
 
+def load_config(record: Record) -> BudgetConfig:
+    """The configuration :func:`dump_config` wrote."""
+    ttl = record["reservation_ttl"]
+    return BudgetConfig(
+        record["name"],
+        load_limits(record["limits"]),
+        tuple(record["thresholds"]),
+        None if ttl is None else timedelta(seconds=ttl),
+        load_limits(record["tenant_defaults"]),
+        {name: load_limits(limits) for name, limits in record["tenants"].items()},
+    )
+
+
 def _dump_window_state(state: WindowState) -> Record:
     return {
         "name": state.window.name,

@@ -22,7 +22,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -35,7 +35,8 @@ from .._core.config import BudgetConfig
 from .._core.ledger import Ledger
 from .._core.outcomes import ScopeView
 from .._core.reads import view
-from .._core.scopes import ScopePath
+from .._core.scopes import ScopePath, tenant_of
+from .._core.values import Snapshot
 from .._errors import InvalidOption, StoreUnavailable
 from .base import BatchResult, Clock, Health, run_batch
 
@@ -259,6 +260,50 @@ class SqliteStore:
             return Health(False, "sqlite", timedelta(seconds=time.perf_counter() - start), str(exc))
         return Health(True, "sqlite", timedelta(seconds=time.perf_counter() - start))
 
+    # -- reading without a budget open (scripts, the command line) ---------------------
+
+    def names(self) -> list[str]:
+        """The names of the budgets the file holds (blocking)."""
+        return [row[0] for row in self._read("SELECT name FROM treasurer_budgets ORDER BY name")]
+
+    def read(self, name: str, *, clock: Clock | None = None) -> dict[str | None, Snapshot]:
+        """The stored figures of budget ``name`` as of now (``clock()``), read-only and
+        blocking: the budget's own under ``None``, then each tenant's by name. What
+        time alone changed (windows that rolled, reservations past their deadline)
+        shows as it will be applied; nothing is written."""
+        rows = self._read("SELECT config, state FROM treasurer_budgets WHERE name = ?", (name,))
+        if not rows:
+            raise InvalidOption(f"{str(self.path)!r} holds no budget named {name!r}")
+        config_text, state_text = rows[0]
+        config = state.load_config(json.loads(config_text))
+        now = (clock or _utc_now)()
+        ledger = _load(config, state_text, now)
+        ledger.advance(now)
+        scopes = sorted(
+            (path, scope)
+            for path, scope in ledger.tree.scopes.items()
+            if len(path) == 1 and tenant_of(path) is not None
+        )
+        figures: dict[str | None, Snapshot] = {None: view(ledger.root, now).snapshot()}
+        figures.update({tenant_of(path): view(scope, now).snapshot() for path, scope in scopes})
+        return figures
+
+    def _read(self, query: str, values: tuple[object, ...] = ()) -> list[tuple[str, ...]]:
+        if not self.path.is_file():
+            raise StoreUnavailable(f"no SQLite store at {str(self.path)!r}")
+
+        def select() -> list[tuple[str, ...]]:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+                if "treasurer_budgets" not in tables:
+                    raise InvalidOption(f"{str(self.path)!r} holds no treasurer budgets")
+                return db.execute(query, values).fetchall()
+            finally:
+                db.close()
+
+        return sqlite_errors(self.path, "SQLite store", select)()
+
     async def close(self) -> None:
         db, self._db = self._db, None
         self._config = self._clock = self._ledger = None
@@ -266,6 +311,10 @@ class SqliteStore:
         if db is not None:
             with anyio.CancelScope(shield=True):
                 await self._run(db.close)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _dump(ledger: Ledger) -> str:

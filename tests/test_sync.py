@@ -316,16 +316,23 @@ class TestLifecycle:
             with treasurer.sync.open_budget(tokens=100, backend=backend) as budget:
                 holder = budget.reserve(tokens=100).__enter__()
 
+                failures: list[BaseException] = []
+
                 def interrupt_when_queued() -> None:
-                    wait_until(lambda: budget.statistics().reservations_waiting == 1)
-                    assert main.ident is not None
-                    signal.pthread_kill(main.ident, signal.SIGINT)
+                    try:
+                        wait_until(lambda: budget.statistics().reservations_waiting == 1)
+                        assert main.ident is not None
+                        signal.pthread_kill(main.ident, signal.SIGINT)
+                    except BaseException as exc:  # seen by the test, not lost in a thread
+                        failures.append(exc)
 
                 interrupter = threading.Thread(target=interrupt_when_queued)
                 interrupter.start()
+                # The timeout turns an interrupt that never lands into a failure, not a hang.
                 with pytest.raises(KeyboardInterrupt):
-                    budget.reserve(tokens=50, wait=True).__enter__()
+                    budget.reserve(tokens=50, wait=True, timeout=60).__enter__()
                 interrupter.join()
+                assert failures == []
                 wait_until(lambda: budget.statistics().reservations_waiting == 0)
                 holder.__exit__(None, None, None)
                 assert budget.consume(100)

@@ -141,13 +141,11 @@ anyio.run(main, sys.argv[1], int(sys.argv[2]), backend=sys.argv[3])
 TOKENS = treasurer.AXES.index("tokens")
 
 
-def read_state(path: Path) -> tuple[str]:
+def root_record(path: Path) -> dict[str, list[int]] | None:
+    """The budget's own scope as the file holds it (one row: one consistent read)."""
     with closing(sqlite3.connect(path, timeout=30)) as db:
-        return db.execute("SELECT state FROM treasurer_budgets").fetchone()  # type: ignore[no-any-return]
-
-
-def root_record(state: str) -> dict[str, list[int]]:
-    return next(s for s in json.loads(state)["scopes"] if s["path"] == [])  # type: ignore[no-any-return]
+        row = db.execute("SELECT record FROM treasurer_scopes WHERE path = '[]'").fetchone()
+    return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]
 
 
 def sample_while_running(path: Path, workers: list[subprocess.Popen[str]]) -> list[tuple[int, int]]:
@@ -156,11 +154,10 @@ def sample_while_running(path: Path, workers: list[subprocess.Popen[str]]) -> li
     samples = []
     while any(worker.poll() is None for worker in workers):
         try:
-            row = read_state(path) if path.exists() else None
+            root = root_record(path) if path.exists() else None
         except sqlite3.OperationalError:  # created but not yet holding the budget
-            row = None
-        if row is not None:
-            root = root_record(row[0])
+            root = None
+        if root is not None:
             samples.append((root["used"][TOKENS], root["reserved"][TOKENS]))
         time.sleep(0.005)
     return samples
@@ -191,8 +188,8 @@ class TestProcesses:
             assert used + reserved <= 20_000, (used, reserved)
         spent = sum(r["spent"] for r in reports)
         assert sum(r["refused"] for r in reports) > 0  # the cap was reached
-        (state,) = read_state(path)
-        root = root_record(state)
+        root = root_record(path)
+        assert root is not None
         assert root["used"][TOKENS] == spent
         assert root["used"][TOKENS] <= 20_000
         assert root["reserved"][TOKENS] == 0
@@ -378,6 +375,45 @@ class TestSharing:
         with pytest.raises(treasurer.InvalidOption, match="schema version 99"):
             async with treasurer.open_budget(tokens=5, store=treasurer.SqliteStore(path)):
                 pass  # pragma: no cover
+
+    async def test_a_file_of_schema_version_1_is_migrated(self, tmp_path: Path) -> None:
+        """Version 1 kept a budget as one JSON document; the first store that opens
+        such a file moves it to rows (version 2) in one transaction, and nothing
+        changes in the figures."""
+        path = tmp_path / "budget.sqlite"
+        clock = ManualClock(T0)
+        options = {
+            "name": "api",
+            "tokens": 1_000,
+            "windows": [treasurer.Window.hour(tokens=500)],
+            "tenant_defaults": treasurer.TenantCaps(tokens=200),
+            "clock": clock,
+        }
+        async with treasurer.open_budget(store=treasurer.SqliteStore(path), **options) as budget:
+            await budget.tenant("acme").record(tokens=150)
+            held = await budget.reserve(tokens=100, ttl=timedelta(minutes=5)).__aenter__()
+            before = {None: budget.snapshot(), "acme": budget.tenant("acme").snapshot()}
+        held.release()  # only marks this handle settled: its budget has stopped
+        with closing(sqlite3.connect(path)) as db, db:  # write it back as version 1 did
+            (meta,) = db.execute("SELECT state FROM treasurer_budgets").fetchone()
+            record = json.loads(meta)
+            record["scopes"] = [
+                json.loads(r) for (r,) in db.execute("SELECT record FROM treasurer_scopes")
+            ]
+            record["reservations"] = {
+                str(i): json.loads(r)
+                for i, r in db.execute("SELECT id, record FROM treasurer_reservations")
+            }
+            db.execute("UPDATE treasurer_budgets SET state = ?", (json.dumps(record),))
+            db.execute("DROP TABLE treasurer_scopes")
+            db.execute("DROP TABLE treasurer_reservations")
+            db.execute("UPDATE treasurer_schema SET version = 1")
+        async with treasurer.open_budget(store=treasurer.SqliteStore(path), **options) as budget:
+            assert budget.snapshot() == before[None]
+            assert (await budget.tenant("acme").refresh()) == before["acme"]
+            assert budget.snapshot().open_reservations == 1
+        with closing(sqlite3.connect(path)) as db:
+            assert db.execute("SELECT version FROM treasurer_schema").fetchone() == (2,)
 
     async def test_a_budget_removed_under_it(self, tmp_path: Path) -> None:
         """Each call fails with StoreUnavailable saying so; the budget still closes."""

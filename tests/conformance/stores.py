@@ -11,10 +11,11 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from treasurer import MemoryStore, SqliteStore, Store
+from treasurer import BatchResult, MemoryStore, SqliteStore, Store
 
 from .reloading import ReloadingStore
 
@@ -31,10 +32,21 @@ def fresh_file() -> Path:
     return Path(name)
 
 
+class RereadingSqliteStore(SqliteStore):
+    """The SQLite store made to read its rows before every batch, as it does when
+    another process wrote: the file, not a ledger cached in memory, answers (a
+    change a batch failed to write shows here)."""
+
+    async def apply(self, *args: Any, **kwargs: Any) -> BatchResult:
+        self._ledger = None
+        return await super().apply(*args, **kwargs)
+
+
 STORES = [
     pytest.param(MemoryStore, id="memory"),
     # Not a product store: the memory semantics through state.py's JSON records,
     # reloaded before every batch, as a durable store reloads another's writes.
     pytest.param(ReloadingStore, id="reloading"),
     pytest.param(lambda: SqliteStore(fresh_file()), id="sqlite"),
+    pytest.param(lambda: RereadingSqliteStore(fresh_file()), id="sqlite-rereading"),
 ]

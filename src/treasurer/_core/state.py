@@ -295,16 +295,17 @@ def restore(
     return ledger
 
 
-def dump_ledger(ledger: Ledger) -> Record:
-    """Everything a store keeps of a ledger, as one JSON-able record."""
-    return {
-        "now": _time(ledger.now),
-        "meta": dump_meta(ledger),
-        "scopes": [dump_scope(scope) for scope in ledger.tree.scopes.values()],
-        "reservations": {
+def dump_ledger(ledger: Ledger, *, scopes: bool = True) -> Record:
+    """Everything a store keeps of a ledger, as one JSON-able record (with
+    ``scopes=False``: its time and counters only, for a store that keeps scopes
+    and reservations as records of their own)."""
+    record: Record = {"now": _time(ledger.now), "meta": dump_meta(ledger)}
+    if scopes:
+        record["scopes"] = [dump_scope(scope) for scope in ledger.tree.scopes.values()]
+        record["reservations"] = {
             str(key): dump_held(held) for key, held in ledger.reservations.open.items()
-        },
-    }
+        }
+    return record
 
 
 def load_ledger(config: BudgetConfig, record: Record, now: datetime) -> Ledger:

@@ -2,18 +2,16 @@
 
 Each batch the actor drains is ONE write transaction (``BEGIN IMMEDIATE``, WAL
 journal): read the budget's version; if another process wrote since this store
-last read, rebuild the ledger from the stored records (:mod:`.._core.state`);
-apply the batch exactly as the memory store does (:func:`.base.run_batch`);
-write the records back with the next version; commit. A failed batch rolls
-back and drops the cached ledger, so it changes nothing. ``sqlite3`` runs in a
+last read, rebuild the ledger from the stored rows (:mod:`.._core.state`'s
+records: one per scope and per open reservation); apply the batch exactly as
+the memory store does (:func:`.base.run_batch`); write the budget's counters,
+the scopes the batch touched and the reservations it made or ended, with the
+next version; commit. A failed batch rolls back and drops the cached ledger,
+so it changes nothing. ``sqlite3`` runs in a
 worker thread (``anyio.to_thread``), one call at a time, so the store works on
 asyncio and trio. A database locked by another writer is waited for up to
 ``timeout`` seconds (SQLite's busy timeout, no polling here), then the batch
 fails with :class:`StoreUnavailable`.
-
-First version, said plainly: the budget's records are written as one JSON
-document per batch, so a budget with many live tenants writes more per
-batch than it would row by row.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
@@ -40,7 +38,7 @@ from .._core.values import Snapshot
 from .._errors import InvalidOption, StoreUnavailable
 from .base import BatchResult, Clock, Health, run_batch
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _VERSION_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS treasurer_schema (version INTEGER NOT NULL);
 """
@@ -50,6 +48,18 @@ CREATE TABLE IF NOT EXISTS treasurer_budgets (
     config TEXT NOT NULL,
     state TEXT NOT NULL,
     version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS treasurer_scopes (
+    budget TEXT NOT NULL,
+    path TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (budget, path)
+);
+CREATE TABLE IF NOT EXISTS treasurer_reservations (
+    budget TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (budget, id)
 );
 """
 T = TypeVar("T")
@@ -82,6 +92,8 @@ def _prepare(db: sqlite3.Connection, path: Path, schema: str, owner: str) -> Non
     row = db.execute("SELECT version FROM treasurer_schema").fetchone()
     if row is None:
         db.execute("INSERT INTO treasurer_schema VALUES (?)", (SCHEMA_VERSION,))
+    elif row[0] == 1:
+        _migrate_from_1(db)
     elif row[0] != SCHEMA_VERSION:
         raise InvalidOption(
             f"{str(path)!r} holds treasurer schema version {row[0]}; this "
@@ -137,27 +149,29 @@ class SqliteStore:
         given = state.dump_config(config)
         config_text = json.dumps(given, sort_keys=True)
         row = db.execute(
-            "SELECT config, state, version FROM treasurer_budgets WHERE name = ?",
-            (config.name,),
+            "SELECT config, version FROM treasurer_budgets WHERE name = ?", (config.name,)
         ).fetchone()
         if row is None:
             ledger = Ledger(config, clock())
             db.execute(
                 "INSERT INTO treasurer_budgets VALUES (?, ?, ?, 0)",
-                (config.name, config_text, _dump(ledger)),
+                (config.name, config_text, _meta(ledger)),
             )
+            _save_all(db, config.name, ledger)
             return ledger, 0
-        stored_text, state_text, version = row
+        stored_text, version = row
         if stored_text == config_text:
-            return _load(config, state_text, clock()), version
+            return _load(db, config, clock()), version
         stored = json.loads(stored_text)
         if not reconfigure:
             raise state.other_configuration(config.name, repr(str(self.path)), stored, given)
-        ledger = state.reconfigured(config, stored["tenants"], json.loads(state_text), clock())
+        record = state.dump_ledger(_load(db, config, clock()))
+        ledger = state.reconfigured(config, stored["tenants"], record, clock())
         db.execute(
             "UPDATE treasurer_budgets SET config = ?, state = ?, version = ? WHERE name = ?",
-            (config_text, _dump(ledger), version + 1, config.name),
+            (config_text, _meta(ledger), version + 1, config.name),
         )
+        _save_all(db, config.name, ledger)
         return ledger, version + 1
 
     # -- the Store protocol -----------------------------------------------------------
@@ -196,12 +210,12 @@ class SqliteStore:
     def _current(self, db: sqlite3.Connection, config: BudgetConfig, now: datetime) -> Ledger:
         """The budget's ledger as stored now (inside a transaction)."""
         row = db.execute(
-            "SELECT state, version FROM treasurer_budgets WHERE name = ?", (config.name,)
+            "SELECT version FROM treasurer_budgets WHERE name = ?", (config.name,)
         ).fetchone()
         if row is None:
             raise StoreUnavailable(f"budget {config.name!r} was removed from {str(self.path)!r}")
-        if self._ledger is None or row[1] != self._version:
-            self._ledger, self._version = _load(config, row[0], now), row[1]
+        if self._ledger is None or row[0] != self._version:
+            self._ledger, self._version = _load(db, config, now), row[0]
         return self._ledger
 
     async def apply(
@@ -219,11 +233,13 @@ class SqliteStore:
             try:
                 now = clock()
                 ledger = self._current(db, config, now)
+                held_before = set(ledger.reservations.open)
                 result = run_batch(ledger, now, batch, waiting, new_from=new_from, verbose=verbose)
                 db.execute(
                     "UPDATE treasurer_budgets SET state = ?, version = ? WHERE name = ?",
-                    (_dump(ledger), self._version + 1, config.name),
+                    (_meta(ledger), self._version + 1, config.name),
                 )
+                _save_changes(db, config.name, ledger, result.views, held_before)
                 db.execute("COMMIT")
             except BaseException:
                 self._ledger = None  # what it did in memory was not stored: read it again
@@ -264,20 +280,27 @@ class SqliteStore:
 
     def names(self) -> list[str]:
         """The names of the budgets the file holds (blocking)."""
-        return [row[0] for row in self._read("SELECT name FROM treasurer_budgets ORDER BY name")]
+        rows = self._read(
+            lambda db: db.execute("SELECT name FROM treasurer_budgets ORDER BY name").fetchall()
+        )
+        return [row[0] for row in rows]
 
     def read(self, name: str, *, clock: Clock | None = None) -> dict[str | None, Snapshot]:
         """The stored figures of budget ``name`` as of now (``clock()``), read-only and
         blocking: the budget's own under ``None``, then each tenant's by name. What
         time alone changed (windows that rolled, reservations past their deadline)
         shows as it will be applied; nothing is written."""
-        rows = self._read("SELECT config, state FROM treasurer_budgets WHERE name = ?", (name,))
-        if not rows:
-            raise InvalidOption(f"{str(self.path)!r} holds no budget named {name!r}")
-        config_text, state_text = rows[0]
-        config = state.load_config(json.loads(config_text))
         now = (clock or _utc_now)()
-        ledger = _load(config, state_text, now)
+
+        def load(db: sqlite3.Connection) -> Ledger:
+            row = db.execute(
+                "SELECT config FROM treasurer_budgets WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise InvalidOption(f"{str(self.path)!r} holds no budget named {name!r}")
+            return _load(db, state.load_config(json.loads(row[0])), now)
+
+        ledger = self._read(load)
         ledger.advance(now)
         scopes = sorted(
             (path, scope)
@@ -288,17 +311,21 @@ class SqliteStore:
         figures.update({tenant_of(path): view(scope, now).snapshot() for path, scope in scopes})
         return figures
 
-    def _read(self, query: str, values: tuple[object, ...] = ()) -> list[tuple[str, ...]]:
+    def _read(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        """``func(db)`` on a read-only connection to the file (blocking)."""
         if not self.path.is_file():
             raise StoreUnavailable(f"no SQLite store at {str(self.path)!r}")
 
-        def select() -> list[tuple[str, ...]]:
+        def select() -> T:
             db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
             try:
                 tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-                if "treasurer_budgets" not in tables:
-                    raise InvalidOption(f"{str(self.path)!r} holds no treasurer budgets")
-                return db.execute(query, values).fetchall()
+                if "treasurer_scopes" not in tables:
+                    raise InvalidOption(
+                        f"{str(self.path)!r} holds no treasurer budgets of schema version "
+                        f"{SCHEMA_VERSION} (a SqliteStore that opens it migrates an older one)"
+                    )
+                return func(db)
             finally:
                 db.close()
 
@@ -317,9 +344,101 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _dump(ledger: Ledger) -> str:
-    return json.dumps(state.dump_ledger(ledger))
+# -- the rows of a budget ---------------------------------------------------------------
+# treasurer_budgets.state holds the ledger's time and counters ("now", "meta"); each
+# scope is a row of treasurer_scopes, each open reservation one of
+# treasurer_reservations (state.py's records, as JSON). A batch writes the counters,
+# the scopes it touched and the reservations it made or ended.
 
 
-def _load(config: BudgetConfig, text: str, now: datetime) -> Ledger:
-    return state.load_ledger(config, json.loads(text), now)
+def _meta(ledger: Ledger) -> str:
+    record = state.dump_ledger(ledger, scopes=False)
+    return json.dumps(record)
+
+
+def _load(db: sqlite3.Connection, config: BudgetConfig, now: datetime) -> Ledger:
+    """The budget ``config`` names, from its rows (inside a transaction)."""
+    name = config.name
+    (meta,) = db.execute("SELECT state FROM treasurer_budgets WHERE name = ?", (name,)).fetchone()
+    record = json.loads(meta)
+    scopes = db.execute("SELECT record FROM treasurer_scopes WHERE budget = ?", (name,))
+    held = db.execute("SELECT id, record FROM treasurer_reservations WHERE budget = ?", (name,))
+    record["scopes"] = [json.loads(row[0]) for row in scopes]
+    record["reservations"] = {str(row[0]): json.loads(row[1]) for row in held}
+    return state.load_ledger(config, record, now)
+
+
+def _save_all(db: sqlite3.Connection, name: str, ledger: Ledger) -> None:
+    """Every row of the budget, replacing what was stored."""
+    db.execute("DELETE FROM treasurer_scopes WHERE budget = ?", (name,))
+    db.execute("DELETE FROM treasurer_reservations WHERE budget = ?", (name,))
+    _save_changes(db, name, ledger, dict.fromkeys(ledger.tree.scopes), set())
+
+
+def _save_changes(
+    db: sqlite3.Connection,
+    name: str,
+    ledger: Ledger,
+    touched: Mapping[ScopePath, object],
+    held_before: set[int],
+) -> None:
+    """The scopes a batch touched (``None`` views: forgotten) and the reservations it
+    made or ended."""
+    scopes = ledger.tree.scopes
+    rows = [(name, json.dumps(list(path)), path) for path in touched]
+    db.executemany(
+        "DELETE FROM treasurer_scopes WHERE budget = ? AND path = ?",
+        [(name, key) for name, key, path in rows if path not in scopes],
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO treasurer_scopes VALUES (?, ?, ?)",
+        [
+            (name, key, json.dumps(state.dump_scope(scopes[path])))
+            for name, key, path in rows
+            if path in scopes
+        ],
+    )
+    held_now = ledger.reservations.open
+    db.executemany(
+        "DELETE FROM treasurer_reservations WHERE budget = ? AND id = ?",
+        [(name, rid) for rid in held_before - held_now.keys()],
+    )
+    db.executemany(
+        "INSERT INTO treasurer_reservations VALUES (?, ?, ?)",
+        [
+            (name, rid, json.dumps(state.dump_held(held_now[rid])))
+            for rid in held_now.keys() - held_before
+        ],
+    )
+
+
+def _migrate_from_1(db: sqlite3.Connection) -> None:
+    """Schema 1 kept each budget as one JSON document; 2 keeps a row per scope and
+    per reservation. Run once, in one transaction, by the first store that opens
+    the file."""
+    db.executescript(_SCHEMA)  # the new tables (schema 1's table keeps its columns)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = db.execute("SELECT version FROM treasurer_schema").fetchone()
+        if version == 1:  # not migrated by another process meanwhile
+            budgets = db.execute("SELECT name, state FROM treasurer_budgets").fetchall()
+            for name, text in budgets:
+                record = json.loads(text)
+                db.executemany(
+                    "INSERT INTO treasurer_scopes VALUES (?, ?, ?)",
+                    [(name, json.dumps(r["path"]), json.dumps(r)) for r in record["scopes"]],
+                )
+                db.executemany(
+                    "INSERT INTO treasurer_reservations VALUES (?, ?, ?)",
+                    [(name, int(k), json.dumps(r)) for k, r in record["reservations"].items()],
+                )
+                meta = json.dumps({"now": record["now"], "meta": record["meta"]})
+                db.execute(
+                    "UPDATE treasurer_budgets SET state = ?, version = version + 1 WHERE name = ?",
+                    (meta, name),
+                )
+            db.execute("UPDATE treasurer_schema SET version = ?", (SCHEMA_VERSION,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

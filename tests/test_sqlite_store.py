@@ -20,26 +20,12 @@ import pytest
 
 import treasurer
 import treasurer.sync
+from sqlite_locks import WriteLock
 from treasurer.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
 
 T0 = datetime(2026, 12, 1, 9, tzinfo=UTC)
-
-
-class WriteLock:
-    """Another connection holding the file's write lock until the block ends."""
-
-    def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
-
-    def __enter__(self) -> WriteLock:
-        self.db.execute("BEGIN EXCLUSIVE")
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.db.execute("ROLLBACK")
-        self.db.close()
 
 
 class TestRestart:

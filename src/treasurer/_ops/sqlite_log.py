@@ -27,7 +27,14 @@ from .._core.axes import AXES
 from .._core.events import UsageRecorded
 from .._core.values import Usage
 from .._errors import InvalidOption, StoreUnavailable
-from .._runtime.usage_log import FIELDS, UsageLog, UsageLogStatistics, reader
+from .._runtime.usage_log import (
+    FIELDS,
+    UsageLog,
+    UsageLogStatistics,
+    complete,
+    group,
+    reader,
+)
 from .._stores.sqlite import connect, sqlite_errors
 
 T = TypeVar("T")
@@ -170,17 +177,7 @@ class SqliteUsageLog(UsageLog):
         if self._writing is not None:
             await self._write_queued()  # read-your-writes: the records taken so far
         records = await self._thread(lambda: read(self.path, budget=budget, since=since))
-        totals: dict[str | None, list[int]] = {}
-        for record in records:
-            if (tenant is not None and record.tenant != tenant) or (
-                child is not None and record.child != child
-            ):
-                continue
-            amounts = totals.setdefault(value_of(record), [0] * len(AXES))
-            for index, value in enumerate(record.amount):
-                amounts[index] += value
-        complete = self._lost_until is None or (since is not None and since > self._lost_until)
-        return {value: Usage.of(tuple(a)) for value, a in totals.items()}, complete
+        return group(records, value_of, tenant, child), complete(self._lost_until, since)
 
     # -- writing -----------------------------------------------------------------------
 

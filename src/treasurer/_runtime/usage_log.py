@@ -112,20 +112,34 @@ class MemoryUsageLog(UsageLog):
         child: str | None,
     ) -> tuple[dict[str | None, Usage], bool]:
         value_of = reader(key)
-        totals: dict[str | None, list[int]] = {}
-        for record in self._records:
-            if record.budget != budget or (since is not None and record.at < since):
-                continue
-            if tenant is not None and record.tenant != tenant:
-                continue
-            if child is not None and record.child != child:
-                continue
-            amounts = totals.setdefault(value_of(record), [0] * len(AXES))
-            for index, value in enumerate(record.amount):
-                amounts[index] += value
-        complete = self._lost_until is None or (since is not None and since > self._lost_until)
-        groups = {value: Usage.of(tuple(amounts)) for value, amounts in totals.items()}
-        return groups, complete
+        records = (
+            r for r in self._records if r.budget == budget and (since is None or r.at >= since)
+        )
+        return group(records, value_of, tenant, child), complete(self._lost_until, since)
+
+
+def group(
+    records: Iterable[UsageRecorded],
+    value_of: Callable[[UsageRecorded], str | None],
+    tenant: str | None,
+    child: str | None,
+) -> dict[str | None, Usage]:
+    """Usage per value of a record's metadata, in one scope (``tenant``, ``child``)."""
+    totals: dict[str | None, list[int]] = {}
+    for record in records:
+        if (tenant is not None and record.tenant != tenant) or (
+            child is not None and record.child != child
+        ):
+            continue
+        amounts = totals.setdefault(value_of(record), [0] * len(AXES))
+        for index, value in enumerate(record.amount):
+            amounts[index] += value
+    return {value: Usage.of(tuple(amounts)) for value, amounts in totals.items()}
+
+
+def complete(lost_until: datetime | None, since: datetime | None) -> bool:
+    """Whether every record since ``since`` is kept, the newest lost being ``lost_until``."""
+    return lost_until is None or (since is not None and since > lost_until)
 
 
 def reader(key: str) -> Callable[[UsageRecorded], str | None]:

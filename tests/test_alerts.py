@@ -189,10 +189,12 @@ class TestWebhook:
 class Mailbox:
     """An SMTP server on 127.0.0.1 (aiosmtpd, in a thread of its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, login: tuple[str, str] | None = None) -> None:
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
 
         self.messages: list[Any] = []
+        self.logins: list[str] = []
         mailbox = self
 
         class Handler:
@@ -200,8 +202,26 @@ class Mailbox:
                 mailbox.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
                 return "250 OK"
 
+        def authenticate(
+            server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+        ) -> Any:
+            ok = (
+                isinstance(data, LoginPassword)
+                and (
+                    data.login.decode(),
+                    data.password.decode(),
+                )
+                == login
+            )
+            if ok:
+                mailbox.logins.append(data.login.decode())
+            return AuthResult(success=ok)
+
         self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        options: dict[str, Any] = {}
+        if login is not None:
+            options = {"authenticator": authenticate, "auth_require_tls": False}
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **options)
         self.controller.start()
 
     def close(self) -> None:
@@ -229,6 +249,25 @@ class TestEmail:
         )
         assert "threshold: 80" in message.get_payload()
         assert mail.statistics().sent == 1
+
+    async def test_logging_in(self) -> None:
+        mailbox = Mailbox(login=("alerts", "s3cret"))
+        try:
+            good = treasurer.alerts.Email(
+                "127.0.0.1",
+                mailbox.port,
+                sender="a@example.test",
+                to=["b@example.test"],
+                username="alerts",
+                password="s3cret",
+            )
+            async with treasurer.open_budget(tokens=10, thresholds=[50], alerts=[good]) as b:
+                await b.record(tokens=5)
+        finally:
+            mailbox.close()
+        assert mailbox.logins == ["alerts"]
+        assert len(mailbox.messages) == 1
+        assert good.statistics().sent == 1
 
     async def test_no_server_is_a_counted_failure(self) -> None:
         mail = treasurer.alerts.Email(

@@ -245,3 +245,25 @@ class TestWhoRemovesAnOverride:
             with pytest.raises(treasurer.InvalidOption):
                 await budget.remove_override(True)
             assert budget.snapshot().overrides == (one,)
+
+
+async def test_an_override_of_a_window_a_tenant_lost_ends_quietly() -> None:
+    """A tenant's override of its hour window ends with the window when the tenant's
+    caps change to have none; its expiry later finds nothing to end and says nothing."""
+    clock = ManualClock(datetime(2026, 12, 1, 9, tzinfo=UTC))
+    events: list[treasurer.Event] = []
+    hourly = treasurer.TenantCaps(tokens=1_000, windows=[Window.hour(tokens=100)])
+    async with treasurer.open_budget(
+        tenant_defaults=hourly, clock=clock, on_event=events.append
+    ) as budget:
+        acme = budget.tenant("acme")
+        await acme.record(tokens=90)
+        expires = clock.now + timedelta(minutes=30)
+        await acme.override(tokens=50, window="hour", expires_at=expires)
+        assert await acme.consume(40)  # 130 of the hour's 150
+        await budget.set_tenant_caps("acme", treasurer.TenantCaps(tokens=1_000))
+        assert acme.snapshot().windows == ()
+        clock.advance(timedelta(hours=1))
+        await budget.check()
+        assert acme.snapshot().tokens_used == 130
+    assert not [e for e in events if isinstance(e, treasurer.OverrideExpired)]

@@ -12,7 +12,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import anyio
@@ -298,6 +298,27 @@ class TestBadFiles:
             name="api", tokens=10**9, store=treasurer.SqliteStore(path)
         ) as budget:
             assert budget.snapshot().tokens_used == stored + 1
+
+    async def test_a_zone_without_an_iana_name_is_refused(self, tmp_path: Path) -> None:
+        """The file names time zones, so a fixed offset cannot be stored."""
+        fixed = timezone(timedelta(hours=2))
+        with pytest.raises(treasurer.InvalidOption, match="IANA"):
+            async with treasurer.open_budget(
+                windows=[treasurer.Window.hour(tokens=5, tz=fixed)],
+                store=treasurer.SqliteStore(tmp_path / "b.sqlite"),
+            ):
+                pass  # pragma: no cover
+
+    async def test_health_needs_the_write_lock(self, tmp_path: Path) -> None:
+        path = tmp_path / "b.sqlite"
+        async with treasurer.open_budget(
+            tokens=10, store=treasurer.SqliteStore(path, timeout=0.1)
+        ) as budget:
+            with WriteLock(path):
+                health = await budget.health()
+                assert not health
+                assert "locked" in health.detail
+            assert await budget.health()
 
     async def test_health(self, tmp_path: Path) -> None:
         async with treasurer.open_budget(

@@ -446,3 +446,14 @@ class TestCommandLineInProcess:
         with pytest.raises(SystemExit) as done:
             runpy.run_module("treasurer", run_name="__main__")
         assert done.value.code == 0
+
+
+async def test_the_memory_log_counts_what_it_pushed_out() -> None:
+    log = treasurer.MemoryUsageLog(capacity=2)
+    async with treasurer.open_budget(usage_log=log) as budget:
+        for _ in range(3):
+            await budget.record(tokens=1)
+        report = await budget.usage(group_by="model")
+    assert log.statistics() == treasurer.UsageLogStatistics(written=2, pending=0, dropped=1)
+    assert not report.groups_complete
+    assert len(log) == 2

@@ -110,13 +110,13 @@ class Channel(ABC):
             self._dropped += 1
             return
         self._queue.append(alert)
-        if self._ready is not None:
-            self._ready.set()
+        assert self._ready is not None, "_start() first"
+        self._ready.set()
 
     def _finish(self) -> None:
         self._closing = True
-        if self._ready is not None:
-            self._ready.set()
+        assert self._ready is not None, "_start() first"
+        self._ready.set()
 
     async def _run(self) -> None:
         try:
@@ -340,8 +340,8 @@ class AlertDispatcher:
                 channel._offer(event)
 
     def finish(self) -> None:
-        if self._closing is not None:
-            self._closing.set()
+        assert self._closing is not None, "start() first"
+        self._closing.set()
 
     async def run(self) -> None:
         assert self._closing is not None, "start() first"

@@ -110,8 +110,8 @@ class SqliteUsageLog(UsageLog):
             self._lose([record])
             return
         self._queue.append(record)
-        if self._ready is not None:
-            self._ready.set()
+        assert self._ready is not None, "open() first"  # the budget appends once open
+        self._ready.set()
 
     async def open(self) -> None:
         """Check the file at once (made if missing), so a bad path fails the open."""
@@ -155,9 +155,10 @@ class SqliteUsageLog(UsageLog):
                     await self._thread(db.close)
 
     def finish(self) -> None:
-        if self._closing is not None and self._ready is not None:
-            self._closing.set()
-            self._ready.set()
+        assert self._closing is not None, "open() first"
+        assert self._ready is not None
+        self._closing.set()
+        self._ready.set()
 
     def statistics(self) -> UsageLogStatistics:
         return UsageLogStatistics(
@@ -174,8 +175,7 @@ class SqliteUsageLog(UsageLog):
         child: str | None,
     ) -> tuple[dict[str | None, Usage], bool]:
         value_of = reader(key)  # checks the key before anything is read
-        if self._writing is not None:
-            await self._write_queued()  # read-your-writes: the records taken so far
+        await self._write_queued()  # read-your-writes: the records taken so far
         records = await self._thread(lambda: read(self.path, budget=budget, since=since))
         return group(records, value_of, tenant, child), complete(self._lost_until, since)
 

@@ -266,12 +266,18 @@ class SqliteStore:
         return await self._run(read)
 
     async def health(self) -> Health:
+        """Healthy when the file answers and its write lock can be had within ``timeout``."""
         start = time.perf_counter()
         if self._db is None:
             return Health(False, "sqlite", timedelta(0), "not open")
         db = self._db
+
+        def can_write() -> None:  # the file answers, and its write lock can be had
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+
         try:
-            await self._run(lambda: db.execute("SELECT 1").fetchone())
+            await self._run(can_write)
         except StoreUnavailable as exc:
             return Health(False, "sqlite", timedelta(seconds=time.perf_counter() - start), str(exc))
         return Health(True, "sqlite", timedelta(seconds=time.perf_counter() - start))

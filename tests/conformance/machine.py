@@ -414,6 +414,7 @@ class ConformanceMachine(RuleBasedStateMachine):
             )
 
     def batch_done(self) -> None:
+        self.model.forget_ended_overrides()
         self.serve()
 
     def move_to(self, when: datetime) -> None:

@@ -523,6 +523,14 @@ class Model:
             if override.expires_at <= self.now:
                 self.end_override(number, "OverrideExpired")
 
+    def forget_ended_overrides(self) -> None:
+        """After a batch: overrides whose child budget went, or whose window the
+        tenant lost, are no longer active (the store forgets them with the batch)."""
+        for number, override in list(self.overrides.items()):
+            scope = self.scopes.get(override.path)
+            if scope is None or number not in scope.overrides:
+                del self.overrides[number]
+
     def end_override(self, number: int, kind: str) -> None:
         override = self.overrides.pop(number)
         scope = self.scopes.get(override.path)

@@ -98,6 +98,16 @@ class Ledger:
         self.tree.touched.add(ROOT)
         return events
 
+    def forget_ended_overrides(self) -> None:
+        """Drop from the index the overrides that ended with their scope or window
+        (a child budget that closed and went, a window a tenant's new caps lack):
+        nothing is left for them to do, and a store that reloads would not find them."""
+        scopes, index = self.tree.scopes, self.overrides.scope_of
+        for override, path in list(index.items()):
+            scope = scopes.get(path)
+            if scope is None or override not in scope.overrides:
+                del index[override]
+
     def next_wakeup(self, waiting_in: Sequence[ScopePath] = ()) -> datetime | None:
         """The next instant time alone changes something: a reservation or an
         override expires, or a window resets in a scope where requests wait."""

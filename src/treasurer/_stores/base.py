@@ -122,6 +122,7 @@ def run_batch(
     replies = ledger.apply_batch(batch, now, events)
     answered = ledger.serve_waiting(waiting, new_from) if waiting else []
     ledger.tree.forget_idle(now, events)
+    ledger.forget_ended_overrides()
     return BatchResult(
         replies,
         answered,

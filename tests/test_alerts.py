@@ -302,7 +302,10 @@ class TestConfiguration:
             Email("", sender="a@example.test", to=["b@example.test"])
         with pytest.raises(treasurer.InvalidOption, match="alerts must be"):
             treasurer.sync.open_budget(alerts=["http://127.0.0.1/"])  # type: ignore[list-item]
+        mail = Email("127.0.0.1", 2525, sender="a@example.test", to=["b@example.test"])
+        assert repr(mail) == "Email('127.0.0.1', 2525, to=['b@example.test'])"
         hook = Webhook("http://127.0.0.1/")
+        assert repr(hook) == "Webhook('http://127.0.0.1/')"
         with pytest.raises(treasurer.InvalidOption, match="twice"):
             treasurer.sync.open_budget(alerts=[hook, hook])
 

@@ -422,6 +422,34 @@ class TestSharing:
         with closing(sqlite3.connect(path)) as db:
             assert db.execute("SELECT version FROM treasurer_schema").fetchone() == (2,)
 
+    async def test_a_schema_1_file_it_cannot_read_is_left_as_it_was(self, tmp_path: Path) -> None:
+        path = tmp_path / "budget.sqlite"
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("CREATE TABLE treasurer_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO treasurer_schema VALUES (1)")
+            db.execute(
+                "CREATE TABLE treasurer_budgets (name TEXT PRIMARY KEY, config TEXT NOT NULL, "
+                "state TEXT NOT NULL, version INTEGER NOT NULL)"
+            )
+            db.execute("INSERT INTO treasurer_budgets VALUES ('api', '{}', 'not json', 0)")
+        with pytest.raises(treasurer.InvalidOption, match="cannot be moved"):
+            async with treasurer.open_budget(name="api", store=treasurer.SqliteStore(path)):
+                pass  # pragma: no cover
+        with closing(sqlite3.connect(path)) as db:
+            assert db.execute("SELECT version FROM treasurer_schema").fetchone() == (1,)
+            assert db.execute("SELECT state FROM treasurer_budgets").fetchone() == ("not json",)
+
+    def test_reading_a_budget_the_file_does_not_hold(self, tmp_path: Path) -> None:
+        path = tmp_path / "budget.sqlite"
+
+        async def make() -> None:
+            async with treasurer.open_budget(name="api", store=treasurer.SqliteStore(path)):
+                pass
+
+        anyio.run(make)
+        with pytest.raises(treasurer.InvalidOption, match="no budget named 'zz'"):
+            treasurer.SqliteStore(path).read("zz")
+
     async def test_a_budget_removed_under_it(self, tmp_path: Path) -> None:
         """Each call fails with StoreUnavailable saying so; the budget still closes."""
         path = tmp_path / "budget.sqlite"

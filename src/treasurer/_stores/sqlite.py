@@ -445,6 +445,12 @@ def _migrate_from_1(db: sqlite3.Connection) -> None:
                 )
             db.execute("UPDATE treasurer_schema SET version = ?", (SCHEMA_VERSION,))
         db.execute("COMMIT")
+    except (ValueError, KeyError, TypeError) as exc:  # records that are not schema 1's
+        db.execute("ROLLBACK")
+        raise InvalidOption(
+            f"this file's schema 1 records cannot be moved to schema {SCHEMA_VERSION} "
+            f"({type(exc).__name__}: {exc}); the file is left as it was"
+        ) from exc
     except BaseException:
         db.execute("ROLLBACK")
         raise

@@ -361,6 +361,26 @@ class TestSharing:
             assert (await second.refresh()).tokens_used == 550
             assert len(second.snapshot().overrides) == 1
 
+    async def test_a_window_in_zoneinfo_utc_keeps_its_usage_across_processes(
+        self, tmp_path: Path
+    ) -> None:
+        """ZoneInfo("UTC") is stored apart from datetime.UTC: read back by another
+        process, the window is the same one, so new caps keep its usage. (Found by
+        the conformance suite: the usage of a tenant's window was lost.)"""
+        path = tmp_path / "shared.sqlite"
+        hourly = treasurer.TenantCaps(
+            tokens=100, windows=[treasurer.Window.hour(tokens=50, tz="UTC")]
+        )
+        options = {"name": "api", "tenant_defaults": hourly, "clock": ManualClock(T0)}
+        async with (
+            treasurer.open_budget(store=treasurer.SqliteStore(path), **options) as first,
+            treasurer.open_budget(store=treasurer.SqliteStore(path), **options) as second,
+        ):
+            await first.tenant("alice").record(tokens=20)
+            await second.set_tenant_caps("alice", None)  # the defaults again: same window
+            alice = await first.tenant("alice").refresh()
+            assert alice.window("hour").used.tokens == 20
+
     async def test_store_misuse(self, tmp_path: Path) -> None:
         path = tmp_path / "budget.sqlite"
         store = treasurer.SqliteStore(path)

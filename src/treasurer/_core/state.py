@@ -37,12 +37,23 @@ def _parse_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+_ZONEINFO_UTC = "zoneinfo:UTC"
+
+
 def _zone(tz: tzinfo) -> str:
     if tz is UTC or tz == UTC:
         return "UTC"
     if isinstance(tz, ZoneInfo):
-        return tz.key
+        # ZoneInfo("UTC") is not datetime.UTC: kept apart, so a window comes back
+        # with the zone it was made with (and keeps its usage when caps change).
+        return _ZONEINFO_UTC if tz.key == "UTC" else tz.key
     raise InvalidOption(f"a durable store needs time zones by IANA name (a ZoneInfo), not {tz!r}")
+
+
+def _load_zone(name: str) -> tzinfo:
+    if name == "UTC":
+        return UTC
+    return ZoneInfo("UTC" if name == _ZONEINFO_UTC else name)
 
 
 def dump_window(window: Window) -> Record:
@@ -57,7 +68,7 @@ def dump_window(window: Window) -> Record:
 
 def load_window(record: Record) -> Window:
     duration = record["duration"]
-    tz = UTC if record["tz"] == "UTC" else ZoneInfo(record["tz"])
+    tz = _load_zone(record["tz"])
     return Window(
         record["kind"],
         tuple(record["caps"]),

@@ -8,8 +8,8 @@ budget's actor on an event loop in a thread of its own and gives back a
 from __future__ import annotations
 
 from ._sync.facade import SyncBudget as SyncBudget
-from ._sync.facade import SyncReservation as SyncReservation
 from ._sync.owned import open_budget as open_budget
+from ._sync.reservation import SyncReservation as SyncReservation
 from ._sync.subscription import SyncSubscription as SyncSubscription
 
 __all__ = ("SyncBudget", "SyncReservation", "SyncSubscription", "open_budget")

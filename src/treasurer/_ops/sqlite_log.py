@@ -35,7 +35,7 @@ from .._runtime.usage_log import (
     group,
     reader,
 )
-from .._stores.sqlite import connect, sqlite_errors
+from .._stores.sqlite_file import connect, sqlite_errors
 
 T = TypeVar("T")
 GRACE: Final = 5.0  # seconds to write what is queued when the budget closes

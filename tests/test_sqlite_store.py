@@ -459,6 +459,29 @@ class TestSharing:
             assert db.execute("SELECT version FROM treasurer_schema").fetchone() == (1,)
             assert db.execute("SELECT state FROM treasurer_budgets").fetchone() == ("not json",)
 
+    async def test_a_migration_that_fails_midway_is_rolled_back(self, tmp_path: Path) -> None:
+        """Two schema 1 records of one scope cannot both become rows: the store says
+        the file is unusable, and the file keeps schema 1 with nothing half moved."""
+        path = tmp_path / "budget.sqlite"
+        scope = {"path": []}
+        record = {"scopes": [scope, scope], "reservations": {}, "now": None, "meta": {}}
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("CREATE TABLE treasurer_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO treasurer_schema VALUES (1)")
+            db.execute(
+                "CREATE TABLE treasurer_budgets (name TEXT PRIMARY KEY, config TEXT NOT NULL, "
+                "state TEXT NOT NULL, version INTEGER NOT NULL)"
+            )
+            db.execute(
+                "INSERT INTO treasurer_budgets VALUES ('api', '{}', ?, 0)", (json.dumps(record),)
+            )
+        with pytest.raises(treasurer.StoreUnavailable, match="UNIQUE constraint failed"):
+            async with treasurer.open_budget(name="api", store=treasurer.SqliteStore(path)):
+                pass  # pragma: no cover
+        with closing(sqlite3.connect(path)) as db:
+            assert db.execute("SELECT version FROM treasurer_schema").fetchone() == (1,)
+            assert db.execute("SELECT count(*) FROM treasurer_scopes").fetchone() == (0,)
+
     def test_reading_a_budget_the_file_does_not_hold(self, tmp_path: Path) -> None:
         path = tmp_path / "budget.sqlite"
 

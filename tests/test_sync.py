@@ -690,6 +690,38 @@ class TestDeferredInterrupts:
         finally:
             signal.signal(signal.SIGINT, previous)
 
+    def test_a_held_interrupt_under_the_default_action_raises_keyboard_interrupt(
+        self,
+    ) -> None:
+        """With SIGINT at its default action (no Python handler), the interrupt held
+        off is raised as KeyboardInterrupt when the hold ends, and the action is
+        restored."""
+        from treasurer._sync.interrupts import DeferredInterrupts
+
+        previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            with pytest.raises(KeyboardInterrupt), DeferredInterrupts() as held:
+                _thread.interrupt_main()
+                for _ in range(1_000):
+                    pass
+                assert held.pending
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def test_budgets_left_open_are_closed_before_the_interpreter_exits(self) -> None:
+        """The hook run before the interpreter joins its threads closes every sync
+        budget the program forgot to close (else its loop thread would keep the
+        process alive)."""
+        from treasurer._sync.owned import _close_forgotten_budgets
+
+        forgotten = treasurer.sync.open_budget(tokens=10)
+        forgotten.consume(3)
+        _close_forgotten_budgets()
+        assert forgotten.closed
+        with pytest.raises(treasurer.BudgetClosed):
+            forgotten.consume(1)
+
     def test_threads_other_than_the_main_one_hold_nothing(self) -> None:
         from treasurer._sync.interrupts import DeferredInterrupts
 

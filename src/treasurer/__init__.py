@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._core.axes import AXES as AXES
 from ._core.events import Event as Event
+from ._core.events import ExhaustionForecast as ExhaustionForecast
 from ._core.events import Override as Override
 from ._core.events import OverrideExpired as OverrideExpired
 from ._core.events import OverrideRemoved as OverrideRemoved
@@ -27,6 +28,7 @@ from ._core.options import Metadata as Metadata
 from ._core.options import UsageInfo as UsageInfo
 from ._core.values import Caps as Caps
 from ._core.values import Check as Check
+from ._core.values import Period as Period
 from ._core.values import Snapshot as Snapshot
 from ._core.values import Statistics as Statistics
 from ._core.values import Totals as Totals
@@ -79,6 +81,7 @@ __all__ = (
     "Caps",
     "Check",
     "Event",
+    "ExhaustionForecast",
     "Health",
     "InvalidAmount",
     "InvalidAmountType",
@@ -92,6 +95,7 @@ __all__ = (
     "OverrideExpired",
     "OverrideRemoved",
     "OverrideSet",
+    "Period",
     "RequestRefused",
     "RequestTooLarge",
     "Reservation",

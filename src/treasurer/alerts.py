@@ -1,10 +1,11 @@
 """Alert channels: ``open_budget(..., alerts=[treasurer.alerts.Webhook(url),
 treasurer.alerts.Email(host, sender=..., to=[...])])`` sends every threshold
-crossing, off the budget's path (see docs/operations.md). Webhooks need
-``pip install 'treasurer[alerts]'`` (httpx)."""
+crossing and forecast warning (an ``Alert``), off the budget's path (see
+docs/operations.md). Webhooks need ``pip install 'treasurer[alerts]'`` (httpx)."""
 
 from ._ops.alerts import (
     GRACE,
+    Alert,
     Channel,
     ChannelStatistics,
     Email,
@@ -15,6 +16,7 @@ from ._ops.alerts import (
 
 __all__ = [
     "GRACE",
+    "Alert",
     "Channel",
     "ChannelStatistics",
     "Email",

@@ -82,16 +82,14 @@ class BudgetCollector(Collector):
             snapshots += [(t, self.budget.tenant(t).snapshot()) for t in self.budget.tenants()]
         for tenant, snap in snapshots:
             scope = [name, tenant]
-            periods = [("lifetime", snap.used, snap.limits, snap.remaining)]
-            periods += [(w.name, w.used, w.limits, w.remaining) for w in snap.windows]
-            for period, period_used, period_limit, period_remaining in periods:
+            for period in snap.periods():
                 for axis in AXES:
-                    labels = [*scope, period, axis]
-                    used.add_metric(labels, float(getattr(period_used, axis)))
-                    cap = _number(getattr(period_limit, axis))
+                    labels = [*scope, period.name, axis]
+                    used.add_metric(labels, float(getattr(period.used, axis)))
+                    cap = _number(getattr(period.limits, axis))
                     if cap is not None:
                         limit.add_metric(labels, cap)
-                        left = _number(getattr(period_remaining, axis))
+                        left = _number(getattr(period.remaining, axis))
                         remaining.add_metric(labels, left if left is not None else cap)
             for axis in AXES:
                 reserved.add_metric([*scope, axis], float(getattr(snap.reserved, axis)))

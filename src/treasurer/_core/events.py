@@ -6,7 +6,7 @@ batch, so a slow listener never holds up the budget.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -68,6 +68,35 @@ class ThresholdCrossed(Event):
         return (
             f"{self.scope}: {self.cap} usage{where} reached {self.threshold}% "
             f"of its cap ({self.used} of {self.limit})"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ExhaustionForecast(Event):
+    """At the rate the budget has been spending lately, a window's cap runs out
+    before the window resets, or a lifetime cap (``window`` "lifetime",
+    ``resets_at`` ``None``) within the forecast's horizon.
+
+    ``rate`` is per hour in the cap's unit (USD in dollars). Fires once per cap
+    per period: a window's warning re-arms when it rolls over. Made by a budget
+    opened with ``forecast=`` (see :mod:`treasurer.forecast`); level: warning.
+    """
+
+    cap: str
+    window: str
+    exhausts_at: datetime
+    resets_at: datetime | None
+    used: int | Decimal
+    limit: int | Decimal
+    rate: float
+    level: Level = "warning"
+
+    @property
+    def message(self) -> str:
+        where = "" if self.window == "lifetime" else f" per {self.window}"
+        return (
+            f"{self.scope}: at this rate the {self.cap} cap{where} ({self.limit}) "
+            f"runs out at {self.exhausts_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
         )
 
 

@@ -121,6 +121,18 @@ class WindowUsage:
 
 
 @attrs.frozen
+class Period:
+    """One period of a snapshot: the lifetime (``name`` "lifetime", never
+    resets) or a window's current period."""
+
+    name: str
+    used: Usage
+    limits: Caps
+    remaining: Caps
+    resets_at: datetime | None
+
+
+@attrs.frozen
 class Snapshot:
     """A consistent view of one scope of the budget as of the actor's last batch.
 
@@ -183,6 +195,14 @@ class Snapshot:
     def remaining(self) -> Caps:
         """What is left on every axis (``None`` where unbounded)."""
         return Caps(**{name: getattr(self, f"{name}_remaining") for name in AXES})
+
+    def periods(self) -> list[Period]:
+        """The lifetime, then each window: used, limits and remaining in each."""
+        lifetime = Period("lifetime", self.used, self.limits, self.remaining, None)
+        return [
+            lifetime,
+            *(Period(w.name, w.used, w.limits, w.remaining, w.resets_at) for w in self.windows),
+        ]
 
     @property
     def totals(self) -> Totals:

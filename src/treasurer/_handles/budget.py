@@ -32,6 +32,7 @@ from .operations import Operations, raise_if_refused
 from .reservation import Reservation
 
 if TYPE_CHECKING:
+    from .._ops.forecast import Forecast
     from ..sync import SyncBudget
 
 
@@ -261,6 +262,20 @@ class Budget(Operations):
             raise InvalidOption("tenants() is called on the budget's own handle")
         paths = list(self._core.actor.views)  # one step: safe while the actor writes
         return sorted(name for p in paths if len(p) == 1 and (name := tenant_of(p)) is not None)
+
+    def forecast(self) -> list[Forecast]:
+        """This scope's burn rates and, for each capped axis of each period, when
+        it runs out at that rate (as of now); a budget opened with ``forecast=``.
+        Call it on the budget's loop (a sync budget's ``forecast()`` does)."""
+        actor = self._core.actor
+        if actor.forecast is None:
+            raise InvalidOption(
+                f"budget {self._core.name!r} does not forecast: open it with forecast=True "
+                "(or forecast=treasurer.forecast.ForecastOptions(...))"
+            )
+        actor.check_caller()
+        view = self._core.view(self._scope, self._last)
+        return actor.forecast.forecast(view, max(actor.clock(), view.at))
 
     def sync_view(self) -> SyncBudget:
         """A blocking view of this budget for worker threads; call it on the budget's loop.

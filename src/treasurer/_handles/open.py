@@ -11,6 +11,7 @@ import anyio
 
 from .._core.axes import describe
 from .._ops.alerts import AlertDispatcher
+from .._ops.forecast import ForecastWatch
 from .._runtime.actor import Actor
 from .._runtime.delivery import Delivery
 from .._runtime.log import Log
@@ -43,8 +44,11 @@ async def open_budget(**options: Unpack[BudgetOptions]) -> AsyncIterator[Budget]
     ``usage_log`` keeps usage records for ``usage(group_by=...)`` and
     reports (:class:`MemoryUsageLog`, :class:`SqliteUsageLog`);
     ``alerts`` (channels of :mod:`treasurer.alerts`) are sent every threshold
-    crossing; ``mailbox_size`` bounds the actor's mailbox. After the block, every call
-    raises :class:`BudgetClosed`.
+    crossing and forecast warning; ``forecast`` (``True`` or a
+    :class:`treasurer.forecast.ForecastOptions`) follows the burn rate for
+    ``forecast()`` and :class:`ExhaustionForecast` warnings; ``mailbox_size``
+    bounds the actor's mailbox. After the block, every call raises
+    :class:`BudgetClosed`.
     """
     async with run_budget(Settings.build(options)) as budget:
         yield budget
@@ -80,6 +84,7 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
         settings.usage_log,
         settings.mailbox_size,
         alerts,
+        None if settings.forecast is None else ForecastWatch(settings.forecast, name),
     )
     clock = settings.clock
     if isinstance(clock, ManualClock):

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Unpack
 
 import attrs
 
-from .._core.axes import AXES, count
+from .._core.axes import AXES, CapVector, count
 from .._core.config import DEFAULT_RESERVATION_TTL, DEFAULT_THRESHOLDS, BudgetConfig, Limits
 from .._core.options import CapOptions, Money
 from .._core.values import Caps
 from .._core.windows import FOREVER, Window
 from .._errors import InvalidAmount, InvalidOption, UnknownAxis
 from .._ops.alerts import Channel, channels
+from .._ops.forecast import ForecastOptions
 from .._runtime.usage_log import UsageLog
 from .._stores.base import Clock, Store
 from .._stores.memory import MemoryStore
@@ -88,9 +90,41 @@ class BudgetOptions(CapOptions, total=False):
     reconfigure: bool
     usage_log: UsageLog | None
     alerts: Sequence[Channel] | None
+    forecast: ForecastOptions | bool | None
 
 
 _KNOWN: Final = frozenset(BudgetOptions.__annotations__) | frozenset(CapOptions.__annotations__)
+
+
+def _cap_options(caps: CapVector) -> dict[str, int | Decimal]:
+    public = Caps.of(caps)
+    return {axis: cap for axis in AXES if (cap := getattr(public, axis)) is not None}
+
+
+def _tenant_caps_of(limits: Limits) -> TenantCaps:
+    per_request = _cap_options(limits.per_request)
+    return TenantCaps(
+        per_request=per_request or None,
+        windows=limits.windows,
+        **_cap_options(limits.caps),  # type: ignore[arg-type]
+    )
+
+
+def options_of(config: BudgetConfig) -> BudgetOptions:
+    """The keywords of ``open_budget`` that give exactly ``config``."""
+    options: BudgetOptions = {
+        "name": config.name,
+        "windows": config.limits.windows,
+        "thresholds": config.thresholds,
+        "reservation_ttl": config.reservation_ttl,
+        "tenant_defaults": _tenant_caps_of(config.tenant_defaults),
+        "tenants": {name: _tenant_caps_of(limits) for name, limits in config.tenants.items()},
+    }
+    options.update(_cap_options(config.limits.caps))  # type: ignore[typeddict-item]
+    per_request = _cap_options(config.limits.per_request)
+    if per_request:
+        options["per_request"] = per_request
+    return options
 
 
 @attrs.frozen
@@ -105,6 +139,7 @@ class Settings:
     usage_log: UsageLog | None
     reconfigure: bool = False
     alerts: tuple[Channel, ...] = ()
+    forecast: ForecastOptions | None = None
 
     @classmethod
     def build(cls, options: Mapping[str, Any], function: str = "open_budget") -> Settings:
@@ -157,6 +192,7 @@ class Settings:
             usage_log,
             reconfigure,
             channels(options.get("alerts")),
+            ForecastOptions.of(options.get("forecast")),
         )
 
 

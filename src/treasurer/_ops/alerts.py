@@ -1,7 +1,8 @@
-"""Alert channels: threshold crossings sent to a webhook or by e-mail, off the
-budget's path.
+"""Alert channels: threshold crossings and forecast warnings sent to a webhook
+or by e-mail, off the budget's path.
 
-The actor hands each :class:`ThresholdCrossed` to the budget's alert
+The actor hands each :class:`ThresholdCrossed` and
+:class:`ExhaustionForecast` to the budget's alert
 dispatcher, which only queues it for each channel (bounded; a full queue
 drops and counts). Each channel sends from a task of its own: retries with
 backoff, at most one send per ``min_interval``, failures counted and kept in
@@ -28,9 +29,10 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._core.events import Event, ThresholdCrossed
+from .._core.events import Event, ExhaustionForecast, ThresholdCrossed
 from .._errors import InvalidOption
 
+Alert = ThresholdCrossed | ExhaustionForecast
 GRACE: Final = 5.0  # seconds channels get to send what is queued when the budget closes
 
 
@@ -72,8 +74,8 @@ class Channel(ABC):
         self.backoff: Final = float(backoff)
         self.min_interval: Final = float(min_interval)
         self.buffer: Final = buffer
-        self._queue: deque[ThresholdCrossed] = deque()
-        self._sending: ThresholdCrossed | None = None
+        self._queue: deque[Alert] = deque()
+        self._sending: Alert | None = None
         self._ready: anyio.Event | None = None
         self._closing = False
         self._busy = False
@@ -82,7 +84,7 @@ class Channel(ABC):
         self._last_sent: float | None = None
 
     @abstractmethod
-    async def send(self, alert: ThresholdCrossed) -> None:
+    async def send(self, alert: Alert) -> None:
         """Deliver one alert; raise to fail (:class:`PermanentFailure`: no retry)."""
 
     async def connect(self) -> None:  # noqa: B027 - most channels need nothing
@@ -105,7 +107,7 @@ class Channel(ABC):
             )
         self._busy, self._closing, self._ready = True, False, anyio.Event()
 
-    def _offer(self, alert: ThresholdCrossed) -> None:
+    def _offer(self, alert: Alert) -> None:
         if len(self._queue) >= self.buffer:
             self._dropped += 1
             return
@@ -145,7 +147,7 @@ class Channel(ABC):
             if wait > 0:
                 await anyio.sleep(wait)
 
-    async def _deliver(self, alert: ThresholdCrossed) -> None:
+    async def _deliver(self, alert: Alert) -> None:
         for attempt in range(self.retries + 1):
             try:
                 await self.send(alert)
@@ -162,7 +164,7 @@ class Channel(ABC):
                 return
 
 
-def payload(alert: ThresholdCrossed) -> dict[str, Any]:
+def payload(alert: Alert) -> dict[str, Any]:
     """An alert as plain JSON data."""
 
     def plain(value: object) -> object:
@@ -170,8 +172,7 @@ def payload(alert: ThresholdCrossed) -> dict[str, Any]:
             return str(value)
         return value.isoformat() if hasattr(value, "isoformat") else value
 
-    return {
-        "type": "threshold_crossed",
+    common = {
         "message": alert.message,
         "level": alert.level,
         "budget": alert.budget,
@@ -180,6 +181,20 @@ def payload(alert: ThresholdCrossed) -> dict[str, Any]:
         "at": plain(alert.at),
         "cap": alert.cap,
         "window": alert.window,
+    }
+    if isinstance(alert, ExhaustionForecast):
+        return {
+            "type": "exhaustion_forecast",
+            **common,
+            "exhausts_at": plain(alert.exhausts_at),
+            "rate_per_hour": alert.rate,
+            "used": plain(alert.used),
+            "limit": plain(alert.limit),
+            "resets_at": plain(alert.resets_at),
+        }
+    return {
+        "type": "threshold_crossed",
+        **common,
         "threshold": alert.threshold,
         "used": plain(alert.used),
         "limit": plain(alert.limit),
@@ -233,7 +248,7 @@ class Webhook(Channel):
         if client is not None:
             await client.aclose()
 
-    async def send(self, alert: ThresholdCrossed) -> None:
+    async def send(self, alert: Alert) -> None:
         data = {"text": alert.message} if self.format == "slack" else payload(alert)
         body = json.dumps(data).encode()
         headers = {"Content-Type": "application/json", **self.headers}
@@ -296,7 +311,7 @@ class Email(Channel):
         self.timeout: Final = float(timeout)
         self.subject_prefix: Final = subject_prefix
 
-    def message(self, alert: ThresholdCrossed) -> EmailMessage:
+    def message(self, alert: Alert) -> EmailMessage:
         message = EmailMessage()
         message["Subject"] = f"{self.subject_prefix} {alert.message}".strip()
         message["From"] = self.sender
@@ -305,7 +320,7 @@ class Email(Channel):
         message.set_content(f"{alert.message}\n\n{fields}\n")
         return message
 
-    async def send(self, alert: ThresholdCrossed) -> None:
+    async def send(self, alert: Alert) -> None:
         message = self.message(alert)
         await anyio.to_thread.run_sync(self._send_now, message)
 
@@ -335,7 +350,7 @@ class AlertDispatcher:
         self._closing = anyio.Event()
 
     def offer(self, event: Event) -> None:
-        if isinstance(event, ThresholdCrossed):
+        if isinstance(event, Alert):
             for channel in self.channels:
                 channel._offer(event)
 

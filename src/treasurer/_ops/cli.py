@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -19,9 +17,21 @@ from rich.console import Console
 from rich.table import Table
 
 from .._core.axes import AXES
-from .._core.values import Snapshot
-from .._errors import TreasurerError
 from .._stores.sqlite import SqliteStore
+from .cli_budgets import (
+    BudgetOption,
+    JsonOption,
+    StoreOption,
+    forecast,
+    overrides,
+    period_rows,
+    pick_budget,
+    plain,
+    reading,
+    status_tables,
+    watch,
+    when,
+)
 from .reports import KEYS, columns, to_json, usage_report, write_csv
 from .sqlite_log import read
 
@@ -32,26 +42,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-READ_FAILED = 1
-USAGE = 2
 
 
 @app.callback()
 def main_options() -> None:
     """treasurer: token and money budgets shared by concurrent LLM calls."""
-
-
-def _when(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not an ISO 8601 time (2026-12-04 or 2026-12-04T09:30)",
-            param_hint=option,
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @app.command()
@@ -77,12 +72,9 @@ def report(
     if as_csv and as_json:
         raise typer.BadParameter("give --csv or --json, not both", param_hint="--csv/--json")
     keys = group_by or ["model"]
-    start, end = _when(since, "--since"), _when(until, "--until")
-    try:
+    start, end = when(since, "--since"), when(until, "--until")
+    with reading("report"):
         rows = usage_report(read(log, budget=budget, since=start, until=end), group_by=keys)
-    except TreasurerError as exc:
-        Console(stderr=True).print(f"treasurer report: {exc}", markup=False, highlight=False)
-        raise typer.Exit(READ_FAILED) from None
     if as_csv:
         write_csv(rows, sys.stdout, keys)
     elif as_json:
@@ -99,71 +91,21 @@ def report(
         Console().print(table)
 
 
-def _periods(snapshot: Snapshot) -> list[dict[str, object]]:
-    """Each capped axis of each period: used, limit, remaining, when it resets."""
-    lifetime: datetime | None = None  # never resets
-    periods = [("lifetime", snapshot.used, snapshot.limits, snapshot.remaining, lifetime)]
-    periods += [(w.name, w.used, w.limits, w.remaining, w.resets_at) for w in snapshot.windows]
-    rows = []
-    for period, used, limits, remaining, resets_at in periods:
-        for axis in AXES:
-            limit = getattr(limits, axis)
-            if limit is not None:
-                rows.append(
-                    {
-                        "period": period,
-                        "axis": axis,
-                        "used": getattr(used, axis),
-                        "limit": limit,
-                        "remaining": getattr(remaining, axis),
-                        "resets_at": resets_at,
-                    }
-                )
-    return rows
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, Decimal):
-        return str(value)
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _bar(used: float, limit: float, width: int = 10) -> str:
-    share = 1.0 if limit <= 0 else min(max(used / limit, 0.0), 1.0)
-    filled = round(share * width)
-    return "#" * filled + "." * (width - filled) + f" {share:4.0%}"
-
-
 @app.command()
-def status(
-    store: Annotated[Path, typer.Option("--store", help="A SqliteStore file.")],
-    budget: Annotated[
-        str | None, typer.Option(help="The budget (needed if the file holds several).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
-) -> None:
+def status(store: StoreOption, budget: BudgetOption = None, as_json: JsonOption = False) -> None:
     """Every capped period of a stored budget and its tenants: used, limit, resets."""
     sqlite_store = SqliteStore(store)
-    try:
-        names = sqlite_store.names()
-        if budget is None and len(names) != 1:
-            raise typer.BadParameter(
-                f"the file holds {len(names)} budgets ({', '.join(names) or 'none'}): name one",
-                param_hint="--budget",
-            )
-        name = budget if budget is not None else names[0]
+    with reading("status"):
+        name = pick_budget(sqlite_store, budget)
         figures = sqlite_store.read(name)
-    except TreasurerError as exc:
-        Console(stderr=True).print(f"treasurer status: {exc}", markup=False, highlight=False)
-        raise typer.Exit(READ_FAILED) from None
     if as_json:
         scopes = [
             {
                 "tenant": tenant,
                 "open_reservations": snap.open_reservations,
-                "reserved": {axis: _plain(getattr(snap.reserved, axis)) for axis in AXES},
+                "reserved": {axis: plain(getattr(snap.reserved, axis)) for axis in AXES},
                 "periods": [
-                    {key: _plain(value) for key, value in row.items()} for row in _periods(snap)
+                    {key: plain(value) for key, value in row.items()} for row in period_rows(snap)
                 ],
             }
             for tenant, snap in figures.items()
@@ -171,25 +113,13 @@ def status(
         sys.stdout.write(json.dumps({"budget": name, "scopes": scopes}, indent=2) + "\n")
         return
     console = Console()
-    for tenant, snap in figures.items():
-        title = f"budget {name!r}" + ("" if tenant is None else f", tenant {tenant!r}")
-        table = Table(title=f"{title}: {snap.open_reservations} open reservations")
-        for column in ("period", "axis", "used", "limit", "", "resets at"):
-            table.add_column(column, overflow="fold", no_wrap=not column)
-        for row in _periods(snap):
-            used, limit = row["used"], row["limit"]
-            assert isinstance(used, int | Decimal)
-            assert isinstance(limit, int | Decimal)
-            resets = row["resets_at"]
-            table.add_row(
-                str(row["period"]),
-                str(row["axis"]),
-                str(used),
-                str(limit),
-                _bar(float(used), float(limit)),
-                "" if resets is None else f"{resets:%Y-%m-%d %H:%M} UTC",
-            )
+    for table in status_tables(name, figures):
         console.print(table)
+
+
+app.command()(watch)
+app.command()(forecast)
+app.add_typer(overrides)
 
 
 def main() -> None:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from .._ops.alerts import AlertDispatcher
+    from .._ops.forecast import ForecastWatch
 
 REQUEST: Final = 0
 SETTLE: Final = 1
@@ -84,6 +85,7 @@ class Actor:
         usage_log: UsageLog | None,
         mailbox_size: int,
         alerts: AlertDispatcher | None = None,
+        forecast: ForecastWatch | None = None,
     ) -> None:
         self.name: Final = name
         self.store: Final = store
@@ -91,6 +93,9 @@ class Actor:
         self.delivery: Final = delivery
         self.usage_log: Final = usage_log
         self.alerts: Final = alerts
+        self.forecast: Final = forecast
+        if forecast is not None:
+            forecast.observe({ROOT: view}, view.at)
         self.mailbox_size: Final = mailbox_size
         send, receive = anyio.create_memory_object_stream[Item](mailbox_size)
         self._send: MemoryObjectSendStream[Item] = send
@@ -318,8 +323,11 @@ class Actor:
                 slot.deliver(reply)
         if self.waiting:  # answer the waiters, and drop those who gave up
             self._answer_waiters(waiters, result.answered)
-        if result.events:
-            self._hand_out(result.events)
+        events = result.events
+        if self.forecast is not None:
+            events = [*events, *self.forecast.observe(result.views, result.now)]
+        if events:
+            self._hand_out(events)
         self.timer.move(result.next_wakeup)
         self._serving = []
         self.messages_served += len(batch)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -39,6 +39,9 @@ from .._errors import InvalidOption, StoreUnavailable
 from . import sqlite_file
 from .base import BatchResult, Clock, Health, run_batch
 from .sqlite_file import connect, sqlite_errors
+
+if TYPE_CHECKING:
+    from .._handles.settings import BudgetOptions
 
 T = TypeVar("T")
 
@@ -220,6 +223,25 @@ class SqliteStore:
         )
         return [row[0] for row in rows]
 
+    def options(self, name: str) -> BudgetOptions:
+        """The keywords of ``open_budget`` that open budget ``name`` of this store
+        as it is stored (its caps, windows, tenants, thresholds, TTL, and
+        ``store``), read without writing, blocking: ``open_budget(**store.options("api"))``."""
+        from .._handles.settings import options_of  # settings builds on the stores
+
+        def load(db: sqlite3.Connection) -> BudgetConfig:
+            return state.load_config(json.loads(self._config_text(db, name)))
+
+        options = options_of(self._read(load))
+        options["store"] = self
+        return options
+
+    def _config_text(self, db: sqlite3.Connection, name: str) -> str:
+        row = db.execute("SELECT config FROM treasurer_budgets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise InvalidOption(f"{str(self.path)!r} holds no budget named {name!r}")
+        return str(row[0])
+
     def read(self, name: str, *, clock: Clock | None = None) -> dict[str | None, Snapshot]:
         """The stored figures of budget ``name`` as of now (``clock()``), read-only and
         blocking: the budget's own under ``None``, then each tenant's by name. What
@@ -228,12 +250,8 @@ class SqliteStore:
         now = (clock or _utc_now)()
 
         def load(db: sqlite3.Connection) -> Ledger:
-            row = db.execute(
-                "SELECT config FROM treasurer_budgets WHERE name = ?", (name,)
-            ).fetchone()
-            if row is None:
-                raise InvalidOption(f"{str(self.path)!r} holds no budget named {name!r}")
-            return sqlite_file.load(db, state.load_config(json.loads(row[0])), now)
+            config = state.load_config(json.loads(self._config_text(db, name)))
+            return sqlite_file.load(db, config, now)
 
         ledger = self._read(load)
         ledger.advance(now)

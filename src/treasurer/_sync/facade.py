@@ -21,6 +21,7 @@ from .._errors import (
 )
 from .._handles.budget import Budget
 from .._handles.settings import TenantCaps
+from .._ops.forecast import Forecast
 from .._runtime.subscription import Subscription
 from .._stores.base import Health
 from .calls import Caller, PortalCaller, TokenCaller
@@ -219,6 +220,11 @@ class SyncBudget:
     def statistics(self) -> Statistics:
         """The actor's figures; never blocks."""
         return self._budget.statistics()
+
+    def forecast(self) -> list[Forecast]:
+        """See :meth:`treasurer.Budget.forecast` (computed on the budget's loop)."""
+        forecasts: list[Forecast] = self._call("forecast()", self._budget.forecast)
+        return forecasts
 
     def tenants(self) -> list[str]:
         """See :meth:`treasurer.Budget.tenants`; never blocks."""

@@ -6,6 +6,8 @@ Everything a session needs is installed into its own virtualenv from PyPI, so
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -24,9 +26,24 @@ def install_group(session: nox.Session, group: str) -> None:
     session.install(*nox.project.dependency_groups(PYPROJECT, group))
 
 
+def install_chromium(session: nox.Session) -> None:
+    """Debian's Chromium, for the dashboard's browser tests (the browsers that test
+    tools download do not work here)."""
+    if shutil.which("chromium") or shutil.which("chromium-headless-shell"):
+        return
+    if shutil.which("apt-get") is None:
+        session.error("the dashboard tests need Chromium: install your system's chromium package")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run(*sudo, "apt-get", "update", "-qq", external=True, env=env)
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+    session.run(*sudo, *install, external=True, env=env)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite, every async test on asyncio and trio, with coverage."""
+    install_chromium(session)
     install_group(session, "test")
     session.install("-e", ".")
     session.run("pytest", "--cov=treasurer", "--cov-report=", *session.posargs)

@@ -289,6 +289,8 @@ class TestLiveForecasts:
             (lifetime,) = budget.forecast()
         assert (lifetime.exhausts_at, lifetime.linear_rate, lifetime.ewma_rate) == (None, 0, 0)
         assert not lifetime.runs_out
+        with pytest.raises(ValueError, match="warns of nothing"):
+            lifetime.warning()
 
     async def test_warnings_reach_alert_channels(self) -> None:
         """A channel gets the forecast warning beside the threshold crossings."""

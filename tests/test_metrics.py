@@ -1,4 +1,5 @@
-"""Prometheus metrics: what a scrape of a real exposition server shows."""
+"""Prometheus metrics (what a scrape of a real exposition server shows) and
+OpenTelemetry metrics (what the SDK collects)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 import treasurer
 import treasurer.sync
-from treasurer.metrics import BudgetCollector
+from treasurer.metrics import BudgetCollector, OpenTelemetryMetrics
 
 pytestmark = pytest.mark.anyio
 
@@ -119,3 +122,72 @@ async def test_waiting_requests_are_counted(registry: CollectorRegistry) -> None
             found = samples(generate_latest(registry).decode())
             assert value(found, "treasurer_waiting_requests", budget="api") == 1
             await holder.__aexit__(None, None, None)
+
+
+def otel_points(
+    reader: InMemoryMetricReader,
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every data point the SDK collected: (metric name, sorted attributes) -> value."""
+    data = reader.get_metrics_data()
+    found = {}
+    for resource in data.resource_metrics if data is not None else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    attributes = tuple(sorted((k, str(v)) for k, v in point.attributes.items()))
+                    found[(metric.name, attributes)] = point.value
+    return found
+
+
+class TestOpenTelemetry:
+    """The instruments on the real OpenTelemetry SDK, collected by its in-memory reader."""
+
+    async def test_the_figures_of_a_budget_and_its_tenants(self) -> None:
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        async with treasurer.open_budget(
+            name="api",
+            usd=5,
+            windows=[treasurer.Window.day(tokens=1_000)],
+            tenant_defaults=treasurer.TenantCaps(tokens=100),
+        ) as budget:
+            OpenTelemetryMetrics(budget, meter_provider=provider)
+            await budget.tenant("acme").record(tokens=60, usd=0.25)
+            assert not await budget.tenant("acme").consume(50)
+            async with budget.reserve(tokens=20):
+                found = otel_points(reader)
+        api = {"budget": "api", "tenant": ""}
+        acme = {"budget": "api", "tenant": "acme"}
+        assert value(found, "treasurer.used", **api, period="day", axis="tokens") == 60
+        assert value(found, "treasurer.limit", **api, period="lifetime", axis="usd") == 5
+        assert value(found, "treasurer.remaining", **api, period="lifetime", axis="usd") == 4.75
+        assert value(found, "treasurer.remaining", **api, period="day", axis="tokens") == 920
+        assert value(found, "treasurer.remaining", **acme, period="lifetime", axis="tokens") == 40
+        assert value(found, "treasurer.reserved", **api, axis="tokens") == 20
+        assert value(found, "treasurer.open_reservations", **api) == 1
+        assert value(found, "treasurer.refusals", budget="api") == 1
+        assert value(found, "treasurer.waiting_requests", budget="api") == 0
+        assert value(found, "treasurer.events_dropped", budget="api") == 0
+        assert value(found, "treasurer.mailbox_depth", budget="api") == 0
+        assert otel_points(reader) == {}  # the budget closed: nothing more to report
+
+    def test_a_sync_budget_without_tenants_on_its_own_prefix(self) -> None:
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        with treasurer.sync.open_budget(name="jobs", tokens=10) as budget:
+            budget.tenant("t").record(tokens=3)
+            OpenTelemetryMetrics(
+                budget, meter_provider=provider, tenants=False, prefix="llm.budget"
+            )
+            found = otel_points(reader)
+        assert (
+            value(
+                found, "llm.budget.used", budget="jobs", tenant="", period="lifetime", axis="tokens"
+            )
+            == 3
+        )
+        assert not [key for key in found if ("tenant", "t") in key[1]]
+        with pytest.raises(treasurer.InvalidOption, match="prefix"):
+            OpenTelemetryMetrics(budget, prefix="no spaces")
+        with pytest.raises(treasurer.InvalidOption, match="budget"):
+            OpenTelemetryMetrics(object())  # type: ignore[arg-type]

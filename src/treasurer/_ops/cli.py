@@ -22,6 +22,7 @@ from .cli_budgets import (
     BudgetOption,
     JsonOption,
     StoreOption,
+    fail,
     forecast,
     overrides,
     period_rows,
@@ -115,6 +116,35 @@ def status(store: StoreOption, budget: BudgetOption = None, as_json: JsonOption 
     console = Console()
     for table in status_tables(name, figures):
         console.print(table)
+
+
+@app.command()
+def dashboard(
+    store: StoreOption,
+    log: Annotated[
+        Path | None,
+        typer.Option("--log", help="The budget's usage log, for forecasts and models."),
+    ] = None,
+    budget: BudgetOption = None,
+    host: Annotated[str, typer.Option(help="The address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="0: any free port.")] = 8050,
+    refresh: Annotated[float, typer.Option(min=0.1, help="Seconds between updates.")] = 2.0,
+) -> None:
+    """Serve a page with a stored budget's burn, forecasts, alerts and top models
+    until Ctrl-C (pip install 'treasurer[dashboard]')."""
+    import anyio
+
+    from .dashboard import Announce, StoreSource, serve_source
+
+    with reading("dashboard"):
+        source = StoreSource(store, budget=budget, log=log)
+        announce = Announce("treasurer dashboard on {} (Ctrl-C stops it)")
+        try:
+            anyio.run(serve_source, source, host, port, refresh, announce)
+        except KeyboardInterrupt:
+            pass
+        except OSError as exc:  # the port is taken, the address is not this host's
+            fail("dashboard", exc)
 
 
 app.command()(watch)

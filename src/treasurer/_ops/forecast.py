@@ -99,6 +99,24 @@ class Forecast:
     exhausts_at: datetime | None
     resets_at: datetime | None
 
+    def warning(self) -> ExhaustionForecast:
+        """This forecast as the event that warns of it (it must run out)."""
+        if self.exhausts_at is None:
+            raise ValueError("a forecast that never runs out warns of nothing")
+        return ExhaustionForecast(
+            budget=self.budget,
+            at=self.at,
+            tenant=self.tenant,
+            child=self.child,
+            cap=self.axis,
+            window=self.window,
+            exhausts_at=self.exhausts_at,
+            resets_at=self.resets_at,
+            used=self.used,
+            limit=self.limit,
+            rate=max(self.linear_rate, self.ewma_rate),
+        )
+
     @property
     def runs_out(self) -> bool:
         """Whether the cap runs out, at this rate, before the period resets."""
@@ -264,16 +282,4 @@ class ForecastWatch:
             if key in warned and warned[key] == forecast.resets_at:
                 continue  # warned already in this period
             warned[key] = forecast.resets_at
-            yield ExhaustionForecast(
-                budget=self.budget,
-                at=now,
-                tenant=forecast.tenant,
-                child=forecast.child,
-                cap=forecast.axis,
-                window=forecast.window,
-                exhausts_at=exhausts_at,
-                resets_at=forecast.resets_at,
-                used=forecast.used,
-                limit=forecast.limit,
-                rate=max(forecast.linear_rate, forecast.ewma_rate),
-            )
+            yield forecast.warning()

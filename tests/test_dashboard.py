@@ -228,6 +228,23 @@ class TestLive:
             {"model": "late", "tokens": 3, "usd": 0.0},
         ]
 
+    async def test_the_status_includes_events_not_yet_read(self) -> None:
+        """A status built right after a call counts that call's events, even before
+        the source's task read them; events it does not show are passed over."""
+        async with treasurer.open_budget(name="b", tokens=10) as budget:
+            source = treasurer.dashboard.LiveSource(budget)
+            before = await source.status()  # not following the budget yet
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(source.run)
+                async with budget.reserve(tokens=2, model="x") as reservation:
+                    reservation.commit(tokens=2)
+                assert not await budget.consume(9)
+                data = await source.status()
+                tasks.cancel_scope.cancel()
+        assert before["models"] == []
+        assert data["models"] == [{"model": "x", "tokens": 2, "usd": 0.0}]
+        assert data["refusals"]["count"] == 1  # type: ignore[index]
+
     async def test_bad_arguments(self) -> None:
         with pytest.raises(treasurer.InvalidOption, match=r"treasurer\.Budget"):
             treasurer.dashboard.LiveSource(object())  # type: ignore[arg-type]

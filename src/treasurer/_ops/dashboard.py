@@ -45,6 +45,7 @@ from .._core.events import (
 from .._core.values import Snapshot
 from .._errors import InvalidOption, TreasurerError
 from .._handles.budget import Budget
+from .._runtime.subscription import Subscription
 from .._stores.sqlite import SqliteStore
 from .forecast import Forecast, ForecastOptions, from_records
 from .reports import usage_report
@@ -130,8 +131,12 @@ class Source(ABC):
 
     name: str
 
-    async def run(self) -> None:  # noqa: B027 - most sources need no task
-        """Follow the budget while the dashboard runs (a task of its own)."""
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Follow the budget while the dashboard runs (a task of its own, started
+        before the dashboard answers its first request)."""
+        task_status.started()
 
     @abstractmethod
     async def status(self) -> dict[str, object]:
@@ -151,20 +156,31 @@ class LiveSource(Source):
         self.refused: deque[dict[str, object]] = deque(maxlen=RECENT)
         # usage by model seen since the dashboard started
         self.models: dict[str | None, tuple[int, Decimal]] = {}
+        self.events: Subscription | None = None
 
-    async def run(self) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         async with self.budget.subscribe(buffer=1024) as events:
+            self.events = events
+            task_status.started()
             async for event in events:
-                if isinstance(event, ThresholdCrossed | ExhaustionForecast):
-                    self.alerts.appendleft(_event(event))
-                elif isinstance(event, RequestRefused):
-                    self.refused.appendleft(_event(event))
-                elif isinstance(event, UsageRecorded):
-                    usage = event.usage
-                    tokens, usd = self.models.get(event.model, (0, Decimal(0)))
-                    self.models[event.model] = (tokens + usage.tokens, usd + usage.usd)
+                self._take(event)
+
+    def _take(self, event: Event) -> None:
+        if isinstance(event, ThresholdCrossed | ExhaustionForecast):
+            self.alerts.appendleft(_event(event))
+        elif isinstance(event, RequestRefused):
+            self.refused.appendleft(_event(event))
+        elif isinstance(event, UsageRecorded):
+            usage = event.usage
+            tokens, usd = self.models.get(event.model, (0, Decimal(0)))
+            self.models[event.model] = (tokens + usage.tokens, usd + usage.usd)
 
     async def status(self) -> dict[str, object]:
+        if self.events is not None:  # what the budget emitted up to now
+            for event in self.events.pending():
+                self._take(event)
         budget = self.budget
         figures: dict[str | None, Snapshot] = {None: budget.snapshot()}
         for name in budget.tenants():
@@ -328,7 +344,7 @@ async def serve_source(
             await run_server(app(source, refresh=refresh), config, shutdown_trigger=stop.wait)
 
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(source.run)
+        await tasks.start(source.run)
         tasks.start_soon(run)
         task_status.started(url)
         try:

@@ -10,6 +10,7 @@ import structlog
 import structlog.testing
 
 from llm_server import fake_llm, llm_server  # noqa: F401 - fixtures: a fake OpenAI/Anthropic API
+from redis_server import redis_server, redis_url  # noqa: F401 - fixtures: a real Redis server
 
 
 @pytest.fixture(

@@ -56,6 +56,7 @@ from ._handles.open import open_budget as open_budget
 from ._handles.reservation import Reservation as Reservation
 from ._handles.settings import BudgetOptions as BudgetOptions
 from ._handles.settings import TenantCaps as TenantCaps
+from ._ops.redis_log import RedisUsageLog as RedisUsageLog
 from ._ops.sqlite_log import SqliteUsageLog as SqliteUsageLog
 from ._runtime.subscription import Subscription as Subscription
 from ._runtime.usage_log import MemoryUsageLog as MemoryUsageLog
@@ -96,6 +97,7 @@ __all__ = (
     "OverrideRemoved",
     "OverrideSet",
     "Period",
+    "RedisUsageLog",
     "RequestRefused",
     "RequestTooLarge",
     "Reservation",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -52,7 +53,14 @@ def main_options() -> None:
 
 @app.command()
 def report(
-    log: Annotated[Path, typer.Option("--log", help="A usage log file (SqliteUsageLog).")],
+    log: Annotated[
+        Path | None, typer.Option("--log", help="A usage log file (SqliteUsageLog).")
+    ] = None,
+    redis: Annotated[
+        str | None,
+        typer.Option("--redis", help="A Redis URL whose stream is the log (RedisUsageLog)."),
+    ] = None,
+    stream: Annotated[str, typer.Option(help="The stream at --redis.")] = "treasurer:usage",
     group_by: Annotated[
         list[str] | None,
         typer.Option(
@@ -69,19 +77,32 @@ def report(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
-    """Usage grouped by model (or other keys) from a usage log: a table, CSV or JSON."""
+    """Usage grouped by model (or other keys) from a usage log (a file or a Redis
+    stream): a table, CSV or JSON."""
     if as_csv and as_json:
         raise typer.BadParameter("give --csv or --json, not both", param_hint="--csv/--json")
+    if (log is None) == (redis is None):
+        raise typer.BadParameter("give --log or --redis (one of them)", param_hint="--log/--redis")
     keys = group_by or ["model"]
     start, end = when(since, "--since"), when(until, "--until")
     with reading("report"):
-        rows = usage_report(read(log, budget=budget, since=start, until=end), group_by=keys)
+        if log is not None:
+            records = read(log, budget=budget, since=start, until=end)
+        else:
+            import anyio
+
+            from .redis_log import read as read_stream
+
+            assert redis is not None
+            reading_stream = partial(read_stream, budget=budget, since=start, until=end)
+            records = anyio.run(reading_stream, redis, stream)
+        rows = usage_report(records, group_by=keys)
     if as_csv:
         write_csv(rows, sys.stdout, keys)
     elif as_json:
         sys.stdout.write(to_json(rows, keys) + "\n")
     else:
-        table = Table(title=f"usage in {log}")
+        table = Table(title=f"usage in {log or f'{redis} {stream}'}")
         for name in columns(keys):
             table.add_column(name, justify="left" if name in keys else "right", overflow="fold")
         for row in rows:

@@ -175,6 +175,22 @@ class TestOverride:
         assert code == 2
         assert message in " ".join(err.split()).replace("│", "")
 
+    async def test_an_unknown_tenant_is_not_made(self, store_file: Path) -> None:
+        """A mistyped tenant exits 1 and adds nothing; a tenant the configuration
+        names may be raised before it spends."""
+        code, _, err = await run_cli(
+            "override", "add", "--store", str(store_file), "--tenant", "acmee",
+            "--tokens", "5", "--for", "1h",
+        )  # fmt: skip
+        assert code == 1
+        assert "budget 'api' has no tenant 'acmee' (it has: acme, vip)" in err
+        assert "acmee" not in treasurer.SqliteStore(store_file).read("api")
+        code, _, _ = await run_cli(
+            "override", "add", "--store", str(store_file), "--tenant", "vip",
+            "--tokens", "5", "--for", "1h",
+        )  # fmt: skip
+        assert code == 0
+
     async def test_what_the_budget_refuses_exits_1(self, store_file: Path) -> None:
         """An override of a window the budget lacks: the budget's own error, exit 1."""
         code, out, err = await run_cli(
@@ -244,7 +260,7 @@ class TestForecast:
 class TestWatch:
     async def test_refreshes_then_stops(self, store_file: Path) -> None:
         code, out, err = await run_cli(
-            "watch", "--store", str(store_file), "--interval", "0", "--count", "2"
+            "watch", "--store", str(store_file), "--interval", "0.1", "--count", "2"
         )
         assert (code, err) == (0, "")
         assert "budget 'api': 0 open reservations" in out
@@ -268,7 +284,7 @@ class TestWatch:
         timer = threading.Timer(0.5, _thread.interrupt_main)
         timer.start()
         try:
-            result = CliRunner().invoke(app, ["watch", "--store", str(path), "--interval", "0.05"])
+            result = CliRunner().invoke(app, ["watch", "--store", str(path), "--interval", "0.1"])
         finally:
             timer.cancel()
         assert result.exit_code == 0

@@ -248,6 +248,14 @@ class TestLive:
     async def test_bad_arguments(self) -> None:
         with pytest.raises(treasurer.InvalidOption, match=r"treasurer\.Budget"):
             treasurer.dashboard.LiveSource(object())  # type: ignore[arg-type]
+        async with treasurer.open_budget(tokens=1) as closed:
+            pass
+        port = socket.create_server(("127.0.0.1", 0))
+        number = port.getsockname()[1]
+        port.close()
+        with pytest.raises(treasurer.BudgetClosed):  # itself, not in a group
+            await treasurer.dashboard.serve(closed, port=number)
+        socket.create_server(("127.0.0.1", number)).close()  # the port was let go
         async with treasurer.open_budget(tokens=1) as budget:
             with pytest.raises(treasurer.InvalidOption, match="refresh"):
                 await treasurer.dashboard.serve(budget, port=0, refresh=0)

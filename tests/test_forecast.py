@@ -78,6 +78,16 @@ class TestBurnRates:
         assert linear == pytest.approx(100 * 12)  # 100 per five minutes
         assert ewma < 100 * 3600 / 60
 
+    def test_the_samples_kept_are_bounded(self) -> None:
+        """A sample per batch for an hour would be millions; a few per 120th of
+        the span are kept, and the rate is still the span's."""
+        burn = Burn(OPTIONS, START)
+        for second in range(1, 3 * 3600, 2):
+            burn.add(START + timedelta(seconds=second), vector(second))
+        assert len(burn._samples) <= 2 * 120 + 2  # two per bucket at most
+        linear, _ = hourly(burn, START + timedelta(seconds=3 * 3600 - 1))
+        assert linear == pytest.approx(3600, rel=0.01)
+
     def test_samples_out_of_order_or_unchanged_are_ignored(self) -> None:
         burn = Burn(OPTIONS, START)
         burn.add(START + timedelta(minutes=10), vector(600))
@@ -236,6 +246,50 @@ class TestLiveForecasts:
         (warning,) = [e for e in events if isinstance(e, ExhaustionForecast)]
         assert (warning.window, warning.cap, warning.resets_at) == ("lifetime", "usd", None)
         assert isinstance(warning.limit, Decimal)
+
+    async def test_a_rolling_window_warns_once_while_it_runs_out(self) -> None:
+        """A rolling window's reset moves with every use; it warns once, and again
+        only after a check found it no longer runs out."""
+        clock = ManualClock(START)
+        events: list[treasurer.Event] = []
+        async with treasurer.open_budget(
+            windows=[Window.rolling(timedelta(minutes=10), usd=5)],
+            forecast=OPTIONS,
+            clock=clock,
+            on_event=events.append,
+        ) as budget:
+            for _ in range(60):  # $0.49 a minute: out within the window, all along
+                clock.advance(minutes=1)
+                await budget.record(usd=Decimal("0.49"))
+            await delivered()
+            assert len([e for e in events if isinstance(e, ExhaustionForecast)]) == 1
+            clock.advance(hours=3)  # nothing spent for a while: no longer runs out
+            await budget.record(usd=Decimal("0.01"))
+            for _ in range(10):  # then fast again: a second warning
+                clock.advance(minutes=1)
+                await budget.record(usd=Decimal("0.49"))
+            await delivered()
+        warnings = [e for e in events if isinstance(e, ExhaustionForecast)]
+        assert len(warnings) == 2
+        assert warnings[0].window == "rolling 600s"
+
+    async def test_a_new_tenants_first_spend_counts(self) -> None:
+        """The spend that brings a tenant into the budget is part of its rate (the
+        budget's and the tenant's rates agree when it is the only spender)."""
+        clock = ManualClock(START)
+        async with treasurer.open_budget(
+            usd=100,
+            tenant_defaults=treasurer.TenantCaps(usd=10),
+            forecast=OPTIONS,
+            clock=clock,
+        ) as budget:
+            for _ in range(2):
+                clock.advance(minutes=1)
+                await budget.tenant("acme").record(usd=3)
+            clock.advance(minutes=1)
+            (own,) = budget.forecast()
+            (acme,) = budget.tenant("acme").forecast()
+        assert acme.linear_rate == own.linear_rate == pytest.approx(72)
 
     async def test_tenants_are_forecast_apart(self) -> None:
         clock = ManualClock(START)

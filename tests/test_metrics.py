@@ -191,3 +191,39 @@ class TestOpenTelemetry:
             OpenTelemetryMetrics(budget, prefix="no spaces")
         with pytest.raises(treasurer.InvalidOption, match="budget"):
             OpenTelemetryMetrics(object())  # type: ignore[arg-type]
+
+
+class Counting:
+    """A budget whose snapshots are counted (the instruments read it through the
+    public API only)."""
+
+    def __init__(self, budget: treasurer.sync.SyncBudget) -> None:
+        self.budget = budget
+        self.name = budget.name
+        self.snapshots = 0
+        self.closed = False
+
+    def snapshot(self) -> treasurer.Snapshot:
+        self.snapshots += 1
+        return self.budget.snapshot()
+
+    def statistics(self) -> treasurer.Statistics:
+        return self.budget.statistics()
+
+    def tenants(self) -> list[str]:
+        return self.budget.tenants()
+
+    def tenant(self, name: str) -> object:
+        return self.budget.tenant(name)
+
+
+def test_one_reading_per_collection() -> None:
+    """Every instrument of a collection reports the same reading of the budget."""
+    reader = InMemoryMetricReader()
+    with treasurer.sync.open_budget(name="once", tokens=10) as budget:
+        counting = Counting(budget)
+        OpenTelemetryMetrics(counting, meter_provider=MeterProvider(metric_readers=[reader]))
+        made = counting.snapshots  # the instruments were made from one reading
+        reader.get_metrics_data()
+        reader.get_metrics_data()
+    assert counting.snapshots - made == 2

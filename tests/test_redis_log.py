@@ -163,6 +163,8 @@ class TestFailures:
                 pass  # pragma: no cover
         with pytest.raises(treasurer.StoreUnavailable):
             await treasurer.redis.read(log.url, call_timeout=1)
+        with pytest.raises(treasurer.InvalidOption, match="url must be"):
+            await treasurer.redis.read("http://127.0.0.1:1/")
 
     async def test_a_server_that_goes_away_loses_nothing_silently(
         self, redis_server: RedisServer
@@ -184,6 +186,23 @@ class TestFailures:
         stats = log.statistics()
         assert (stats.written, stats.pending, stats.dropped) == (2, 0, 0)
         assert [r.usage.tokens for r in await treasurer.redis.read(redis_server.url, stream)] == [2]
+
+    async def test_a_batch_sent_again_is_written_once(self, redis_server: RedisServer) -> None:
+        """A call that times out may still run on the server: the batch is sent
+        again, and the stream keeps each record once."""
+        stream = stream_name()
+        log = treasurer.RedisUsageLog(redis_server.url, stream=stream, timeout=0.5)
+        async with treasurer.open_budget(name="slow", usage_log=log) as budget:
+            await budget.record(tokens=1)
+            await until(lambda: log.statistics().written >= 1, 10)
+            redis = client(redis_server.url, 5.0)
+            async with redis:
+                await redis.client_pause(1500)  # the server holds every call 1.5 s
+            await budget.record(tokens=2)
+            await until(lambda: log.statistics().written >= 2, 15)
+        assert log.statistics().failures >= 1  # timed out, then sent again
+        records = await treasurer.redis.read(redis_server.url, stream)
+        assert [r.usage.tokens for r in records] == [1, 2]
 
     async def test_a_server_gone_for_good(self, redis_server: RedisServer) -> None:
         """The server goes before anything is written: each try fails and is

@@ -190,6 +190,8 @@ class OpenTelemetryMetrics:
         self.budget = budget
         self.tenants = bool(tenants)
         self.prefix = prefix
+        self._reading: dict[str, Metric] = {}
+        self._served: set[str] = set()
         provider = meter_provider or metrics.get_meter_provider()
         meter = provider.get_meter("treasurer")
         for metric in readings(budget, tenants=False):  # the names and kinds
@@ -211,7 +213,13 @@ class OpenTelemetryMetrics:
 
             if getattr(self.budget, "closed", False):
                 return []
-            (metric,) = [m for m in readings(self.budget, tenants=self.tenants) if m.name == name]
+            # One reading per collection, so the instruments agree: an instrument
+            # asked again means a new collection began.
+            if name in self._served or not self._reading:
+                self._reading = {m.name: m for m in readings(self.budget, tenants=self.tenants)}
+                self._served.clear()
+            self._served.add(name)
+            metric = self._reading[name]
             return [
                 Observation(value, dict(zip(metric.labels, labels, strict=True)))
                 for labels, value in metric.samples

@@ -122,14 +122,16 @@ class WindowUsage:
 
 @attrs.frozen
 class Period:
-    """One period of a snapshot: the lifetime (``name`` "lifetime", never
-    resets) or a window's current period."""
+    """One period of a snapshot: the lifetime (``name`` and ``kind``
+    "lifetime", never resets) or a window's current period (``kind``: hour,
+    day, week, month or rolling)."""
 
     name: str
     used: Usage
     limits: Caps
     remaining: Caps
     resets_at: datetime | None
+    kind: str = "lifetime"
 
 
 @attrs.frozen
@@ -201,7 +203,10 @@ class Snapshot:
         lifetime = Period("lifetime", self.used, self.limits, self.remaining, None)
         return [
             lifetime,
-            *(Period(w.name, w.used, w.limits, w.remaining, w.resets_at) for w in self.windows),
+            *(
+                Period(w.name, w.used, w.limits, w.remaining, w.resets_at, w.kind)
+                for w in self.windows
+            ),
         ]
 
     @property

@@ -166,7 +166,7 @@ def status_tables(name: str, figures: dict[str | None, Snapshot]) -> list[Table]
 def watch(
     store: StoreOption,
     budget: BudgetOption = None,
-    interval: Annotated[float, typer.Option(min=0.0, help="Seconds between refreshes.")] = 2.0,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes.")] = 2.0,
     count: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many refreshes (default: never).")
     ] = None,
@@ -281,6 +281,13 @@ def add_override(
     sqlite_store = SqliteStore(store)
     with reading("override add"):
         name = pick_budget(sqlite_store, budget)
+        if tenant is not None:  # a mistyped name would make a tenant
+            configured = sqlite_store.options(name).get("tenants") or {}
+            known = {t for t in sqlite_store.read(name) if t is not None} | set(configured)
+            if tenant not in known:
+                names = ", ".join(sorted(known)) or "none"
+                error = LookupError(f"budget {name!r} has no tenant {tenant!r} (it has: {names})")
+                fail("override add", error)
         with _open(sqlite_store, name) as opened:
             scope = opened if tenant is None else opened.tenant(tenant)
             override = scope.override(

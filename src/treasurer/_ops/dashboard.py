@@ -43,7 +43,7 @@ from .._core.events import (
     UsageRecorded,
 )
 from .._core.values import Snapshot
-from .._errors import InvalidOption, TreasurerError
+from .._errors import InvalidOption, StoreUnavailable, TreasurerError
 from .._handles.budget import Budget
 from .._runtime.subscription import Subscription
 from .._stores.sqlite import SqliteStore
@@ -154,7 +154,7 @@ class LiveSource(Source):
         self.name = budget.name
         self.alerts: deque[dict[str, object]] = deque(maxlen=RECENT)
         self.refused: deque[dict[str, object]] = deque(maxlen=RECENT)
-        # usage by model seen since the dashboard started
+        # usage by model: the usage log's when the dashboard started, then the events
         self.models: dict[str | None, tuple[int, Decimal]] = {}
         self.events: Subscription | None = None
 
@@ -163,6 +163,13 @@ class LiveSource(Source):
     ) -> None:
         async with self.budget.subscribe(buffer=1024) as events:
             self.events = events
+            try:  # what the usage log holds from before; then the events add to it
+                report = await self.budget.usage(group_by="model")
+                self.models = {m: (u.tokens, u.usd) for m, u in report.groups.items()}
+            except InvalidOption:  # no usage log: the models seen from now on
+                pass
+            except StoreUnavailable as exc:
+                log.warning("the dashboard cannot read the usage log: %s", exc)
             task_status.started()
             async for event in events:
                 self._take(event)
@@ -192,11 +199,7 @@ class LiveSource(Source):
                 forecasts += handle.forecast()
         except InvalidOption:
             pass  # the budget does not forecast
-        try:  # the budget's usage log has its whole life
-            report = await budget.usage(group_by="model")
-            models = [(m, u.tokens, u.usd) for m, u in report.groups.items()]
-        except InvalidOption:  # no usage log: what the dashboard saw since it started
-            models = [(m, tokens, usd) for m, (tokens, usd) in self.models.items()]
+        models = [(m, tokens, usd) for m, (tokens, usd) in self.models.items()]
         stats = budget.statistics()
         refusals: dict[str, object] = {"count": stats.refusals, "recent": list(self.refused)}
         now = budget.snapshot().at or datetime.now(UTC)
@@ -323,10 +326,7 @@ async def serve_source(
 
     if not isinstance(refresh, int | float) or refresh <= 0:
         raise InvalidOption(f"refresh must be a positive number of seconds, not {refresh!r}")
-    listener = socket.create_server((host, port))
-    url = f"http://{host}:{listener.getsockname()[1]}/"
     config = Config()
-    config.bind = [f"fd://{listener.detach()}"]  # hypercorn owns (and closes) it now
     config.errorlog = log  # quiet unless the application turns logging on
     config.accesslog = None
     if sniffio.current_async_library() == "trio":
@@ -343,15 +343,35 @@ async def serve_source(
         with server_scope:
             await run_server(app(source, refresh=refresh), config, shutdown_trigger=stop.wait)
 
-    async with anyio.create_task_group() as tasks:
-        await tasks.start(source.run)
-        tasks.start_soon(run)
-        task_status.started(url)
-        try:
-            await anyio.sleep_forever()
-        finally:
-            stop.set()
-            server_scope.deadline = anyio.current_time() + STOPPING
+    try:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(source.run)
+            listener = socket.create_server((host, port))  # hypercorn owns it from here
+            address = listener.getsockname()
+            config.bind = [f"fd://{listener.detach()}"]
+            tasks.start_soon(run)
+            shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+            task_status.started(f"http://{shown}:{address[1]}/")
+            try:
+                await anyio.sleep_forever()
+            finally:
+                stop.set()
+                server_scope.deadline = anyio.current_time() + STOPPING
+    except BaseExceptionGroup as group:  # one error (a closed budget, a taken port): itself
+        alone = _alone(group)
+        if alone is None:
+            raise
+        raise alone from None
+
+
+def _alone(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception in ``group`` (groups of one unwrapped), or None."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        if len(error.exceptions) != 1:
+            return None
+        error = error.exceptions[0]
+    return error
 
 
 async def serve(

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
 import attrs
 
-from .._core.axes import AXES, ZERO, Vector, to_public
-from .._core.events import ExhaustionForecast, UsageRecorded
+from .._core.axes import AXES, ZERO, Vector, add, sub, to_public
+from .._core.events import Event, ExhaustionForecast, UsageRecorded
 from .._core.outcomes import ScopeView
 from .._core.scopes import ScopePath
 from .._core.values import Snapshot
@@ -31,6 +31,7 @@ from .._errors import InvalidOption
 
 _UNIT: Final = tuple(float(to_public(axis, 1)) for axis in range(len(AXES)))
 HOUR: Final = 3600.0
+BUCKETS: Final = 120  # samples kept per span, at most (and one before it)
 
 
 def _duration(value: object, name: str) -> timedelta:
@@ -98,6 +99,8 @@ class Forecast:
     ewma_rate: float
     exhausts_at: datetime | None
     resets_at: datetime | None
+    kind: str = "lifetime"
+    """The period's kind: "lifetime", or the window's (hour, day, week, month, rolling)."""
 
     def warning(self) -> ExhaustionForecast:
         """This forecast as the event that warns of it (it must run out)."""
@@ -128,12 +131,13 @@ class Forecast:
 class Burn:
     """The burn rates of one scope, from its cumulative usage sampled over time."""
 
-    __slots__ = ("_ewma", "_last", "_samples", "_tau", "since", "span", "warmup")
+    __slots__ = ("_bucket", "_ewma", "_last", "_samples", "_tau", "since", "span", "warmup")
 
     def __init__(self, options: ForecastOptions, since: datetime, used: Vector = ZERO) -> None:
         self.span = options.span.total_seconds()
         self.warmup = options.warmup.total_seconds()
         self._tau = options.half_life.total_seconds() / math.log(2)
+        self._bucket = self.span / BUCKETS
         self.since = since
         # (seconds since `since`, cumulative usage): the span's samples, and one before it
         self._samples: deque[tuple[float, Vector]] = deque([(0.0, used)])
@@ -150,9 +154,15 @@ class Burn:
         for axis, value in enumerate(used):
             self._ewma[axis] = self._ewma[axis] * decay + (value - last_used[axis]) / self._tau
         self._last = (t, used)
-        self._samples.append(self._last)
-        while len(self._samples) > 2 and self._samples[1][0] <= t - self.span:
-            self._samples.popleft()
+        # One sample per bucket of the span at most: the latest replaces the one
+        # taken less than a bucket after the sample before it.
+        samples = self._samples
+        if len(samples) > 1 and t - samples[-2][0] < self._bucket:
+            samples[-1] = self._last
+        else:
+            samples.append(self._last)
+        while len(samples) > 2 and samples[1][0] <= t - self.span:
+            samples.popleft()
 
     def observed(self, now: datetime) -> float:
         """Seconds observed so far."""
@@ -209,6 +219,7 @@ def forecasts(budget: str, snapshot: Snapshot, burn: Burn, now: datetime) -> lis
                     ewma_rate=ewma[axis] * hourly,
                     exhausts_at=exhausts_at,
                     resets_at=period.resets_at,
+                    kind=period.kind,
                 )
             )
     return result
@@ -234,6 +245,16 @@ def from_records(
     return forecasts(budget, snapshot, burn, now)
 
 
+def _spent(events: Sequence[Event]) -> dict[tuple[str | None, str | None], Vector]:
+    """The usage the events record, per (tenant, child)."""
+    spent: dict[tuple[str | None, str | None], Vector] = {}
+    for event in events:
+        if isinstance(event, UsageRecorded):
+            key = (event.tenant, event.child)
+            spent[key] = add(spent.get(key, ZERO), event.amount)
+    return spent
+
+
 class ForecastWatch:
     """A budget's burn rates, fed by the actor with every view it publishes,
     and the warnings they give rise to."""
@@ -246,19 +267,28 @@ class ForecastWatch:
         self._warned: dict[ScopePath, dict[tuple[str, str], datetime | None]] = {}
 
     def observe(
-        self, views: Mapping[ScopePath, ScopeView | None], now: datetime
+        self,
+        views: Mapping[ScopePath, ScopeView | None],
+        now: datetime,
+        events: Sequence[Event] = (),
     ) -> list[ExhaustionForecast]:
-        """Sample the views a batch published; the warnings that are new."""
+        """Sample the views a batch published (``events``: the batch's); the
+        warnings that are new."""
         warnings: list[ExhaustionForecast] = []
+        spent: dict[tuple[str | None, str | None], Vector] | None = None
         for path, view in views.items():
             if view is None:  # the scope is gone (a child budget closed, a tenant forgotten)
                 self.burns.pop(path, None)
                 self._warned.pop(path, None)
                 continue
             burn = self.burns.get(path)
-            if burn is None:  # a scope seen for the first time starts from its usage
-                self.burns[path] = Burn(self.options, view.at, view.used)
-                continue
+            if burn is None:
+                # A scope seen for the first time starts from its usage before this
+                # batch, so the spend that brought it here counts.
+                if spent is None:
+                    spent = _spent(events)
+                before = sub(view.used, spent.get((view.tenant, view.child), ZERO))
+                burn = self.burns[path] = Burn(self.options, view.at, before)
             burn.add(view.at, view.used)
             if self.options.warn and burn.observed(now) >= burn.warmup:
                 warnings += self._warnings(path, view, burn, now)
@@ -272,14 +302,21 @@ class ForecastWatch:
         self, path: ScopePath, view: ScopeView, burn: Burn, now: datetime
     ) -> Iterator[ExhaustionForecast]:
         horizon = now + self.options.horizon
+        warned = self._warned.get(path, {})
         for forecast in forecasts(self.budget, view.snapshot(), burn, now):
             key = (forecast.window, forecast.axis)
             deadline = horizon if forecast.resets_at is None else forecast.resets_at
             exhausts_at = forecast.exhausts_at
+            rolling = forecast.kind == "rolling"
             if exhausts_at is None or exhausts_at >= deadline:
+                if rolling:  # a rolling window re-arms once it no longer runs out
+                    warned.pop(key, None)
                 continue
-            warned = self._warned.setdefault(path, {})
-            if key in warned and warned[key] == forecast.resets_at:
-                continue  # warned already in this period
-            warned[key] = forecast.resets_at
+            # Once per period: a calendar window's ends when it resets; a rolling
+            # window's "reset" moves with every use, so it counts as one period.
+            period = None if rolling else forecast.resets_at
+            if key in warned and warned[key] == period:
+                continue
+            warned[key] = period
+            self._warned[path] = warned
             yield forecast.warning()

@@ -6,6 +6,7 @@ closes. A subclass says how to connect, write a batch and read records."""
 
 from __future__ import annotations
 
+import itertools
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Sequence
@@ -37,7 +38,10 @@ class QueuedUsageLog(UsageLog):
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
             raise InvalidOption(f"buffer must be an int >= 1, not {buffer!r}")
         self.buffer: Final = buffer
-        self._queue: deque[UsageRecorded] = deque()
+        # Each record with its number in this log, so a sink can tell a batch it
+        # is sent again (after a failure it could not see the end of) from a new one.
+        self._queue: deque[tuple[int, UsageRecorded]] = deque()
+        self._numbers = itertools.count()
         # Made when a budget opens with the log (an anyio object needs its loop):
         self._ready: anyio.Event | None = None  # records were queued, or the budget closes
         self._closing: anyio.Event | None = None
@@ -54,8 +58,8 @@ class QueuedUsageLog(UsageLog):
         """Get ready to write (a sink that cannot be used raises, failing the open)."""
 
     @abstractmethod
-    async def _store(self, batch: Sequence[UsageRecorded]) -> None:
-        """Write every record of ``batch``, or none (raise StoreUnavailable)."""
+    async def _store(self, batch: Sequence[tuple[int, UsageRecorded]]) -> None:
+        """Write every record of ``batch`` (numbered), or none (raise StoreUnavailable)."""
 
     @abstractmethod
     async def _disconnect(self) -> None:
@@ -71,7 +75,7 @@ class QueuedUsageLog(UsageLog):
         if len(self._queue) >= self.buffer:
             self._lose([record])
             return
-        self._queue.append(record)
+        self._queue.append((next(self._numbers), record))
         assert self._ready is not None, "open() first"  # the budget appends once open
         self._ready.set()
 
@@ -106,7 +110,7 @@ class QueuedUsageLog(UsageLog):
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(GRACE):
                 await self._write_queued()
-            self._lose(list(self._queue))
+            self._lose([record for _, record in self._queue])
             self._queue.clear()
             self._busy = False
             with anyio.CancelScope(shield=True):

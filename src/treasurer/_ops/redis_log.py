@@ -14,6 +14,7 @@ counted and retried like the SQLite log's.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -29,20 +30,29 @@ from .queued_log import QueuedUsageLog, positive
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_STREAM: Final = "treasurer:usage"
 PAGE: Final = 10_000  # entries read per XRANGE
+# KEYS: the stream, and a sorted set of the ids of the records written (scored by
+# the server's time, kept a day), so a batch sent again after a call whose end
+# the client did not see adds nothing twice. ARGV: maxlen, retention (ms), then
+# an id and a record for each record.
 APPEND: Final = """
 local maxlen, retention = ARGV[1], ARGV[2]
-for i = 3, #ARGV do
-  redis.call('XADD', KEYS[1], '*', 'r', ARGV[i])
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local added = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[2], 'NX', ms, ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[1], '*', 'r', ARGV[i + 1])
+    added = added + 1
+  end
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms - 86400000)
 if maxlen ~= '' then
   redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', maxlen)
 end
 if retention ~= '' then
-  local now = redis.call('TIME')
-  local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(retention)
-  redis.call('XTRIM', KEYS[1], 'MINID', '=', string.format('%d', oldest))
+  redis.call('XTRIM', KEYS[1], 'MINID', '=', string.format('%d', ms - tonumber(retention)))
 end
-return #ARGV - 2
+return added
 """
 
 
@@ -78,6 +88,11 @@ async def redis_errors(where: str) -> AsyncIterator[None]:
         if not _is_redis_error(exc):
             raise
         raise StoreUnavailable(f"{where}: {exc}") from exc
+
+
+def _check_url(url: object) -> None:
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidOption(f"url must be a redis://, rediss:// or unix:// URL, not {url!r}")
 
 
 def client(url: str, timeout: float) -> Any:
@@ -176,6 +191,7 @@ async def read(
 ) -> list[UsageRecorded]:
     """The usage records in a Redis stream, oldest first (see :class:`RedisUsageLog`);
     ``call_timeout`` bounds each call to the server."""
+    _check_url(url)
     async with redis_errors(f"usage stream {stream!r} at {url}"):
         redis = client(url, positive(call_timeout, "call_timeout"))
         async with redis:
@@ -199,8 +215,7 @@ class RedisUsageLog(QueuedUsageLog):
         buffer: int = 10_000,
         timeout: float = 5.0,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            raise InvalidOption(f"url must be a redis://, rediss:// or unix:// URL, not {url!r}")
+        _check_url(url)
         if not isinstance(stream, str) or not stream:
             raise InvalidOption(f"stream must be a non-empty str, not {stream!r}")
         if maxlen is not None and (
@@ -220,6 +235,7 @@ class RedisUsageLog(QueuedUsageLog):
         self._redis: Any = None
         self._script: Any = None
         self._connected: anyio.Event | None = None
+        self._writer = uuid.uuid4().hex  # names this log's records in the stream's id set
 
     @property
     def _where(self) -> str:
@@ -251,14 +267,16 @@ class RedisUsageLog(QueuedUsageLog):
             if self._connected is not None:
                 self._connected.set()  # a reader waiting gets the error below
 
-    async def _store(self, batch: Sequence[UsageRecorded]) -> None:
+    async def _store(self, batch: Sequence[tuple[int, UsageRecorded]]) -> None:
         await self._ready_to_talk()
         retention = (
             "" if self.retention is None else str(self.retention // timedelta(milliseconds=1))
         )
         args = ["" if self.maxlen is None else str(self.maxlen), retention]
         async with redis_errors(self._where):
-            await self._script(keys=[self.stream], args=[*args, *map(encode, batch)])
+            for number, record in batch:
+                args += [f"{self._writer}:{number}", encode(record)]
+            await self._script(keys=[self.stream, f"{self.stream}:written"], args=args)
 
     async def _disconnect(self) -> None:
         pass  # the client closes when run() leaves it

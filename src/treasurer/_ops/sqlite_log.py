@@ -85,14 +85,14 @@ class SqliteUsageLog(QueuedUsageLog):
             lambda: connect(self.path, self.timeout, _SCHEMA, "usage log")
         )
 
-    async def _store(self, batch: Sequence[UsageRecorded]) -> None:
+    async def _store(self, batch: Sequence[tuple[int, UsageRecorded]]) -> None:
         db = self._db
         assert db is not None, "open() first"
 
         def write() -> None:
             with db:  # one transaction: all of the batch or none
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany(_INSERT, [_row(record) for record in batch])
+                db.executemany(_INSERT, [_row(record) for _, record in batch])
 
         await self._thread(write)
 

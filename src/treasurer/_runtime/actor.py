@@ -184,7 +184,7 @@ class Actor(Mailbox):
             self._answer_waiters(waiters, result.answered)
         events = result.events
         if self.forecast is not None:
-            events = [*events, *self.forecast.observe(result.views, result.now)]
+            events = [*events, *self.forecast.observe(result.views, result.now, events)]
         if events:
             self._hand_out(events)
         self.timer.move(result.next_wakeup)
@@ -221,10 +221,12 @@ class Actor(Mailbox):
         self.waiting = deque(w for i, w in enumerate(waiters) if i not in done)
 
     def _verbose(self) -> bool:
-        """Whether anyone would see the routine events (see ``Ledger.verbose``)."""
+        """Whether anyone would see the routine events (see ``Ledger.verbose``);
+        the forecast reads the usage events of a scope's first batch."""
         return (
             bool(self.subscribers)
             or self.usage_log is not None
+            or self.forecast is not None
             or self.delivery.wants(logging.DEBUG)
         )
 

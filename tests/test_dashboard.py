@@ -245,6 +245,21 @@ class TestLive:
         assert data["models"] == [{"model": "x", "tokens": 2, "usd": 0.0}]
         assert data["refusals"]["count"] == 1  # type: ignore[index]
 
+    async def test_a_usage_log_it_cannot_read_leaves_the_rest(self, tmp_path: Path) -> None:
+        """The log's file is gone: top models are what the dashboard sees from then
+        on, and the figures are served as usual."""
+        path = tmp_path / "usage.sqlite"
+        log = treasurer.SqliteUsageLog(path)
+        async with treasurer.open_budget(name="lost", usage_log=log) as budget:
+            path.unlink()
+            source = treasurer.dashboard.LiveSource(budget)
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(source.run)
+                await budget.record(tokens=4, model="m")
+                data = await source.status()
+                tasks.cancel_scope.cancel()
+        assert data["models"] == [{"model": "m", "tokens": 4, "usd": 0.0}]
+
     async def test_bad_arguments(self) -> None:
         with pytest.raises(treasurer.InvalidOption, match=r"treasurer\.Budget"):
             treasurer.dashboard.LiveSource(object())  # type: ignore[arg-type]
@@ -401,3 +416,11 @@ def test_the_json_is_plain() -> None:
     now = datetime(2026, 12, 4, tzinfo=UTC)
     data = status("b", {None: snapshot}, [], [], {"count": 0, "recent": []}, [], now)
     assert json.loads(json.dumps(data))["at"] == "2026-12-04T00:00:00+00:00"
+
+
+def test_only_a_lone_error_is_unwrapped() -> None:
+    from treasurer._ops.dashboard import _alone
+
+    lone = KeyError("k")
+    assert _alone(ExceptionGroup("a", [ExceptionGroup("b", [lone])])) is lone
+    assert _alone(ExceptionGroup("two", [KeyError("x"), ValueError("y")])) is None

@@ -291,6 +291,27 @@ class TestLiveForecasts:
             (acme,) = budget.tenant("acme").forecast()
         assert acme.linear_rate == own.linear_rate == pytest.approx(72)
 
+    async def test_scopes_new_in_one_batch_each_count_their_spend(self) -> None:
+        """Two tenants that first spend in the same batch (beside a reservation,
+        whose event is no usage) each start from nothing."""
+
+        async def held(budget: treasurer.Budget) -> None:
+            async with budget.reserve(tokens=1):
+                pass
+
+        clock = ManualClock(START)
+        async with treasurer.open_budget(
+            tenant_defaults=treasurer.TenantCaps(tokens=10_000), forecast=OPTIONS, clock=clock
+        ) as budget:
+            clock.advance(minutes=1)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(lambda: budget.tenant("a").record(tokens=100))
+                tasks.start_soon(lambda: budget.tenant("b").record(tokens=300))
+                tasks.start_soon(held, budget)
+            (a,) = budget.tenant("a").forecast()
+            (b,) = budget.tenant("b").forecast()
+        assert (a.linear_rate, b.linear_rate) == (pytest.approx(1200), pytest.approx(3600))
+
     async def test_tenants_are_forecast_apart(self) -> None:
         clock = ManualClock(START)
         events: list[treasurer.Event] = []

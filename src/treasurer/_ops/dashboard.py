@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import anyio.to_thread
 import sniffio
 
@@ -185,7 +186,11 @@ class LiveSource(Source):
             self.models[event.model] = (tokens + usage.tokens, usd + usage.usd)
 
     async def status(self) -> dict[str, object]:
-        if self.events is not None:  # what the budget emitted up to now
+        # What the budget emitted up to now: an event handed straight to the
+        # reader task is taken once it runs (it is ready before this one), the
+        # rest is still in the subscription's buffer.
+        await anyio.lowlevel.checkpoint()
+        if self.events is not None:
             for event in self.events.pending():
                 self._take(event)
         budget = self.budget

@@ -403,7 +403,7 @@ def test_a_port_in_use_exits_1(tmp_path: Path) -> None:
 
 def test_the_json_is_plain() -> None:
     """Figures are numbers and times ISO 8601 text, so the page needs no parsing."""
-    from treasurer._ops.dashboard import status
+    from treasurer._ops.dashboard_sources import status
 
     snapshot = treasurer.Snapshot(
         caps=treasurer.Caps(usd=treasurer.Caps(usd=1).usd),

@@ -28,6 +28,18 @@ pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
 
+def schema_1_file(path: Path, state: str) -> None:
+    """A file as schema 1 left it: budget "api" kept as one document, ``state``."""
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE treasurer_schema (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO treasurer_schema VALUES (1)")
+        db.execute(
+            "CREATE TABLE treasurer_budgets (name TEXT PRIMARY KEY, config TEXT NOT NULL, "
+            "state TEXT NOT NULL, version INTEGER NOT NULL)"
+        )
+        db.execute("INSERT INTO treasurer_budgets VALUES ('api', '{}', ?, 0)", (state,))
+
+
 class TestRestart:
     async def test_spend_and_reservations_survive_a_restart(self, tmp_path: Path) -> None:
         path = tmp_path / "budget.sqlite"
@@ -444,14 +456,7 @@ class TestSharing:
 
     async def test_a_schema_1_file_it_cannot_read_is_left_as_it_was(self, tmp_path: Path) -> None:
         path = tmp_path / "budget.sqlite"
-        with closing(sqlite3.connect(path)) as db, db:
-            db.execute("CREATE TABLE treasurer_schema (version INTEGER NOT NULL)")
-            db.execute("INSERT INTO treasurer_schema VALUES (1)")
-            db.execute(
-                "CREATE TABLE treasurer_budgets (name TEXT PRIMARY KEY, config TEXT NOT NULL, "
-                "state TEXT NOT NULL, version INTEGER NOT NULL)"
-            )
-            db.execute("INSERT INTO treasurer_budgets VALUES ('api', '{}', 'not json', 0)")
+        schema_1_file(path, "not json")
         with pytest.raises(treasurer.InvalidOption, match="cannot be moved"):
             async with treasurer.open_budget(name="api", store=treasurer.SqliteStore(path)):
                 pass  # pragma: no cover
@@ -465,16 +470,7 @@ class TestSharing:
         path = tmp_path / "budget.sqlite"
         scope = {"path": []}
         record = {"scopes": [scope, scope], "reservations": {}, "now": None, "meta": {}}
-        with closing(sqlite3.connect(path)) as db, db:
-            db.execute("CREATE TABLE treasurer_schema (version INTEGER NOT NULL)")
-            db.execute("INSERT INTO treasurer_schema VALUES (1)")
-            db.execute(
-                "CREATE TABLE treasurer_budgets (name TEXT PRIMARY KEY, config TEXT NOT NULL, "
-                "state TEXT NOT NULL, version INTEGER NOT NULL)"
-            )
-            db.execute(
-                "INSERT INTO treasurer_budgets VALUES ('api', '{}', ?, 0)", (json.dumps(record),)
-            )
+        schema_1_file(path, json.dumps(record))
         with pytest.raises(treasurer.StoreUnavailable, match="UNIQUE constraint failed"):
             async with treasurer.open_budget(name="api", store=treasurer.SqliteStore(path)):
                 pass  # pragma: no cover

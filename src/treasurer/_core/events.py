@@ -38,12 +38,22 @@ class Event:
     @property
     def scope(self) -> str:
         """Which budget, and which tenant or child if any, in words."""
-        parts = [f"budget {self.budget!r}"]
-        if self.tenant is not None:
-            parts.append(f"tenant {self.tenant!r}")
-        if self.child is not None:
-            parts.append(f"child {self.child!r}")
-        return ", ".join(parts)
+        return scope_words(self.budget, self.tenant, self.child)
+
+
+def scope_words(budget: str, tenant: str | None = None, child: str | None = None) -> str:
+    """``budget 'api', tenant 'acme'``: a scope as messages name it."""
+    parts = [f"budget {budget!r}"]
+    if tenant is not None:
+        parts.append(f"tenant {tenant!r}")
+    if child is not None:
+        parts.append(f"child {child!r}")
+    return ", ".join(parts)
+
+
+def per_window(window: str) -> str:
+    """`` per day`` for a window, nothing for the lifetime: how messages name a period."""
+    return "" if window == "lifetime" else f" per {window}"
 
 
 @attrs.frozen(kw_only=True)
@@ -64,9 +74,8 @@ class ThresholdCrossed(Event):
 
     @property
     def message(self) -> str:
-        where = "" if self.window == "lifetime" else f" per {self.window}"
         return (
-            f"{self.scope}: {self.cap} usage{where} reached {self.threshold}% "
+            f"{self.scope}: {self.cap} usage{per_window(self.window)} reached {self.threshold}% "
             f"of its cap ({self.used} of {self.limit})"
         )
 
@@ -93,9 +102,9 @@ class ExhaustionForecast(Event):
 
     @property
     def message(self) -> str:
-        where = "" if self.window == "lifetime" else f" per {self.window}"
         return (
-            f"{self.scope}: at this rate the {self.cap} cap{where} ({self.limit}) "
+            f"{self.scope}: at this rate the {self.cap} cap{per_window(self.window)} "
+            f"({self.limit}) "
             f"runs out at {self.exhausts_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
         )
 

@@ -19,21 +19,18 @@ from rich.table import Table
 
 from .._core.axes import AXES
 from .._stores.sqlite import SqliteStore
-from .cli_budgets import (
+from .cli_budgets import forecast, period_rows, status_tables, watch
+from .cli_common import (
     BudgetOption,
     JsonOption,
     StoreOption,
     fail,
-    forecast,
-    overrides,
-    period_rows,
     pick_budget,
     plain,
     reading,
-    status_tables,
-    watch,
     when,
 )
+from .cli_overrides import overrides
 from .reports import KEYS, columns, to_json, usage_report, write_csv
 from .sqlite_log import read
 
@@ -155,7 +152,8 @@ def dashboard(
     until Ctrl-C (pip install 'treasurer[dashboard]')."""
     import anyio
 
-    from .dashboard import Announce, StoreSource, serve_source
+    from .dashboard import Announce, serve_source
+    from .dashboard_sources import StoreSource
 
     with reading("dashboard"):
         source = StoreSource(store, budget=budget, log=log)

@@ -66,6 +66,7 @@ from ._stores.base import BatchResult as BatchResult
 from ._stores.base import Health as Health
 from ._stores.base import Store as Store
 from ._stores.memory import MemoryStore as MemoryStore
+from ._stores.redis import RedisStore as RedisStore
 from ._stores.sqlite import SqliteStore as SqliteStore
 
 __all__ = (
@@ -97,6 +98,7 @@ __all__ = (
     "OverrideRemoved",
     "OverrideSet",
     "Period",
+    "RedisStore",
     "RedisUsageLog",
     "RequestRefused",
     "RequestTooLarge",

@@ -1,8 +1,9 @@
 """Redis (or Valkey) for budgets on many hosts: ``pip install 'treasurer[redis]'``
-(coredis, on asyncio and trio). What exists: :class:`RedisUsageLog`, the usage
-log in a Redis stream, and :func:`read` for its records. The Redis store
-(budgets shared by many processes) is not built yet."""
+(coredis, on asyncio and trio). :class:`RedisStore` keeps a budget that every
+process opening its name on the same server shares; :class:`RedisUsageLog`
+keeps usage records in a stream, and :func:`read` reads them back."""
 
 from ._ops.redis_log import RedisUsageLog, read
+from ._stores.redis import RedisStore, budget_keys
 
-__all__ = ["RedisUsageLog", "read"]
+__all__ = ["RedisStore", "RedisUsageLog", "budget_keys", "read"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -257,6 +258,7 @@ class ProtocolDriver(Driver):
         self.portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self.portal: BlockingPortal
         self.store: Any = None
+        self.store_task: Future[None] | None = None
         self.now: datetime
         self.queue: list[Reserve | OpenChild] = []
         self.resets = 0  # of the last Charged reply
@@ -273,6 +275,8 @@ class ProtocolDriver(Driver):
         self.store = self.factory()
         self.now = start
         view = self.portal.call(self.store.open, config, self.clock)
+        if hasattr(self.store, "run"):  # a store with a task of its own, as open_budget runs it
+            self.store_task, _ = self.portal.start_task(self.store.run, lambda: None)
         assert isinstance(view, ScopeView)
         assert view.path == ROOT
         self.published[ROOT] = view
@@ -282,6 +286,9 @@ class ProtocolDriver(Driver):
             if self.store is not None:
                 self.portal.call(self.store.close)
         finally:
+            if self.store_task is not None:
+                self.store_task.cancel()
+                self.store_task = None
             if self.portal_cm is not None:
                 self.portal_cm.__exit__(None, None, None)
                 self.portal_cm = None

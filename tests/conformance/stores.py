@@ -7,6 +7,7 @@ the budget's configuration and a clock it controls.
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import tempfile
 from collections.abc import Callable
@@ -15,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from treasurer import BatchResult, MemoryStore, SqliteStore, Store
+from redis_server import RedisServer
+from treasurer import BatchResult, MemoryStore, RedisStore, SqliteStore, Store
 
 from .reloading import ReloadingStore
 
@@ -42,6 +44,21 @@ class RereadingSqliteStore(SqliteStore):
         return await super().apply(*args, **kwargs)
 
 
+_REDIS: RedisServer | None = None
+
+
+def fresh_redis() -> RedisStore:
+    """A store under a new prefix on one server the suite starts on first use (stopped at exit)."""
+    global _REDIS
+    if _REDIS is None:
+        _REDIS = RedisServer()
+        _REDIS.start()
+        atexit.register(_REDIS.close)
+    return RedisStore(_REDIS.url, prefix=f"conformance-{next(_PREFIXES)}")
+
+
+_PREFIXES = itertools.count()
+
 STORES = [
     pytest.param(MemoryStore, id="memory"),
     # Not a product store: the memory semantics through state.py's JSON records,
@@ -49,4 +66,5 @@ STORES = [
     pytest.param(ReloadingStore, id="reloading"),
     pytest.param(lambda: SqliteStore(fresh_file()), id="sqlite"),
     pytest.param(lambda: RereadingSqliteStore(fresh_file()), id="sqlite-rereading"),
+    pytest.param(fresh_redis, id="redis"),
 ]

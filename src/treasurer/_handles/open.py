@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Unpack
 
 import anyio
+import anyio.abc
+import attrs
 
 from .._core.axes import describe
 from .._ops.alerts import AlertDispatcher
@@ -15,6 +17,7 @@ from .._ops.forecast import ForecastWatch
 from .._runtime.actor import Actor
 from .._runtime.delivery import Delivery
 from .._runtime.log import Log
+from .._stores.base import system_clock
 from ..testing import ManualClock
 from .budget import Budget
 from .core import BudgetCore
@@ -64,6 +67,10 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
         view = await settings.store.open(settings.config, settings.clock, reconfigure=True)
     else:  # a store written before reconfigure= existed opens as it did
         view = await settings.store.open(settings.config, settings.clock)
+    # A store that keeps its own time (Redis: the server's) serves the budget's clock.
+    store_clock = getattr(settings.store, "server_clock", None)
+    if settings.clock is system_clock and store_clock is not None:
+        settings = attrs.evolve(settings, clock=store_clock)
     alerts = AlertDispatcher(settings.alerts) if settings.alerts else None
     try:
         if usage_log is not None:
@@ -92,7 +99,13 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
     body_error: BaseException | None = None
     try:
         async with anyio.create_task_group() as task_group:
-            task_group.start_soon(actor.run, name=f"treasurer actor {name}")
+            # A store with a task of its own (Redis: its connection, and word of other
+            # processes' writes) serves until the actor has applied its last batch.
+            store_task = anyio.CancelScope()
+            serve_store = getattr(settings.store, "run", None)
+            if serve_store is not None:
+                await task_group.start(_serve_store, store_task, serve_store, actor.wake_waiters)
+            task_group.start_soon(_run_actor, actor, store_task, name=f"treasurer actor {name}")
             task_group.start_soon(actor.timer.run, name=f"treasurer timer {name}")
             task_group.start_soon(delivery.run, name=f"treasurer delivery {name}")
             if usage_log is not None:
@@ -122,3 +135,21 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
         raise body_error
     if actor.failure is not None:
         raise actor.closed_error()
+
+
+async def _run_actor(actor: Actor, store_task: anyio.CancelScope) -> None:
+    try:
+        await actor.run()
+    finally:
+        store_task.cancel()
+
+
+async def _serve_store(
+    scope: anyio.CancelScope,
+    serve: Callable[..., Awaitable[None]],
+    wake: Callable[[], None],
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        await serve(wake, task_status=task_status)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Unpack
 
@@ -18,7 +18,7 @@ from .._errors import InvalidAmount, InvalidOption, UnknownAxis
 from .._ops.alerts import Channel, channels
 from .._ops.forecast import ForecastOptions
 from .._runtime.usage_log import UsageLog
-from .._stores.base import Clock, Store
+from .._stores.base import Clock, Store, system_clock
 from .._stores.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ class Settings:
 
 def _clock(clock: Clock | None) -> Clock:
     if clock is None:
-        return lambda: datetime.now(UTC)
+        return system_clock
     if not callable(clock):
         raise InvalidOption(f"clock must be a callable returning an aware datetime, not {clock!r}")
     now = clock()

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -24,7 +23,8 @@ import anyio
 
 from .._core.axes import AXES
 from .._core.events import UsageRecorded
-from .._errors import InvalidOption, StoreUnavailable, TreasurerError
+from .._errors import InvalidOption, StoreUnavailable
+from .._stores.redis_client import check_url, client, redis_errors
 from .queued_log import QueuedUsageLog, positive
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
@@ -54,58 +54,6 @@ if retention ~= '' then
 end
 return added
 """
-
-
-def _is_redis_error(exc: BaseException) -> bool:
-    from coredis.exceptions import RedisError
-
-    return isinstance(exc, RedisError | ConnectionError | OSError | TimeoutError)
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
-
-
-@asynccontextmanager
-async def redis_errors(where: str) -> AsyncIterator[None]:
-    """The client's errors (coredis raises them in exception groups) as
-    :class:`StoreUnavailable`, naming ``where``."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        ours, others = group.split(TreasurerError)
-        if ours is not None and others is None:  # our own error, from inside the client
-            raise _first(ours) from None
-        failures, rest = group.split(_is_redis_error)
-        if failures is None or rest is not None:
-            raise
-        first = _first(failures)
-        raise StoreUnavailable(f"{where}: {first}") from first
-    except Exception as exc:
-        if not _is_redis_error(exc):
-            raise
-        raise StoreUnavailable(f"{where}: {exc}") from exc
-
-
-def _check_url(url: object) -> None:
-    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-        raise InvalidOption(f"url must be a redis://, rediss:// or unix:// URL, not {url!r}")
-
-
-def client(url: str, timeout: float) -> Any:
-    """A coredis client for ``url`` (enter it with ``async with`` before use)."""
-    import coredis
-
-    return coredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        connect_timeout=timeout,
-        stream_timeout=timeout,
-        retry_policy=coredis.retry.NoRetryPolicy(),
-    )
 
 
 def encode(record: UsageRecorded) -> str:
@@ -191,7 +139,7 @@ async def read(
 ) -> list[UsageRecorded]:
     """The usage records in a Redis stream, oldest first (see :class:`RedisUsageLog`);
     ``call_timeout`` bounds each call to the server."""
-    _check_url(url)
+    check_url(url)
     async with redis_errors(f"usage stream {stream!r} at {url}"):
         redis = client(url, positive(call_timeout, "call_timeout"))
         async with redis:
@@ -215,7 +163,7 @@ class RedisUsageLog(QueuedUsageLog):
         buffer: int = 10_000,
         timeout: float = 5.0,
     ) -> None:
-        _check_url(url)
+        check_url(url)
         if not isinstance(stream, str) or not stream:
             raise InvalidOption(f"stream must be a non-empty str, not {stream!r}")
         if maxlen is not None and (

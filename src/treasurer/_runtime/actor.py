@@ -93,6 +93,11 @@ class Actor(Mailbox):
         self.peak_batch = 0
         self.refusals = 0  # requests refused by a cap
 
+    def wake_waiters(self) -> None:
+        """Serve the waiting requests again (the store says budget may have come back)."""
+        if self.waiting:
+            self.wake()
+
     def close(self) -> None:
         """Refuse new requests; the actor applies what is queued, then stops."""
         if not self.closing:

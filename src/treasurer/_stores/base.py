@@ -12,7 +12,7 @@ a result is plain data, so a store in another process can produce it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -25,6 +25,12 @@ from .._core.outcomes import Reply, ScopeView
 from .._core.scopes import ScopePath
 
 Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    """This host's clock: a budget's unless ``open_budget`` is given another (a store
+    that keeps its own time, as Redis's, takes the place of this one)."""
+    return datetime.now(UTC)
 
 
 @attrs.frozen

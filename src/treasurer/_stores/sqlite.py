@@ -36,7 +36,7 @@ from .._core.reads import view
 from .._core.scopes import ScopePath, tenant_of
 from .._core.values import Snapshot
 from .._errors import InvalidOption, StoreUnavailable
-from . import sqlite_file
+from . import rows, sqlite_file
 from .base import BatchResult, Clock, Health, run_batch
 from .sqlite_file import connect, sqlite_errors
 
@@ -87,7 +87,7 @@ class SqliteStore:
             ledger = Ledger(config, clock())
             db.execute(
                 "INSERT INTO treasurer_budgets VALUES (?, ?, ?, 0)",
-                (config.name, config_text, sqlite_file.meta(ledger)),
+                (config.name, config_text, rows.meta(ledger)),
             )
             sqlite_file.save_all(db, config.name, ledger)
             return ledger, 0
@@ -101,7 +101,7 @@ class SqliteStore:
         ledger = state.reconfigured(config, stored["tenants"], record, clock())
         db.execute(
             "UPDATE treasurer_budgets SET config = ?, state = ?, version = ? WHERE name = ?",
-            (config_text, sqlite_file.meta(ledger), version + 1, config.name),
+            (config_text, rows.meta(ledger), version + 1, config.name),
         )
         sqlite_file.save_all(db, config.name, ledger)
         return ledger, version + 1
@@ -169,9 +169,9 @@ class SqliteStore:
                 result = run_batch(ledger, now, batch, waiting, new_from=new_from, verbose=verbose)
                 db.execute(
                     "UPDATE treasurer_budgets SET state = ?, version = ? WHERE name = ?",
-                    (sqlite_file.meta(ledger), self._version + 1, config.name),
+                    (rows.meta(ledger), self._version + 1, config.name),
                 )
-                sqlite_file.save_changes(db, config.name, ledger, result.views, held_before)
+                sqlite_file.save(db, config.name, rows.changes(ledger, result.views, held_before))
                 db.execute("COMMIT")
             except BaseException:
                 self._ledger = None  # what it did in memory was not stored: read it again

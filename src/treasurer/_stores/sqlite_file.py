@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Final, TypeVar
 
-from .._core import state
 from .._core.config import BudgetConfig
 from .._core.ledger import Ledger
-from .._core.scopes import ScopePath
 from .._errors import InvalidOption, StoreUnavailable
+from . import rows
 
 SCHEMA_VERSION: Final = 2
 _VERSION_TABLE: Final = """
@@ -105,64 +104,39 @@ def sqlite_errors(path: Path, what: str, func: Callable[[], T]) -> Callable[[], 
 # the scopes it touched and the reservations it made or ended.
 
 
-def meta(ledger: Ledger) -> str:
-    record = state.dump_ledger(ledger, scopes=False)
-    return json.dumps(record)
-
-
 def load(db: sqlite3.Connection, config: BudgetConfig, now: datetime) -> Ledger:
     """The budget ``config`` names, from its rows (inside a transaction)."""
     name = config.name
     (meta,) = db.execute("SELECT state FROM treasurer_budgets WHERE name = ?", (name,)).fetchone()
-    record = json.loads(meta)
     scopes = db.execute("SELECT record FROM treasurer_scopes WHERE budget = ?", (name,))
     held = db.execute("SELECT id, record FROM treasurer_reservations WHERE budget = ?", (name,))
-    record["scopes"] = [json.loads(row[0]) for row in scopes]
-    record["reservations"] = {str(row[0]): json.loads(row[1]) for row in held}
-    return state.load_ledger(config, record, now)
+    return rows.ledger_from_rows(config, meta, (row[0] for row in scopes), held, now)
 
 
 def save_all(db: sqlite3.Connection, name: str, ledger: Ledger) -> None:
     """Every row of the budget, replacing what was stored."""
     db.execute("DELETE FROM treasurer_scopes WHERE budget = ?", (name,))
     db.execute("DELETE FROM treasurer_reservations WHERE budget = ?", (name,))
-    save_changes(db, name, ledger, dict.fromkeys(ledger.tree.scopes), set())
+    save(db, name, rows.every_row(ledger))
 
 
-def save_changes(
-    db: sqlite3.Connection,
-    name: str,
-    ledger: Ledger,
-    touched: Mapping[ScopePath, object],
-    held_before: set[int],
-) -> None:
-    """The scopes a batch touched (``None`` views: forgotten) and the reservations it
-    made or ended."""
-    scopes = ledger.tree.scopes
-    rows = [(name, json.dumps(list(path)), path) for path in touched]
+def save(db: sqlite3.Connection, name: str, changed: rows.Changes) -> None:
+    """The rows a batch changed (:func:`.rows.changes`)."""
     db.executemany(
         "DELETE FROM treasurer_scopes WHERE budget = ? AND path = ?",
-        [(name, key) for name, key, path in rows if path not in scopes],
+        [(name, key) for key in changed.scopes_gone],
     )
     db.executemany(
         "INSERT OR REPLACE INTO treasurer_scopes VALUES (?, ?, ?)",
-        [
-            (name, key, json.dumps(state.dump_scope(scopes[path])))
-            for name, key, path in rows
-            if path in scopes
-        ],
+        [(name, key, record) for key, record in changed.scopes.items()],
     )
-    held_now = ledger.reservations.open
     db.executemany(
         "DELETE FROM treasurer_reservations WHERE budget = ? AND id = ?",
-        [(name, rid) for rid in held_before - held_now.keys()],
+        [(name, rid) for rid in changed.held_gone],
     )
     db.executemany(
         "INSERT INTO treasurer_reservations VALUES (?, ?, ?)",
-        [
-            (name, rid, json.dumps(state.dump_held(held_now[rid])))
-            for rid in held_now.keys() - held_before
-        ],
+        [(name, rid, record) for rid, record in changed.held.items()],
     )
 
 

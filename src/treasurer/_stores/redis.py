@@ -1,0 +1,356 @@
+"""The Redis store: one budget shared by every process, on every host, that opens
+its name on the same Redis (or Valkey) server.
+
+Each batch the actor drains is computed by this process's ledger from the state
+as of a stored version, then ONE script call (:mod:`.redis_script`) writes the
+rows the batch changed if the version is still the one the batch was computed
+from, and answers the stored rows if it is not: the batch is computed again on
+them and sent again (one more round trip, no lock, no WATCH). So every
+check-and-deduct is applied to the state it was checked against: no process
+can overspend what another spent. A batch carries an id the script keeps ten
+minutes, so a batch sent again after a lost answer is applied once.
+
+Time is the server's (``TIME``, offset from this host's clock measured at open)
+unless ``open_budget`` was given a clock. Writes are announced on a channel;
+requests waiting for budget in other processes are served again when one comes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+
+from .._core import state
+from .._core.commands import Command, OpenChild, Reserve
+from .._core.config import BudgetConfig
+from .._core.ledger import Ledger
+from .._core.outcomes import ScopeView
+from .._core.reads import view
+from .._core.scopes import ScopePath
+from .._errors import InvalidOption, StoreUnavailable
+from . import rows
+from .base import BatchResult, Clock, Health, run_batch, system_clock
+from .redis_client import check_url, client, redis_errors
+from .redis_script import SCRIPT
+
+DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
+DEFAULT_PREFIX: Final = "treasurer"
+_BACKOFF: Final = (0.02, 1.0)  # first and longest pause between attempts of a call
+
+
+def budget_keys(prefix: str, name: str) -> list[str]:
+    """The keys of budget ``name``: one hash tag, so one Redis Cluster slot."""
+    tag = f"{prefix}:{{{name}}}"
+    return [f"{tag}:budget", f"{tag}:scopes", f"{tag}:held", f"{tag}:batches"]
+
+
+class RedisStore:
+    """Keeps budgets in the Redis or Valkey server at ``url`` (``redis://``,
+    ``rediss://`` for TLS, ``unix://``; a password in the URL). ``prefix``
+    starts every key; ``timeout`` bounds each call to the server and how long a
+    batch is tried again before it fails with :class:`StoreUnavailable`."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = 5.0,
+        redis: Any = None,
+    ) -> None:
+        if redis is None:
+            check_url(url)
+        if not isinstance(prefix, str) or not prefix:
+            raise InvalidOption(f"prefix must be a non-empty str, not {prefix!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise InvalidOption(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.url: Final = url
+        self.prefix: Final = prefix
+        self.timeout: Final = float(timeout)
+        self._given = redis  # a client the application entered and will close
+        self._redis: Any = None
+        self._script: Any = None
+        self._keys: list[str] = []
+        self._channel = ""
+        self._writer = uuid.uuid4().hex  # names this store's writes on the channel
+        self._config: BudgetConfig | None = None
+        self._clock: Clock | None = None
+        self._offset = timedelta(0)  # the server's clock minus this host's
+        self._ledger: Ledger | None = None
+        self._version = ""  # the stored version the cached ledger is at
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """A store for the server at ``url`` (the keywords of the constructor)."""
+        return cls(url, **options)
+
+    @classmethod
+    def from_client(cls, redis: Any, **options: Any) -> RedisStore:
+        """A store that talks through ``redis``, a coredis client the application
+        has entered (``async with``) and closes itself."""
+        return cls(redis=redis, **options)
+
+    @property
+    def _where(self) -> str:
+        return f"Redis store at {self.url}" if self._given is None else "Redis store"
+
+    # -- talking to the server ----------------------------------------------------------
+
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[Any]:
+        """An entered client: the application's, or one of ours for the block."""
+        if self._given is not None:
+            yield self._given
+        else:
+            async with client(self.url, self.timeout) as redis:
+                yield redis
+
+    async def _talk_through(self, redis: Any) -> None:
+        self._redis = redis
+        self._script = redis.register_script(SCRIPT)
+
+    async def _measure_offset(self) -> timedelta:
+        """The server's clock minus this host's, from the quickest of three ``TIME`` calls."""
+        best: tuple[float, timedelta] | None = None
+        for _ in range(3):
+            start = time.perf_counter()
+            before = datetime.now(UTC)
+            server = await self._redis.time()
+            took = time.perf_counter() - start
+            offset = server.replace(tzinfo=UTC) - (before + timedelta(seconds=took / 2))
+            if best is None or took < best[0]:
+                best = (took, offset)
+        assert best is not None
+        return best[1]
+
+    def server_clock(self) -> datetime:
+        """The server's time now, as this host reckons it."""
+        return datetime.now(UTC) + self._offset
+
+    async def _call(self, args: list[str]) -> list[Any]:
+        """One script call, tried again (with the same arguments, so the same batch
+        id) after a failure until ``timeout`` has passed."""
+        if self._script is None:
+            raise InvalidOption(
+                "the RedisStore is not connected: its run() task holds the connection "
+                "(open_budget starts it; a program driving the Store protocol starts it too)"
+            )
+        deadline = anyio.current_time() + self.timeout
+        pause = _BACKOFF[0]
+        while True:
+            try:
+                async with redis_errors(self._where):
+                    answer: list[Any] = await self._script(keys=self._keys, args=args)
+                    return answer
+            except StoreUnavailable:
+                if anyio.current_time() + pause > deadline:
+                    raise
+                await anyio.sleep(pause)
+                pause = min(pause * 2, _BACKOFF[1])
+
+    def _args(self, expected: str, batch: str, config: str, replace: bool, meta: str) -> list[str]:
+        return [expected, batch, config, "1" if replace else "0", meta, self._channel, self._writer]
+
+    def _take_rows(self, answer: list[Any], config: BudgetConfig, now: datetime) -> Ledger:
+        """The ledger in a ``state`` or ``stale`` answer, which becomes the cached one."""
+        if answer[4] is not None and json.loads(answer[4]) != state.dump_config(config):
+            raise StoreUnavailable(
+                f"budget {config.name!r} was reconfigured by another process; open it again"
+            )
+        ledger = self._ledger_in(answer, config, now)
+        self._ledger, self._version = ledger, str(answer[1])
+        return ledger
+
+    def _ledger_in(self, answer: list[Any], config: BudgetConfig, now: datetime) -> Ledger:
+        """The ledger whose rows a ``state`` or ``stale`` answer holds, under ``config``."""
+        meta, scopes, held = answer[5], answer[6], answer[7]
+        if answer[1] is None or meta is None:
+            raise StoreUnavailable(f"budget {config.name!r} was removed from the {self._where}")
+        return rows.ledger_from_rows(config, meta, scopes[1::2], _pairs(held), now)
+
+    # -- the Store protocol -----------------------------------------------------------
+
+    async def open(
+        self, config: BudgetConfig, clock: Clock, *, reconfigure: bool = False
+    ) -> ScopeView:
+        if self._config is not None:
+            raise InvalidOption("a RedisStore serves one open budget at a time")
+        self._keys = budget_keys(self.prefix, config.name)
+        self._channel = self._keys[0] + ":changes"
+        try:
+            async with redis_errors(self._where), self._client() as redis:
+                # A client lives in the task that entered it: open() uses its own,
+                # run() the one the budget's batches go through.
+                await self._talk_through(redis)
+                self._offset = await self._measure_offset()
+                self._clock = self.server_clock if clock is system_clock else clock
+                ledger = await self._open_budget(config, self._clock, reconfigure)
+        finally:
+            self._redis = self._script = None
+        self._config = config
+        return view(ledger.root, self._clock())
+
+    async def _open_budget(self, config: BudgetConfig, clock: Clock, reconfigure: bool) -> Ledger:
+        given = state.dump_config(config)
+        config_text = json.dumps(given, sort_keys=True)
+        while True:
+            answer = await self._call(self._args("read", "", "", False, ""))
+            version, stored_text = answer[1], answer[4]
+            if version is None:  # the first open creates the budget
+                ledger, expected = Ledger(config, clock()), "none"
+            else:
+                stored = json.loads(stored_text)
+                if stored == given:
+                    return self._take_rows(answer, config, clock())
+                if not reconfigure:
+                    raise state.other_configuration(config.name, self._where, stored, given)
+                old = rows.ledger_from_rows(
+                    config, answer[5], answer[6][1::2], _pairs(answer[7]), clock()
+                )
+                ledger = state.reconfigured(
+                    config, stored["tenants"], state.dump_ledger(old), clock()
+                )
+                expected = str(version)
+            args = self._args(expected, "", config_text, True, rows.meta(ledger))
+            written = await self._call(args + _flat(rows.every_row(ledger)))
+            if written[0] == "ok":
+                self._ledger, self._version = ledger, str(written[1])
+                return ledger
+            # another process created or changed it meanwhile: read it again
+
+    def _serving(self) -> tuple[BudgetConfig, Clock]:
+        if self._config is None or self._clock is None:
+            raise InvalidOption("the store serves no budget: open one first")
+        return self._config, self._clock
+
+    async def apply(
+        self,
+        batch: Sequence[Command],
+        waiting: Sequence[Reserve | OpenChild] = (),
+        *,
+        new_from: int = 0,
+        verbose: bool = True,
+    ) -> BatchResult:
+        config, clock = self._serving()
+        batch_id = uuid.uuid4().hex
+        deadline = anyio.current_time() + self.timeout
+        while True:
+            ledger = self._ledger
+            if ledger is None:
+                answer = await self._call(self._args("read", "", "", False, ""))
+                ledger = self._take_rows(answer, config, clock())
+            self._ledger = None  # it holds what is not stored until the answer says so
+            counters = state.dump_meta(ledger)
+            held_before = set(ledger.reservations.open)
+            now = max(clock(), ledger.now)  # hosts' clocks may differ by a round trip
+            result = run_batch(ledger, now, batch, waiting, new_from=new_from, verbose=verbose)
+            changed = rows.changes(ledger, result.views, held_before)
+            writes = _flat(changed)
+            meta = (
+                rows.meta(ledger) if len(writes) > 4 or state.dump_meta(ledger) != counters else ""
+            )
+            answer = await self._call(self._args(self._version, batch_id, "", False, meta) + writes)
+            tag = answer[0]
+            if tag in ("ok", "same"):
+                self._ledger, self._version = ledger, str(answer[1])
+                return result
+            if tag == "done":  # applied by an attempt whose answer was lost
+                return result  # later writes are unknown: the next batch reads the rows
+            if anyio.current_time() > deadline:
+                raise StoreUnavailable(
+                    f"{self._where}: budget {config.name!r} changed under every attempt "
+                    f"for {self.timeout:g} s"
+                )
+            self._take_rows(answer, config, clock())  # stale: compute it again on these
+
+    async def refresh(self, scope: ScopePath) -> ScopeView | None:
+        config, clock = self._serving()
+        answer = await self._call(self._args("read", "", "", False, ""))
+        now = clock()
+        ledger = self._ledger_in(answer, config, now)
+        ledger.advance(max(now, ledger.now))  # as the next batch will see it
+        found = ledger.tree.scopes.get(scope)
+        return None if found is None else view(found, ledger.now)
+
+    async def health(self) -> Health:
+        """Healthy when the server answers ``PING`` within ``timeout``."""
+        start = time.perf_counter()
+        if self._redis is None:
+            return Health(False, "redis", timedelta(0), "not open")
+        try:
+            with anyio.fail_after(self.timeout):
+                async with redis_errors(self._where):
+                    await self._redis.ping()
+        except (StoreUnavailable, TimeoutError) as exc:
+            took = timedelta(seconds=time.perf_counter() - start)
+            return Health(False, "redis", took, str(exc) or "no answer within the timeout")
+        return Health(True, "redis", timedelta(seconds=time.perf_counter() - start))
+
+    async def run(
+        self,
+        wake: Callable[[], None],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The store's own task, from ``open`` until cancelled after the last batch:
+        it holds the connection batches go through, and calls ``wake`` each time
+        another process writes the budget (a lost subscription is made again)."""
+        self._serving()
+        async with redis_errors(self._where), self._client() as redis:
+            await self._talk_through(redis)
+            task_status.started()
+            try:
+                while True:
+                    try:
+                        await self._listen(wake)
+                    except BaseException as exc:
+                        if anyio.current_effective_deadline() == -math.inf:
+                            # Cancelled: the budget has closed. (coredis's pub/sub
+                            # raises ClosedResourceError as it is torn down.)
+                            return
+                        if not isinstance(exc, StoreUnavailable):
+                            raise
+                        await anyio.sleep(_BACKOFF[1])
+            finally:
+                self._redis = self._script = None
+
+    async def _listen(self, wake: Callable[[], None]) -> None:
+        async with redis_errors(self._where):
+            pubsub = self._redis.pubsub(channels=[self._channel], ignore_subscribe_messages=True)
+            async with pubsub:
+                async for message in pubsub:
+                    if str(message["data"]).partition(" ")[0] != self._writer:
+                        wake()
+
+    async def close(self) -> None:
+        self._config = self._clock = self._ledger = None
+        self._version = ""
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
+
+
+def _pairs(flat: Sequence[str]) -> list[tuple[str, str]]:
+    return list(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _flat(changed: rows.Changes) -> list[str]:
+    """The four groups of rows, as the script's arguments."""
+    args = [str(len(changed.scopes))]
+    for key, record in changed.scopes.items():
+        args += [key, record]
+    args += [str(len(changed.scopes_gone)), *changed.scopes_gone]
+    args.append(str(len(changed.held)))
+    for rid, record in changed.held.items():
+        args += [str(rid), record]
+    args += [str(len(changed.held_gone)), *map(str, changed.held_gone)]
+    return args

@@ -1,0 +1,62 @@
+"""The coredis client the Redis store and the Redis usage log talk through, and
+its errors as treasurer's own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from .._errors import InvalidOption, StoreUnavailable, TreasurerError
+
+
+def _is_redis_error(exc: BaseException) -> bool:
+    from coredis.exceptions import RedisError
+
+    return isinstance(exc, RedisError | ConnectionError | OSError | TimeoutError)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+@asynccontextmanager
+async def redis_errors(where: str) -> AsyncIterator[None]:
+    """The client's errors (coredis raises them in exception groups) as
+    :class:`StoreUnavailable`, naming ``where``."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        ours, others = group.split(TreasurerError)
+        if ours is not None and others is None:  # our own error, from inside the client
+            raise _first(ours) from None
+        failures, rest = group.split(_is_redis_error)
+        if failures is None or rest is not None:
+            raise
+        first = _first(failures)
+        raise StoreUnavailable(f"{where}: {first}") from first
+    except Exception as exc:
+        if not _is_redis_error(exc):
+            raise
+        raise StoreUnavailable(f"{where}: {exc}") from exc
+
+
+def check_url(url: object) -> None:
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidOption(f"url must be a redis://, rediss:// or unix:// URL, not {url!r}")
+
+
+def client(url: str, timeout: float) -> Any:
+    """A coredis client for ``url`` (enter it with ``async with`` before use)."""
+    import coredis
+
+    return coredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        connect_timeout=timeout,
+        stream_timeout=timeout,
+        retry_policy=coredis.retry.NoRetryPolicy(),
+    )

@@ -35,7 +35,8 @@ def free_port() -> int:
 class RedisServer:
     """One server process; ``stop()`` and ``start()`` again keep its port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persist: bool = False) -> None:
+        self.persist = persist  # an append-only file, so a restart keeps the data
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="treasurer-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -46,7 +47,14 @@ class RedisServer:
 
     def start(self) -> None:
         command = [server_binary(), "--bind", "127.0.0.1", "--port", str(self.port)]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        appendonly = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else []
+        command += [
+            "--save",
+            "",
+            "--dir",
+            str(self.directory),
+            *(appendonly or ["--appendonly", "no"]),
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

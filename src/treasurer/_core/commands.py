@@ -97,11 +97,11 @@ class Reserve(NamedTuple):
 
 
 class Commit(NamedTuple):
-    """End a reservation, charging what was used, even past a cap."""
+    """End a reservation, charging what was used (``None``: what it holds), even past a cap."""
 
     scope: ScopePath
     reservation: int
-    actual: Vector
+    actual: Vector | None
     meta: Meta | None = None
 
 

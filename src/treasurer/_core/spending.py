@@ -51,19 +51,21 @@ def commit(ledger: Ledger, command: Commit) -> Reply:
         # usage happened: it is recorded all the same, past any cap.
         if (rejected := _never_made(ledger, command.reservation)) is not None:
             return rejected
-        scope = ledger.nearest(command.scope)
-        ledger.charge(scope, command.actual, command.meta, "late_commit", command.reservation)
+        if command.actual is not None:  # (what it held is not known any more)
+            scope = ledger.nearest(command.scope)
+            ledger.charge(scope, command.actual, command.meta, "late_commit", command.reservation)
         return Settled(command.reservation, expired=True)
     scope = ledger.tree.scopes[held.scope]
     ledger.tree.hold(scope, held.amount, -1)
     meta = held.meta.merged(command.meta) if held.meta else command.meta
-    ledger.charge(scope, command.actual, meta, "commit", command.reservation)
+    actual = held.amount if command.actual is None else command.actual
+    ledger.charge(scope, actual, meta, "commit", command.reservation)
     if ledger.verbose:
         ledger.emit(
             ReservationCommitted,
             scope,
             reservation=command.reservation,
-            actual=Usage.of(command.actual),
+            actual=Usage.of(actual),
         )
     ledger.tree.forget_drained(scope)
     return Settled(command.reservation)

@@ -10,11 +10,13 @@ from .._core import config
 from .._core.axes import count, parse
 from .._core.commands import (
     Charge,
+    Commit,
     Consume,
     Meta,
     Probe,
     Record,
     Refund,
+    Release,
     Reset,
     split_usage,
 )
@@ -23,11 +25,12 @@ from .._core.outcomes import (
     Charged,
     Refusal,
     ScopeView,
+    Settled,
     Verdict,
 )
 from .._core.scopes import ROOT, ScopePath, tenant_of, tenant_path
 from .._core.values import Caps, Check, Snapshot, Statistics, Totals, least
-from .._errors import InvalidAmountType, InvalidOption
+from .._errors import InvalidAmountType, InvalidOption, ReservationExpired
 from .operations import Operations, raise_if_refused
 from .reservation import Reservation
 
@@ -206,6 +209,42 @@ class Budget(Operations):
             raise InvalidOption(f"wait must be True or False, not {wait!r}")
         amounts, meta, scope = self._split(usage)
         return Reservation(self._core, scope, parse(amounts), meta, ttl, wait)
+
+    async def settle(
+        self, reservation: int, *, release: bool = False, **usage: Unpack[UsageInfo]
+    ) -> None:
+        """Settle an open reservation by its id (:meth:`Reservation.detach`), made
+        in this process or in another that shares the budget's store.
+
+        Commits what was used (amounts and metadata as for :meth:`record`; none:
+        what it holds; omitted ``requests`` counts 1), or with ``release=True``
+        gives it all back. A reservation past its deadline was released: a
+        commit's usage is recorded all the same and :class:`ReservationExpired`
+        is raised; an id the budget never issued raises :class:`ReservationError`.
+        Each id is settled once: a second commit would count as a late one.
+        """
+        if isinstance(reservation, bool) or not isinstance(reservation, int) or reservation < 1:
+            raise InvalidOption(
+                f"reservation must be a reservation's id (an int >= 1), not {reservation!r}"
+            )
+        if not isinstance(release, bool):
+            raise InvalidOption(f"release must be True or False, not {release!r}")
+        command: Commit | Release
+        if release:
+            if usage:
+                raise InvalidOption("release=True records no usage: give no amounts")
+            command = Release(self._scope, reservation)
+        else:
+            amounts, meta, scope = self._split(usage)
+            if amounts and "requests" not in amounts:
+                amounts["requests"] = 1
+            command = Commit(scope, reservation, parse(amounts) if amounts else None, meta)
+        reply = raise_if_refused(await self._core.actor.settle(command))
+        if isinstance(reply, Settled) and reply.expired and not release:
+            raise ReservationExpired(
+                f"reservation {reservation} expired before it was committed"
+                + ("; its usage was recorded all the same" if usage else "")
+            )
 
     async def check(self, **amounts: Unpack[Amounts]) -> Check:
         """Would this request fit now? Reserves nothing and changes nothing.

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 _NEW: Final = "new"
 _OPEN: Final = "open"
 _SETTLED: Final = "settled"
+_DETACHED: Final = "detached"  # left open past the block, to be settled by id
 
 
 class Reservation:
@@ -158,7 +159,19 @@ class Reservation:
         if not actor.finished:  # a budget that has stopped holds nothing any more
             self._pending = actor.post_awaitable(Release(self._scope, self._id))
 
+    def detach(self) -> int:
+        """Leave the reservation open when the block ends and return its id: it is
+        settled later by ``await budget.settle(id, ...)``, in this process or in
+        another that shares the budget's store, or released at its :attr:`deadline`."""
+        self._check_open()
+        self._state = _DETACHED
+        return self._id
+
     def _check_open(self) -> None:
+        if self._state == _DETACHED:
+            raise ReservationError(
+                f"reservation {self._id} was detached: settle it with budget.settle({self._id})"
+            )
         if self._state == _SETTLED:
             raise AlreadySettled(f"reservation {self._id} was already settled")
         if self._state == _NEW:

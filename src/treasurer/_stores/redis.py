@@ -56,8 +56,9 @@ def budget_keys(prefix: str, name: str) -> list[str]:
 class RedisStore:
     """Keeps budgets in the Redis or Valkey server at ``url`` (``redis://``,
     ``rediss://`` for TLS, ``unix://``; a password in the URL). ``prefix``
-    starts every key; ``timeout`` bounds each call to the server and how long a
-    batch is tried again before it fails with :class:`StoreUnavailable`."""
+    starts every key; ``timeout`` bounds connecting and each call to the server;
+    a call that fails is tried again, with backoff, for ``retry_for`` seconds
+    before the batch fails with :class:`StoreUnavailable`."""
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class RedisStore:
         *,
         prefix: str = DEFAULT_PREFIX,
         timeout: float = 5.0,
+        retry_for: float = 10.0,
         redis: Any = None,
     ) -> None:
         if redis is None:
@@ -73,9 +75,12 @@ class RedisStore:
             raise InvalidOption(f"prefix must be a non-empty str, not {prefix!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise InvalidOption(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) or retry_for < 0:
+            raise InvalidOption(f"retry_for must be a number of seconds >= 0, not {retry_for!r}")
         self.url: Final = url
         self.prefix: Final = prefix
         self.timeout: Final = float(timeout)
+        self.retry_for: Final = float(retry_for)
         self._given = redis  # a client the application entered and will close
         self._redis: Any = None
         self._script: Any = None
@@ -138,13 +143,13 @@ class RedisStore:
 
     async def _call(self, args: list[str]) -> list[Any]:
         """One script call, tried again (with the same arguments, so the same batch
-        id) after a failure until ``timeout`` has passed."""
+        id) after a failure until ``retry_for`` has passed."""
         if self._script is None:
             raise InvalidOption(
                 "the RedisStore is not connected: its run() task holds the connection "
                 "(open_budget starts it; a program driving the Store protocol starts it too)"
             )
-        deadline = anyio.current_time() + self.timeout
+        deadline = anyio.current_time() + self.retry_for
         pause = _BACKOFF[0]
         while True:
             try:
@@ -242,7 +247,7 @@ class RedisStore:
     ) -> BatchResult:
         config, clock = self._serving()
         batch_id = uuid.uuid4().hex
-        deadline = anyio.current_time() + self.timeout
+        deadline = anyio.current_time() + max(self.retry_for, self.timeout)
         while True:
             ledger = self._ledger
             if ledger is None:
@@ -268,7 +273,7 @@ class RedisStore:
             if anyio.current_time() > deadline:
                 raise StoreUnavailable(
                     f"{self._where}: budget {config.name!r} changed under every attempt "
-                    f"for {self.timeout:g} s"
+                    f"for {max(self.retry_for, self.timeout):g} s"
                 )
             self._take_rows(answer, config, clock())  # stale: compute it again on these
 

@@ -110,6 +110,12 @@ class SyncBudget:
         reservation = self._budget.reserve(ttl=ttl, wait=wait, **usage)
         return SyncReservation(self._caller, reservation, timeout)
 
+    def settle(
+        self, reservation: int, *, release: bool = False, **usage: Unpack[UsageInfo]
+    ) -> None:
+        """Settle an open reservation by id; see :meth:`treasurer.Budget.settle`."""
+        self._call("settle()", self._budget.settle, reservation, release=release, **usage)
+
     def check(self, **amounts: Unpack[Amounts]) -> Check:
         """Would this request fit now? See :meth:`treasurer.Budget.check`."""
         result: Check = self._call("check()", self._budget.check, **amounts)

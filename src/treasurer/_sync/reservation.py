@@ -104,6 +104,17 @@ class SyncReservation:
         validate_commit(self._reservation, actual)
         self._committed = dict(actual)
 
+    def detach(self) -> int:
+        """Leave it open when the block ends and return its id; see
+        :meth:`treasurer.Reservation.detach` (settle it with ``budget.settle(id)``)."""
+        if self._committed is not None:
+            raise AlreadySettled(f"reservation {self.id} was already settled")
+        rid: int = self._caller.call(self._detach, what="detach()")
+        return rid
+
+    async def _detach(self) -> int:
+        return self._reservation.detach()
+
     def release(self) -> None:
         """Give the reservation back without recording usage; applied when it returns."""
         if self._committed is not None:

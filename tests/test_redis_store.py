@@ -1,0 +1,459 @@
+"""The Redis store against a real Valkey server (tests/redis_server.py), on asyncio
+and trio: budgets shared by several stores (each as another process would be)
+and by several OS processes, configuration, waiting, settling by id, the
+server's clock, and faults (a server stopped, restarted, paused, absent, or not
+Redis at all)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import treasurer
+from redis_server import RedisServer
+from treasurer import (
+    InvalidOption,
+    ReservationError,
+    ReservationExpired,
+    StoreUnavailable,
+    ThresholdCrossed,
+)
+from treasurer._stores.redis_client import client
+from treasurer.redis import RedisStore, budget_keys
+from treasurer.testing import ManualClock
+
+pytestmark = [
+    pytest.mark.anyio,
+    # coredis leaves an anyio stream unclosed when a connection fails; collected here.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+WORKER = str(Path(__file__).with_name("redis_worker.py"))
+
+
+@pytest.fixture(autouse=True)
+def _collect() -> Iterator[None]:
+    yield
+    gc.collect()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@asynccontextmanager
+async def shared(url: str, prefix: str, **options: Any) -> AsyncIterator[treasurer.Budget]:
+    """One more opener of budget "shared", as another process would be."""
+    options.setdefault("name", "shared")
+    options.setdefault("tokens", 1000)
+    store = RedisStore(url, prefix=prefix, timeout=options.pop("timeout", 2.0))
+    async with treasurer.open_budget(store=store, **options) as budget:
+        yield budget
+
+
+class TestSharing:
+    async def test_two_openers_share_one_budget(self, redis_url: str, prefix: str) -> None:
+        async with shared(redis_url, prefix) as first, shared(redis_url, prefix) as second:
+            assert await first.consume(600)
+            assert not await second.consume(500)  # the first's spend is seen
+            async with second.reserve(tokens=300) as held:
+                assert not await first.consume(200)  # nor its reservation
+                held.commit(tokens=100)
+            assert (await first.refresh()).tokens_used == 700
+            assert first.snapshot().tokens_used == 600  # as of its own last batch
+        async with shared(redis_url, prefix) as again:  # the state outlives them
+            assert again.snapshot().tokens_used == 700
+
+    async def test_keys_share_one_hash_tag(self, redis_url: str, prefix: str) -> None:
+        tenants = {"acme": treasurer.TenantCaps(tokens=50)}
+        async with shared(redis_url, prefix, tenants=tenants) as budget:
+            async with budget.tenant("acme").reserve(tokens=5) as held:
+                held.detach()  # an open reservation: the reservations hash exists
+        async with client(redis_url, 2.0) as redis:
+            stored = sorted(await redis.keys(f"{prefix}:*"))
+        assert stored == sorted(budget_keys(prefix, "shared"))
+        assert all("{shared}" in key for key in stored)
+
+    async def test_tenants_windows_and_thresholds_across_openers(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        clock = ManualClock(datetime(2026, 12, 4, 10, tzinfo=UTC))
+        options: dict[str, Any] = {
+            "clock": clock,
+            "windows": [treasurer.Window.hour(tokens=100)],
+            "thresholds": [50],
+            "tenant_defaults": treasurer.TenantCaps(tokens=80),
+        }
+        seen: list[list[treasurer.Event]] = [[], []]
+        async with (
+            shared(redis_url, prefix, on_event=seen[0].append, **options) as first,
+            shared(redis_url, prefix, on_event=seen[1].append, **options) as second,
+        ):
+            assert await first.tenant("acme").consume(40)
+            assert await second.tenant("acme").consume(30)  # crosses 50 % of the hour
+            assert not await first.tenant("acme").consume(40)  # the hour has 30 left
+            assert await first.consume(5)
+            clock.advance(timedelta(hours=1))
+            assert await first.tenant("globex").consume(60)  # a new hour
+            await anyio.sleep(0.05)  # delivery runs off the budget's path
+        crossings = [  # of the budget's hour (tenants' own caps cross too)
+            [e for e in events if isinstance(e, ThresholdCrossed) and e.tenant is None]
+            for events in seen
+        ]
+        # The crossing fired once, in the opener whose batch crossed: the state that
+        # remembers a crossing lives in Redis.
+        assert [(e.window, e.threshold) for e in crossings[1]] == [("hour", 50)]
+        assert [(e.window, e.threshold) for e in crossings[0]] == [("hour", 50)]
+        assert crossings[0][0].at > crossings[1][0].at  # the new hour's, not the same one
+
+
+class TestConfiguration:
+    async def test_other_caps_are_refused_unless_reconfigured(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with shared(redis_url, prefix, tokens=1000) as budget:
+            await budget.consume(100)
+        with pytest.raises(InvalidOption, match="another configuration"):
+            async with shared(redis_url, prefix, tokens=2000):
+                pass
+        async with shared(redis_url, prefix, tokens=2000, reconfigure=True) as budget:
+            assert budget.snapshot().tokens_remaining == 1900  # usage kept
+        async with shared(redis_url, prefix, tokens=2000) as budget:
+            assert budget.caps.tokens == 2000
+
+    async def test_an_opener_left_behind_by_a_reconfigure_fails_closed(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with shared(redis_url, prefix, tokens=1000) as old:
+            async with shared(redis_url, prefix, tokens=10, reconfigure=True):
+                pass
+            with pytest.raises(StoreUnavailable, match="reconfigured by another process"):
+                await old.consume(500)
+
+    def test_bad_options(self) -> None:
+        with pytest.raises(InvalidOption, match="URL"):
+            RedisStore("http://127.0.0.1:6379")
+        with pytest.raises(InvalidOption, match="prefix"):
+            RedisStore(prefix="")
+        with pytest.raises(InvalidOption, match="timeout"):
+            RedisStore(timeout=0)
+        with pytest.raises(InvalidOption, match="retry_for"):
+            RedisStore(retry_for=-1)
+
+    async def test_one_budget_at_a_time_and_not_before_open(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        store = RedisStore(redis_url, prefix=prefix)
+        async with treasurer.open_budget(name="a", store=store):
+            with pytest.raises(InvalidOption, match="one open budget"):
+                async with treasurer.open_budget(name="b", store=store):
+                    pass
+        with pytest.raises(InvalidOption, match="open one first"):
+            await store.apply([])
+        assert not await store.health()
+
+
+class TestSettleById:
+    async def test_a_reservation_made_in_one_opener_is_settled_in_another(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with shared(redis_url, prefix) as first, shared(redis_url, prefix) as second:
+            async with first.reserve(tokens=300, model="m") as held:
+                rid = held.detach()
+            assert (await second.refresh()).tokens_reserved == 300
+            await second.settle(rid, tokens=120)
+            figures = await first.refresh()
+            assert (figures.tokens_used, figures.tokens_reserved) == (120, 0)
+            async with first.tenant("acme").reserve(tokens=50) as held:
+                rid = held.detach()
+            await second.settle(rid, release=True)
+            async with first.reserve(tokens=70) as held:
+                rid = held.detach()
+            await second.settle(rid)  # what it holds
+            assert (await second.refresh()).tokens_used == 190
+            with pytest.raises(ReservationError, match="never made"):
+                await second.settle(rid + 1000, tokens=1)
+
+    async def test_detached_and_bad_settles(self, redis_url: str, prefix: str) -> None:
+        async with shared(redis_url, prefix) as budget:
+            async with budget.reserve(tokens=10) as held:
+                held.detach()
+                with pytest.raises(ReservationError, match="detached"):
+                    held.commit(tokens=1)
+            with pytest.raises(InvalidOption, match="reservation"):
+                await budget.settle(0)
+            with pytest.raises(InvalidOption, match="no amounts"):
+                await budget.settle(held.id, release=True, tokens=3)
+            with pytest.raises(InvalidOption, match="release"):
+                await budget.settle(held.id, release=1)  # type: ignore[arg-type]
+            assert budget.snapshot().tokens_reserved == 10  # nothing changed
+
+    async def test_settling_after_the_deadline(self, redis_url: str, prefix: str) -> None:
+        clock = ManualClock(datetime(2026, 12, 4, tzinfo=UTC))
+        async with shared(redis_url, prefix, clock=clock) as budget:
+            async with budget.reserve(tokens=10, ttl=timedelta(seconds=5)) as held:
+                first = held.detach()
+            async with budget.reserve(tokens=10, ttl=timedelta(seconds=5)) as held:
+                second = held.detach()
+            clock.advance(timedelta(seconds=6))
+            with pytest.raises(ReservationExpired, match="recorded all the same"):
+                await budget.settle(first, tokens=7)
+            with pytest.raises(ReservationExpired, match="expired"):
+                await budget.settle(second)  # what it held is gone: nothing recorded
+            assert (budget.snapshot().tokens_used, budget.snapshot().tokens_reserved) == (7, 0)
+
+
+class TestWaiting:
+    async def test_a_waiter_is_woken_by_a_release_in_another_opener(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with shared(redis_url, prefix) as first, shared(redis_url, prefix) as second:
+            async with first.reserve(tokens=900, ttl=timedelta(hours=1)) as held:
+                rid = held.detach()
+            granted = anyio.Event()
+
+            async def wait_for_room() -> None:
+                async with second.reserve(tokens=500, wait=True):
+                    granted.set()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(wait_for_room)
+                await anyio.sleep(0.2)
+                assert not granted.is_set()
+                await first.settle(rid, release=True)  # first's store announces it
+                with anyio.fail_after(5):  # woken by that word, not by any timer
+                    await granted.wait()
+
+
+class TestClock:
+    async def test_the_servers_time_is_the_budgets(self, redis_url: str, prefix: str) -> None:
+        async with shared(redis_url, prefix) as budget:
+            await budget.consume(1)
+            async with client(redis_url, 2.0) as redis:
+                server = (await redis.time()).replace(tzinfo=UTC)
+            assert abs(budget.snapshot().at - server) < timedelta(seconds=1)
+
+    async def test_a_skewed_host_reckons_the_servers_time(
+        self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store = RedisStore(redis_url, prefix=prefix)
+        skew = timedelta(hours=3)
+        real = datetime
+
+        class Skewed(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> Any:
+                return real.now(tz) + skew
+
+        monkeypatch.setattr("treasurer._stores.redis.datetime", Skewed)
+        async with treasurer.open_budget(name="skew", tokens=10, store=store) as budget:
+            await budget.consume(1)
+            assert abs(budget.snapshot().at - real.now(UTC)) < timedelta(seconds=1)
+
+
+class TestFaults:
+    async def test_unreachable_at_open(self, prefix: str) -> None:
+        store = RedisStore(f"redis://127.0.0.1:{_closed_port()}/0", prefix=prefix, timeout=1)
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=r"Redis store at redis://127\.0\.0\.1"):
+            async with treasurer.open_budget(name="a", store=store):
+                pass
+        assert time.monotonic() - start < 5
+
+    async def test_wrong_password(self, redis_server: RedisServer, prefix: str) -> None:
+        async with client(redis_server.url, 2.0) as redis:
+            await redis.config_set({"requirepass": "right"})
+        url = f"redis://:wrong@127.0.0.1:{redis_server.port}/0"
+        with pytest.raises(StoreUnavailable, match="Redis store"):
+            async with treasurer.open_budget(name="a", store=RedisStore(url, timeout=1)):
+                pass
+        url = f"redis://:right@127.0.0.1:{redis_server.port}/0"
+        async with treasurer.open_budget(name="a", tokens=5, store=RedisStore(url)) as budget:
+            assert await budget.consume(5)
+
+    async def test_a_port_that_is_not_redis(self, prefix: str) -> None:
+        with _not_redis() as port:
+            store = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, timeout=1)
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                async with treasurer.open_budget(name="a", store=store):
+                    pass
+            assert time.monotonic() - start < 5
+
+    async def test_a_restart_fails_closed_then_recovers_without_double_charge(
+        self, prefix: str
+    ) -> None:
+        server = RedisServer(persist=True)
+        server.start()
+        try:
+            store = RedisStore(server.url, prefix=prefix, timeout=0.5, retry_for=0.3)
+            async with treasurer.open_budget(name="r", tokens=1000, store=store) as budget:
+                assert await budget.consume(100)
+                assert await budget.health()
+                server.stop()
+                with pytest.raises(StoreUnavailable):
+                    await budget.consume(100)
+                health = await budget.health()
+                assert not health
+                assert health.detail
+                server.start()
+                with anyio.fail_after(10):
+                    while True:
+                        try:
+                            assert await budget.consume(50)
+                            break
+                        except StoreUnavailable:
+                            await anyio.sleep(0.1)
+                assert (await budget.refresh()).tokens_used == 150
+        finally:
+            server.close()
+
+    async def test_a_batch_sent_again_is_applied_once(self, redis_url: str, prefix: str) -> None:
+        """The script keeps each batch's id: the same call again, as after a lost
+        answer, writes nothing and says it was done."""
+        store = RedisStore(redis_url, prefix=prefix)
+        async with treasurer.open_budget(name="once", tokens=100, store=store) as budget:
+            assert await budget.consume(10)
+            sent: list[list[str]] = []
+            call = store._call
+
+            async def recording(args: list[str]) -> list[Any]:
+                sent.append(args)
+                return await call(args)
+
+            store._call = recording  # type: ignore[method-assign]
+            assert await budget.consume(20)
+            answer = await call(sent[-1])  # the same batch again
+            assert answer[0] == "done"
+            assert (await budget.refresh()).tokens_used == 30
+
+    async def test_a_paused_server_delays_but_does_not_double(
+        self, redis_server: RedisServer, prefix: str
+    ) -> None:
+        store = RedisStore(redis_server.url, prefix=prefix, timeout=0.3, retry_for=5)
+        async with treasurer.open_budget(name="p", tokens=100, store=store) as budget:
+            assert await budget.consume(10)
+            async with client(redis_server.url, 2.0) as redis:
+                await redis.client_pause(800)
+            assert await budget.consume(10)  # answered after the pause ends
+            assert (await budget.refresh()).tokens_used == 20
+
+    def test_a_killed_worker_strands_nothing_past_its_ttl(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        worker = subprocess.Popen(
+            [sys.executable, WORKER, "hold", redis_url, prefix, "killed", "5"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().strip() == "held"
+            os.kill(worker.pid, signal.SIGKILL)
+        finally:
+            worker.wait(10)
+
+        async def check() -> None:
+            async with shared(redis_url, prefix, name="killed", tokens=200_000) as budget:
+                assert (await budget.refresh()).tokens_reserved == 50
+                await anyio.sleep(1.2)  # the 1 s TTL passes (real time: another process)
+                assert await budget.consume(1)  # any batch reclaims what expired
+                assert budget.snapshot().tokens_reserved == 0
+
+        anyio.run(check)
+
+
+class TestProcesses:
+    def test_four_processes_share_one_cap(self, redis_url: str, prefix: str) -> None:
+        """4 OS processes (two on asyncio, two on trio) x 100 tasks reserve, commit
+        below their estimates, release and are cancelled on one budget; sampled
+        all along, used plus reserved never passes the cap, and the final usage is
+        exactly what the workers committed."""
+        cap = 200_000
+        workers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    WORKER,
+                    "spend",
+                    redis_url,
+                    prefix,
+                    "fleet",
+                    backend,
+                    "100",
+                    "6",
+                    str(seed),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for seed, backend in enumerate(["asyncio", "trio", "asyncio", "trio"])
+        ]
+        samples = 0
+
+        async def sample() -> int:
+            nonlocal samples
+            async with shared(redis_url, prefix, name="fleet", tokens=cap) as budget:
+                while any(worker.poll() is None for worker in workers):
+                    figures = await budget.refresh()
+                    assert figures.tokens_used + figures.tokens_reserved <= cap
+                    samples += 1
+                    await anyio.sleep(0.01)
+                final = await budget.refresh()
+                assert final.tokens_reserved == 0
+                return final.tokens_used
+
+        used = anyio.run(sample)
+        reports = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
+        assert all(worker.returncode == 0 for worker in workers)
+        assert used == sum(report["committed"] for report in reports)
+        assert samples > 10
+        assert sum(report["refused"] for report in reports) > 0  # the cap was reached
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _not_redis:
+    """A TCP server on loopback that answers every connection with HTTP."""
+
+    def __enter__(self) -> int:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.1)
+        self.done = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        return int(self.server.getsockname()[1])
+
+    def _serve(self) -> None:
+        while not self.done:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    def __exit__(self, *exc: object) -> None:
+        self.done = True
+        self.thread.join()
+        self.server.close()

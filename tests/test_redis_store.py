@@ -26,6 +26,9 @@ import anyio
 import pytest
 
 import treasurer
+import treasurer._handles.settings
+import treasurer._stores.base
+import treasurer.sync
 from redis_server import RedisServer
 from treasurer import (
     InvalidOption,
@@ -169,6 +172,71 @@ class TestConfiguration:
         assert not await store.health()
 
 
+class TestStoreObject:
+    async def test_a_client_the_application_entered(self, redis_url: str, prefix: str) -> None:
+        async with client(redis_url, 2.0) as redis:
+            store = RedisStore.from_client(redis, prefix=prefix)
+            async with treasurer.open_budget(name="c", tokens=10, store=store) as budget:
+                assert await budget.consume(4)
+            assert await redis.ping()  # still the application's, still open
+        again = RedisStore.from_url(redis_url, prefix=prefix)
+        assert repr(again) == f"RedisStore({redis_url!r}, prefix={prefix!r})"
+        async with treasurer.open_budget(name="c", tokens=10, store=again) as budget:
+            assert budget.snapshot().tokens_used == 4
+
+    async def test_the_store_protocol_needs_its_task(self, redis_url: str, prefix: str) -> None:
+        store = RedisStore(redis_url, prefix=prefix)
+        config = treasurer._handles.settings.Settings.build({"name": "bare"}).config
+        await store.open(config, treasurer._stores.base.system_clock)
+        with pytest.raises(InvalidOption, match="run\\(\\) task"):
+            await store.apply([])
+        await store.close()
+
+    async def test_openers_that_create_it_at_once_agree(self, redis_url: str, prefix: str) -> None:
+        used = []
+
+        async def open_one() -> None:
+            async with shared(redis_url, prefix) as budget:
+                assert await budget.consume(10)
+                used.append(budget)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(open_one)
+        async with shared(redis_url, prefix) as budget:
+            assert budget.snapshot().tokens_used == 50
+
+    async def test_a_budget_removed_from_redis(self, redis_url: str, prefix: str) -> None:
+        async with shared(redis_url, prefix) as budget:
+            assert await budget.consume(10)
+            async with client(redis_url, 2.0) as redis:
+                await redis.delete(budget_keys(prefix, "shared"))
+            with pytest.raises(StoreUnavailable, match="was removed"):
+                await budget.refresh()
+            with pytest.raises(StoreUnavailable, match="was removed"):
+                await budget.consume(10)
+
+    async def test_a_budget_changed_under_every_attempt(self, redis_url: str, prefix: str) -> None:
+        """Another opener writes between each computation and its call: the batch
+        gives up after its time, with a clear error, and changed nothing."""
+        async with shared(redis_url, prefix) as other:
+            store = RedisStore(redis_url, prefix=prefix, timeout=0.2, retry_for=0)
+            async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
+                call = store._call
+
+                async def raced(args: list[str]) -> list[Any]:
+                    if args[0] != "read":
+                        await other.consume(1)
+                    return await call(args)
+
+                store._call = raced  # type: ignore[method-assign]
+                with pytest.raises(StoreUnavailable, match="changed under every attempt"):
+                    await budget.consume(500)
+                store._call = call  # type: ignore[method-assign]
+                figures = await budget.refresh()
+                assert figures.tokens_used == figures.calls  # the other's 1-token calls only
+
+
 class TestSettleById:
     async def test_a_reservation_made_in_one_opener_is_settled_in_another(
         self, redis_url: str, prefix: str
@@ -217,6 +285,20 @@ class TestSettleById:
             with pytest.raises(ReservationExpired, match="expired"):
                 await budget.settle(second)  # what it held is gone: nothing recorded
             assert (budget.snapshot().tokens_used, budget.snapshot().tokens_reserved) == (7, 0)
+
+    def test_the_sync_facade(self, redis_url: str, prefix: str) -> None:
+        options: dict[str, Any] = {"name": "sync", "tokens": 100}
+        first = treasurer.sync.open_budget(store=RedisStore(redis_url, prefix=prefix), **options)
+        second = treasurer.sync.open_budget(store=RedisStore(redis_url, prefix=prefix), **options)
+        with first, second:
+            with first.reserve(tokens=40) as held:
+                rid = held.detach()
+            second.settle(rid, tokens=30)
+            assert first.refresh().tokens_used == 30
+            with first.reserve(tokens=10) as held:
+                held.commit(tokens=1)
+                with pytest.raises(treasurer.AlreadySettled):
+                    held.detach()
 
 
 class TestWaiting:

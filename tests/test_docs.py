@@ -97,12 +97,18 @@ def test_docs_have_examples() -> None:
 
 @pytest.mark.parametrize(("block", "backend"), CASES)
 def test_block_runs(
-    block: Block, backend: str, monkeypatch: pytest.MonkeyPatch, fake_llm: FakeLLM
+    block: Block,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_llm: FakeLLM,
+    redis_url: str,
 ) -> None:
     # LLM examples build their clients from the SDKs' standard environment
-    # variables; here they point at a fake API on 127.0.0.1.
+    # variables; here they point at a fake API on 127.0.0.1, and Redis examples
+    # at the tests' server.
     for name, value in fake_llm.environ().items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TREASURER_REDIS_URL", redis_url)
     runs: list[str] = []
     if backend == "trio":
         original: Callable[..., Any] = anyio.run

@@ -18,13 +18,15 @@ from rich.console import Console
 from rich.table import Table
 
 from .._core.axes import AXES
-from .._stores.sqlite import SqliteStore
 from .cli_budgets import forecast, period_rows, status_tables, watch
 from .cli_common import (
+    DEFAULT_PREFIX,
     BudgetOption,
     JsonOption,
+    PrefixOption,
     StoreOption,
     fail,
+    kept,
     pick_budget,
     plain,
     reading,
@@ -111,12 +113,17 @@ def report(
 
 
 @app.command()
-def status(store: StoreOption, budget: BudgetOption = None, as_json: JsonOption = False) -> None:
+def status(
+    store: StoreOption,
+    prefix: PrefixOption = DEFAULT_PREFIX,
+    budget: BudgetOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Every capped period of a stored budget and its tenants: used, limit, resets."""
-    sqlite_store = SqliteStore(store)
+    kept_store = kept(store, prefix)
     with reading("status"):
-        name = pick_budget(sqlite_store, budget)
-        figures = sqlite_store.read(name)
+        name = pick_budget(kept_store, budget)
+        figures = kept_store.read(name)
     if as_json:
         scopes = [
             {
@@ -139,6 +146,7 @@ def status(store: StoreOption, budget: BudgetOption = None, as_json: JsonOption 
 @app.command()
 def dashboard(
     store: StoreOption,
+    prefix: PrefixOption = DEFAULT_PREFIX,
     log: Annotated[
         Path | None,
         typer.Option("--log", help="The budget's usage log, for forecasts and models."),
@@ -156,7 +164,7 @@ def dashboard(
     from .dashboard_sources import StoreSource
 
     with reading("dashboard"):
-        source = StoreSource(store, budget=budget, log=log)
+        source = StoreSource(kept(store, prefix), budget=budget, log=log)
         announce = Announce("treasurer dashboard on {} (Ctrl-C stops it)")
         try:
             anyio.run(serve_source, source, host, port, refresh, announce)

@@ -1,6 +1,6 @@
-"""The commands of ``treasurer`` that show a budget kept in a SQLite store:
-``status``'s tables, ``watch`` and ``forecast``. They read it through the public
-API only (``SqliteStore.names() / read()``) and write nothing."""
+"""The commands of ``treasurer`` that show a budget kept in a store (SQLite or
+Redis): ``status``'s tables, ``watch`` and ``forecast``. They read it through
+the public API only (the store's ``names() / read()``) and write nothing."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import typer
 from rich.console import Console, Group
 from rich.live import Live
@@ -20,18 +21,21 @@ from rich.table import Table
 from .._core.axes import AXES
 from .._core.events import scope_words
 from .._core.values import Snapshot
-from .._stores.sqlite import SqliteStore
 from .cli_common import (
+    DEFAULT_PREFIX,
     BudgetOption,
     JsonOption,
+    PrefixOption,
     StoreOption,
     duration,
+    kept,
     pick_budget,
     plain,
     reading,
     shown_time,
 )
 from .forecast import ForecastOptions, from_records
+from .redis_log import read as read_stream
 from .sqlite_log import read
 
 
@@ -89,6 +93,7 @@ def status_tables(name: str, figures: dict[str | None, Snapshot]) -> list[Table]
 
 def watch(
     store: StoreOption,
+    prefix: PrefixOption = DEFAULT_PREFIX,
     budget: BudgetOption = None,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes.")] = 2.0,
     count: Annotated[
@@ -96,12 +101,12 @@ def watch(
     ] = None,
 ) -> None:
     """The status of a stored budget, refreshed every --interval seconds (Ctrl-C ends it)."""
-    sqlite_store = SqliteStore(store)
+    kept_store = kept(store, prefix)
     with reading("watch"):
-        name = pick_budget(sqlite_store, budget)
+        name = pick_budget(kept_store, budget)
 
         def render() -> Group:
-            return Group(*status_tables(name, sqlite_store.read(name)))
+            return Group(*status_tables(name, kept_store.read(name)))
 
         refreshes = 0
         with Live(render(), auto_refresh=False, console=Console()) as live:
@@ -116,24 +121,40 @@ def watch(
 
 def forecast(
     store: StoreOption,
-    log: Annotated[Path, typer.Option("--log", help="The budget's usage log (SqliteUsageLog).")],
+    log: Annotated[
+        Path | None, typer.Option("--log", help="The budget's usage log (SqliteUsageLog).")
+    ] = None,
+    stream: Annotated[
+        str | None,
+        typer.Option("--stream", help="Its usage stream (RedisUsageLog) on the --store server."),
+    ] = None,
+    prefix: PrefixOption = DEFAULT_PREFIX,
     budget: BudgetOption = None,
     span: Annotated[str, typer.Option(help="The linear rate's span: 1h, 30m, ...")] = "1h",
     half_life: Annotated[str, typer.Option(help="The EWMA rate's half-life.")] = "15m",
     as_json: JsonOption = False,
 ) -> None:
-    """Burn rates of a stored budget and its tenants (from its usage log), and when
-    each cap runs out at them."""
+    """Burn rates of a stored budget and its tenants (from its usage log: a SQLite
+    file, or a stream on the Redis server of --store), and when each cap runs out."""
+    if (log is None) == (stream is None):
+        raise typer.BadParameter("give the usage log: --log PATH or --stream NAME")
+    if stream is not None and not store.startswith(("redis://", "rediss://", "unix://")):
+        raise typer.BadParameter("--stream reads the Redis server of a redis:// --store")
     options = ForecastOptions(
         span=duration(span, "--span"), half_life=duration(half_life, "--half-life")
     )
-    sqlite_store = SqliteStore(store)
+    kept_store = kept(store, prefix)
     now = datetime.now(UTC)
     with reading("forecast"):
-        name = pick_budget(sqlite_store, budget)
-        figures = sqlite_store.read(name)
+        name = pick_budget(kept_store, budget)
+        figures = kept_store.read(name)
         lookback = max(options.span, 4 * options.half_life)
-        records = read(log, budget=name, since=now - lookback)
+        since = now - lookback
+        if log is not None:
+            records = read(log, budget=name, since=since)
+        else:
+            assert stream is not None
+            records = anyio.run(lambda: read_stream(store, stream, budget=name, since=since))
     results = []
     for tenant, snap in figures.items():
         of_scope = [r for r in records if tenant is None or r.tenant == tenant]

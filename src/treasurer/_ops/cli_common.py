@@ -15,10 +15,22 @@ import typer
 from rich.console import Console
 
 from .._errors import TreasurerError
+from .._stores.redis import DEFAULT_PREFIX as DEFAULT_PREFIX
+from .._stores.redis import RedisStore
 from .._stores.sqlite import SqliteStore
 
 READ_FAILED = 1
-StoreOption = Annotated[Path, typer.Option("--store", help="A SqliteStore file.")]
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        "--store", help="A SqliteStore file, or the redis:// URL of a RedisStore's server."
+    ),
+]
+PrefixOption = Annotated[
+    str, typer.Option("--prefix", help="The RedisStore's key prefix (with a redis:// --store).")
+]
+KeptBudgets = SqliteStore | RedisStore
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 BudgetOption = Annotated[
     str | None, typer.Option("--budget", help="The budget (needed if the file holds several).")
 ]
@@ -32,14 +44,21 @@ def fail(command: str, error: Exception) -> NoReturn:
     raise typer.Exit(READ_FAILED) from None
 
 
-def pick_budget(store: SqliteStore, budget: str | None) -> str:
-    """The budget named, or the only one the file holds."""
+def kept(store: str, prefix: str = DEFAULT_PREFIX) -> KeptBudgets:
+    """The store ``--store`` names: a Redis server by URL, else a SQLite file."""
+    if store.startswith(_REDIS_SCHEMES):
+        return RedisStore(store, prefix=prefix)
+    return SqliteStore(Path(store))
+
+
+def pick_budget(store: KeptBudgets, budget: str | None) -> str:
+    """The budget named, or the only one the store holds."""
     if budget is not None:
         return budget
     names = store.names()
     if len(names) != 1:
         raise typer.BadParameter(
-            f"the file holds {len(names)} budgets ({', '.join(names) or 'none'}): name one",
+            f"the store holds {len(names)} budgets ({', '.join(names) or 'none'}): name one",
             param_hint="--budget",
         )
     return names[0]

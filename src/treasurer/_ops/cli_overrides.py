@@ -19,13 +19,16 @@ from .. import sync
 from .._core.axes import AXES
 from .._core.events import Override, scope_words
 from .._core.values import Snapshot
-from .._stores.sqlite import SqliteStore
 from .cli_common import (
+    DEFAULT_PREFIX,
     BudgetOption,
     JsonOption,
+    KeptBudgets,
+    PrefixOption,
     StoreOption,
     duration,
     fail,
+    kept,
     pick_budget,
     plain,
     reading,
@@ -40,7 +43,7 @@ overrides = typer.Typer(
 )
 
 
-def _open(store: SqliteStore, name: str) -> sync.SyncBudget:
+def _open(store: KeptBudgets, name: str) -> sync.SyncBudget:
     return sync.open_budget(**store.options(name))
 
 
@@ -72,6 +75,7 @@ def _increase_text(override: Override) -> str:
 @overrides.command("add")
 def add_override(
     store: StoreOption,
+    prefix: PrefixOption = DEFAULT_PREFIX,
     budget: BudgetOption = None,
     tenant: Annotated[str | None, typer.Option(help="Raise this tenant's caps.")] = None,
     window: Annotated[
@@ -119,17 +123,17 @@ def add_override(
     if lasting is not None:
         expires_at = datetime.now(UTC) + duration(lasting, "--for")
     assert expires_at is not None
-    sqlite_store = SqliteStore(store)
+    kept_store = kept(store, prefix)
     with reading("override add"):
-        name = pick_budget(sqlite_store, budget)
+        name = pick_budget(kept_store, budget)
         if tenant is not None:  # a mistyped name would make a tenant
-            configured = sqlite_store.options(name).get("tenants") or {}
-            known = {t for t in sqlite_store.read(name) if t is not None} | set(configured)
+            configured = kept_store.options(name).get("tenants") or {}
+            known = {t for t in kept_store.read(name) if t is not None} | set(configured)
             if tenant not in known:
                 names = ", ".join(sorted(known)) or "none"
                 error = LookupError(f"budget {name!r} has no tenant {tenant!r} (it has: {names})")
                 fail("override add", error)
-        with _open(sqlite_store, name) as opened:
+        with _open(kept_store, name) as opened:
             scope = opened if tenant is None else opened.tenant(tenant)
             override = scope.override(
                 expires_at=expires_at,
@@ -151,13 +155,16 @@ def add_override(
 
 @overrides.command("list")
 def list_overrides(
-    store: StoreOption, budget: BudgetOption = None, as_json: JsonOption = False
+    store: StoreOption,
+    prefix: PrefixOption = DEFAULT_PREFIX,
+    budget: BudgetOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """The overrides in force in a stored budget and its tenants."""
-    sqlite_store = SqliteStore(store)
+    kept_store = kept(store, prefix)
     with reading("override list"):
-        name = pick_budget(sqlite_store, budget)
-        found = _overrides(sqlite_store.read(name))
+        name = pick_budget(kept_store, budget)
+        found = _overrides(kept_store.read(name))
     if as_json:
         items = [_override_json(o) for o in found]
         sys.stdout.write(json.dumps({"budget": name, "overrides": items}, indent=2) + "\n")
@@ -182,16 +189,17 @@ def list_overrides(
 def remove_override(
     override_id: Annotated[int, typer.Argument(help="The override's id (see override list).")],
     store: StoreOption,
+    prefix: PrefixOption = DEFAULT_PREFIX,
     budget: BudgetOption = None,
 ) -> None:
     """End an override of a stored budget before its expiry."""
-    sqlite_store = SqliteStore(store)
+    kept_store = kept(store, prefix)
     with reading("override remove"):
-        name = pick_budget(sqlite_store, budget)
-        found = {o.id: o for o in _overrides(sqlite_store.read(name))}
+        name = pick_budget(kept_store, budget)
+        found = {o.id: o for o in _overrides(kept_store.read(name))}
         if override_id not in found:
             fail("override remove", LookupError(f"budget {name!r} has no override {override_id}"))
         tenant = found[override_id].tenant
-        with _open(sqlite_store, name) as opened:
+        with _open(kept_store, name) as opened:
             (opened if tenant is None else opened.tenant(tenant)).remove_override(override_id)
     Console().print(f"override {override_id} removed", markup=False, highlight=False)

@@ -15,11 +15,15 @@ import logging
 import socket
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
 import anyio.to_thread
+
+if TYPE_CHECKING:
+    from .._stores.redis import RedisStore
+    from .._stores.sqlite import SqliteStore
 import sniffio
 
 from .._errors import InvalidOption, TreasurerError
@@ -140,7 +144,7 @@ async def serve(
 
 
 async def serve_store(
-    store: str | Path,
+    store: str | Path | SqliteStore | RedisStore,
     *,
     budget: str | None = None,
     log: str | Path | None = None,
@@ -149,7 +153,8 @@ async def serve_store(
     refresh: float = 2.0,
     task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the dashboard of a budget kept in the SQLite store at ``store`` (its
-    usage log ``log``, if given, for forecasts and models) until cancelled."""
+    """Serve the dashboard of a budget kept in ``store`` (a SQLite file's path, or a
+    SqliteStore or RedisStore; its usage log ``log``, if given, for forecasts and
+    models) until cancelled."""
     source = await anyio.to_thread.run_sync(lambda: StoreSource(store, budget=budget, log=log))
     await serve_source(source, host, port, refresh, task_status)

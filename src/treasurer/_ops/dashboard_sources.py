@@ -40,6 +40,7 @@ from .._core.values import Snapshot
 from .._errors import InvalidOption, StoreUnavailable
 from .._handles.budget import Budget
 from .._runtime.subscription import Subscription
+from .._stores.redis import RedisStore
 from .._stores.sqlite import SqliteStore
 from .forecast import Forecast, ForecastOptions, from_records
 from .reports import usage_report
@@ -204,22 +205,23 @@ class LiveSource(Source):
 
 
 class StoreSource(Source):
-    """A budget kept in a SQLite store, read without opening it; its usage log
-    (optional) gives forecasts and models."""
+    """A budget kept in a store (a SQLite file by path, or a store object: SQLite
+    or Redis), read without opening it; its usage log (optional) gives forecasts
+    and models."""
 
     def __init__(
         self,
-        store: str | Path,
+        store: str | Path | SqliteStore | RedisStore,
         *,
         budget: str | None = None,
         log: str | Path | None = None,
         forecast: ForecastOptions | None = None,
     ) -> None:
-        self.store = SqliteStore(store)
+        self.store = store if isinstance(store, SqliteStore | RedisStore) else SqliteStore(store)
         names = self.store.names() if budget is None else [budget]
         if len(names) != 1:
             raise InvalidOption(
-                f"the file holds {len(names)} budgets ({', '.join(names) or 'none'}): name one"
+                f"the store holds {len(names)} budgets ({', '.join(names) or 'none'}): name one"
             )
         self.name = names[0]
         self.thresholds = tuple(self.store.options(self.name).get("thresholds", ()))

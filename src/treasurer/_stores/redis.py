@@ -40,6 +40,7 @@ from .._errors import InvalidOption, StoreUnavailable
 from . import rows
 from .base import BatchResult, Clock, Health, run_batch, system_clock
 from .redis_client import check_url, client, redis_errors
+from .redis_read import StoredBudgets, pairs
 from .redis_script import SCRIPT
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
@@ -53,7 +54,7 @@ def budget_keys(prefix: str, name: str) -> list[str]:
     return [f"{tag}:budget", f"{tag}:scopes", f"{tag}:held", f"{tag}:batches"]
 
 
-class RedisStore:
+class RedisStore(StoredBudgets):
     """Keeps budgets in the Redis or Valkey server at ``url`` (``redis://``,
     ``rediss://`` for TLS, ``unix://``; a password in the URL). ``prefix``
     starts every key; ``timeout`` bounds connecting and each call to the server;
@@ -180,7 +181,7 @@ class RedisStore:
         meta, scopes, held = answer[5], answer[6], answer[7]
         if answer[1] is None or meta is None:
             raise StoreUnavailable(f"budget {config.name!r} was removed from the {self._where}")
-        return rows.ledger_from_rows(config, meta, scopes[1::2], _pairs(held), now)
+        return rows.ledger_from_rows(config, meta, scopes[1::2], pairs(held), now)
 
     # -- the Store protocol -----------------------------------------------------------
 
@@ -219,7 +220,7 @@ class RedisStore:
                 if not reconfigure:
                     raise state.other_configuration(config.name, self._where, stored, given)
                 old = rows.ledger_from_rows(
-                    config, answer[5], answer[6][1::2], _pairs(answer[7]), clock()
+                    config, answer[5], answer[6][1::2], pairs(answer[7]), clock()
                 )
                 ledger = state.reconfigured(
                     config, stored["tenants"], state.dump_ledger(old), clock()
@@ -342,10 +343,6 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
-
-
-def _pairs(flat: Sequence[str]) -> list[tuple[str, str]]:
-    return list(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _flat(changed: rows.Changes) -> list[str]:

@@ -18,7 +18,9 @@ import attrs
 from .._core import state
 from .._core.config import BudgetConfig
 from .._core.ledger import Ledger
-from .._core.scopes import ScopePath
+from .._core.reads import view
+from .._core.scopes import ScopePath, tenant_of
+from .._core.values import Snapshot
 
 
 def meta(ledger: Ledger) -> str:
@@ -78,3 +80,18 @@ def changes(ledger: Ledger, touched: Iterable[ScopePath], held_before: set[int])
 def every_row(ledger: Ledger) -> Changes:
     """Every row of the ledger (written in place of what was stored)."""
     return changes(ledger, list(ledger.tree.scopes), set())
+
+
+def figures(ledger: Ledger, now: datetime) -> dict[str | None, Snapshot]:
+    """A stored budget's figures as of ``now``, what time alone changed (windows
+    rolled over, reservations past their deadline) shown as the next batch will
+    apply it: the budget's own under ``None``, then each tenant's by name."""
+    ledger.advance(max(now, ledger.now))
+    scopes = sorted(
+        (path, scope)
+        for path, scope in ledger.tree.scopes.items()
+        if len(path) == 1 and tenant_of(path) is not None
+    )
+    found: dict[str | None, Snapshot] = {None: view(ledger.root, ledger.now).snapshot()}
+    found.update({tenant_of(path): view(scope, ledger.now).snapshot() for path, scope in scopes})
+    return found

@@ -33,7 +33,7 @@ from .._core.config import BudgetConfig
 from .._core.ledger import Ledger
 from .._core.outcomes import ScopeView
 from .._core.reads import view
-from .._core.scopes import ScopePath, tenant_of
+from .._core.scopes import ScopePath
 from .._core.values import Snapshot
 from .._errors import InvalidOption, StoreUnavailable
 from . import rows, sqlite_file
@@ -253,16 +253,7 @@ class SqliteStore:
             config = state.load_config(json.loads(self._config_text(db, name)))
             return sqlite_file.load(db, config, now)
 
-        ledger = self._read(load)
-        ledger.advance(now)
-        scopes = sorted(
-            (path, scope)
-            for path, scope in ledger.tree.scopes.items()
-            if len(path) == 1 and tenant_of(path) is not None
-        )
-        figures: dict[str | None, Snapshot] = {None: view(ledger.root, now).snapshot()}
-        figures.update({tenant_of(path): view(scope, now).snapshot() for path, scope in scopes})
-        return figures
+        return rows.figures(self._read(load), now)
 
     def _read(self, func: Callable[[sqlite3.Connection], T]) -> T:
         """``func(db)`` on a read-only connection to the file (blocking)."""

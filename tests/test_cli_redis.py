@@ -25,14 +25,18 @@ pytestmark = [
 
 
 @pytest.fixture
-async def kept(redis_url: str) -> dict[str, Any]:
+def kept(redis_url: str) -> dict[str, Any]:
     """A budget "api" kept under a new prefix, with usage in a stream of its own."""
     prefix, stream = f"cli-{uuid.uuid4().hex[:8]}", f"usage-{uuid.uuid4().hex[:8]}"
-    log = RedisUsageLog(redis_url, stream=stream)
-    store = RedisStore(redis_url, prefix=prefix)
-    async with treasurer.open_budget(store=store, usage_log=log, **OPTIONS) as budget:
-        await budget.record(tokens=1_000, usd=1, model="m")
-        await budget.tenant("acme").record(tokens=200, model="m")
+
+    async def seed() -> None:
+        log = RedisUsageLog(redis_url, stream=stream)
+        store = RedisStore(redis_url, prefix=prefix)
+        async with treasurer.open_budget(store=store, usage_log=log, **OPTIONS) as budget:
+            await budget.record(tokens=1_000, usd=1, model="m")
+            await budget.tenant("acme").record(tokens=200, model="m")
+
+    anyio.run(seed)
     return {"url": redis_url, "prefix": prefix, "stream": stream}
 
 
@@ -41,29 +45,34 @@ def where(kept: dict[str, Any]) -> list[str]:
 
 
 class TestReaders:
-    async def test_names_read_and_options(self, kept: dict[str, Any]) -> None:
+    """Called as scripts call them: blocking, from plain code."""
+
+    def test_names_read_and_options(self, kept: dict[str, Any]) -> None:
         store = RedisStore(kept["url"], prefix=kept["prefix"])
-        names = await anyio.to_thread.run_sync(store.names)
-        assert names == ["api"]
-        figures = await anyio.to_thread.run_sync(store.read, "api")
+        assert store.names() == ["api"]
+        figures = store.read("api")
         assert list(figures) == [None, "acme"]
         assert figures[None].tokens_used == 1_200
         assert figures["acme"].tokens_used == 200
-        options = await anyio.to_thread.run_sync(store.options, "api")
+        options = store.options("api")
         assert options["store"] is store
-        async with treasurer.open_budget(**options) as budget:  # no reconfigure needed
-            assert budget.snapshot().tokens_used == 1_200
+
+        async def reopen() -> None:
+            async with treasurer.open_budget(**options) as budget:  # no reconfigure needed
+                assert budget.snapshot().tokens_used == 1_200
+
+        anyio.run(reopen)
         later = datetime.now(UTC) + timedelta(days=2)
-        figures = await anyio.to_thread.run_sync(lambda: store.read("api", clock=lambda: later))
+        figures = store.read("api", clock=lambda: later)
         assert figures[None].window("day").used.tokens == 0  # the day rolled over
 
-    async def test_an_unknown_budget_and_an_absent_server(self, kept: dict[str, Any]) -> None:
+    def test_an_unknown_budget_and_an_absent_server(self, kept: dict[str, Any]) -> None:
         store = RedisStore(kept["url"], prefix=kept["prefix"])
         with pytest.raises(InvalidOption, match="holds no budget named 'nope'"):
-            await anyio.to_thread.run_sync(store.read, "nope")
+            store.read("nope")
         gone = RedisStore("redis://127.0.0.1:1/0", timeout=0.5)
         with pytest.raises(StoreUnavailable):
-            await anyio.to_thread.run_sync(gone.names)
+            gone.names()
 
 
 class TestCommands:

@@ -1,14 +1,12 @@
 """The Redis store: one budget shared by every process, on every host, that opens
 its name on the same Redis (or Valkey) server.
 
-Each batch the actor drains is computed by this process's ledger from the state
-as of a stored version, then ONE script call (:mod:`.redis_script`) writes the
-rows the batch changed if the version is still the one the batch was computed
-from, and answers the stored rows if it is not: the batch is computed again on
-them and sent again (one more round trip, no lock, no WATCH). So every
-check-and-deduct is applied to the state it was checked against: no process
-can overspend what another spent. A batch carries an id the script keeps ten
-minutes, so a batch sent again after a lost answer is applied once.
+Each batch is computed by this process's ledger on the state as of a stored
+version; ONE script call (:mod:`.redis_script`) writes the rows it changed if
+that version still holds, else answers the stored rows and the batch is
+computed again (no lock, no WATCH): every check-and-deduct is applied to the
+state it was checked against. A batch's id, kept ten minutes by the script,
+makes a batch sent again after a lost answer apply once.
 
 Time is the server's (``TIME``, offset from this host's clock measured at open)
 unless ``open_budget`` was given a clock. Writes are announced on a channel;
@@ -40,7 +38,8 @@ from .._errors import InvalidOption, StoreUnavailable
 from . import rows
 from .base import BatchResult, Clock, Health, run_batch, system_clock
 from .redis_client import check_url, client, redis_errors
-from .redis_read import StoredBudgets, pairs
+from .redis_outage import Outage, Unstored, merged, warn
+from .redis_read import READ, StoredBudgets, pairs
 from .redis_script import SCRIPT
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
@@ -59,7 +58,9 @@ class RedisStore(StoredBudgets):
     ``rediss://`` for TLS, ``unix://``; a password in the URL). ``prefix``
     starts every key; ``timeout`` bounds connecting and each call to the server;
     a call that fails is tried again, with backoff, for ``retry_for`` seconds
-    before the batch fails with :class:`StoreUnavailable`."""
+    before the batch fails with :class:`StoreUnavailable` (fail closed), or,
+    with ``fail_open=True``, is admitted on this process's copy of the budget
+    and not stored (see :mod:`.redis_outage`)."""
 
     def __init__(
         self,
@@ -68,6 +69,7 @@ class RedisStore(StoredBudgets):
         prefix: str = DEFAULT_PREFIX,
         timeout: float = 5.0,
         retry_for: float = 10.0,
+        fail_open: bool = False,
         redis: Any = None,
     ) -> None:
         if redis is None:
@@ -78,7 +80,10 @@ class RedisStore(StoredBudgets):
             raise InvalidOption(f"timeout must be a positive number of seconds, not {timeout!r}")
         if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) or retry_for < 0:
             raise InvalidOption(f"retry_for must be a number of seconds >= 0, not {retry_for!r}")
+        if not isinstance(fail_open, bool):
+            raise InvalidOption(f"fail_open must be True or False, not {fail_open!r}")
         self.url: Final = url
+        self.fail_open: Final = fail_open
         self.prefix: Final = prefix
         self.timeout: Final = float(timeout)
         self.retry_for: Final = float(retry_for)
@@ -93,6 +98,8 @@ class RedisStore(StoredBudgets):
         self._offset = timedelta(0)  # the server's clock minus this host's
         self._ledger: Ledger | None = None
         self._version = ""  # the stored version the cached ledger is at
+        self._outage: Outage | None = None  # failing open: this process's copy
+        self._unstored = Unstored()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -108,8 +115,6 @@ class RedisStore(StoredBudgets):
     @property
     def _where(self) -> str:
         return f"Redis store at {self.url}" if self._given is None else "Redis store"
-
-    # -- talking to the server ----------------------------------------------------------
 
     @asynccontextmanager
     async def _client(self) -> AsyncIterator[Any]:
@@ -209,7 +214,7 @@ class RedisStore(StoredBudgets):
         given = state.dump_config(config)
         config_text = json.dumps(given, sort_keys=True)
         while True:
-            answer = await self._call(self._args("read", "", "", False, ""))
+            answer = await self._call(READ)
             version, stored_text = answer[1], answer[4]
             if version is None:  # the first open creates the budget
                 ledger, expected = Ledger(config, clock()), "none"
@@ -247,12 +252,39 @@ class RedisStore(StoredBudgets):
         verbose: bool = True,
     ) -> BatchResult:
         config, clock = self._serving()
+        if self._outage is not None and not await self._back(config, clock):
+            return self._outage.serve(self._unstored, clock, batch, waiting, new_from, verbose)
+        sent, settled = self._unstored.translate(batch) if self._unstored.held else (batch, {})
+        result = await self._apply(config, clock, sent, waiting, new_from, verbose)
+        return merged(batch, settled, result)
+
+    async def _back(self, config: BudgetConfig, clock: Clock) -> bool:
+        """Failing open: whether the server answers again (asked once)."""
+        try:
+            async with redis_errors(self._where):
+                answer = await self._script(keys=self._keys, args=READ)
+        except StoreUnavailable:
+            return False
+        self._take_rows(answer, config, clock())
+        warn(config.name, "budget store back; what was spent while failing open was not stored", "")
+        self._outage = None
+        return True
+
+    async def _apply(
+        self,
+        config: BudgetConfig,
+        clock: Clock,
+        batch: Sequence[Command],
+        waiting: Sequence[Reserve | OpenChild],
+        new_from: int,
+        verbose: bool,
+    ) -> BatchResult:
         batch_id = uuid.uuid4().hex
         deadline = anyio.current_time() + max(self.retry_for, self.timeout)
         while True:
             ledger = self._ledger
             if ledger is None:
-                answer = await self._call(self._args("read", "", "", False, ""))
+                answer = await self._call(READ)
                 ledger = self._take_rows(answer, config, clock())
             self._ledger = None  # it holds what is not stored until the answer says so
             counters = state.dump_meta(ledger)
@@ -264,7 +296,16 @@ class RedisStore(StoredBudgets):
             meta = (
                 rows.meta(ledger) if len(writes) > 4 or state.dump_meta(ledger) != counters else ""
             )
-            answer = await self._call(self._args(self._version, batch_id, "", False, meta) + writes)
+            args = self._args(self._version, batch_id, "", False, meta) + writes
+            try:
+                answer = await self._call(args)
+            except StoreUnavailable as failure:
+                if not self.fail_open:
+                    raise
+                warn(config.name, "budget store unavailable; failing open", str(failure))
+                self._outage = Outage(ledger, now)
+                self._unstored.note(ledger, result)
+                return result
             tag = answer[0]
             if tag in ("ok", "same"):
                 self._ledger, self._version = ledger, str(answer[1])
@@ -280,7 +321,7 @@ class RedisStore(StoredBudgets):
 
     async def refresh(self, scope: ScopePath) -> ScopeView | None:
         config, clock = self._serving()
-        answer = await self._call(self._args("read", "", "", False, ""))
+        answer = await self._call(READ)
         now = clock()
         ledger = self._ledger_in(answer, config, now)
         ledger.advance(max(now, ledger.now))  # as the next batch will see it
@@ -331,7 +372,13 @@ class RedisStore(StoredBudgets):
 
     async def _listen(self, wake: Callable[[], None]) -> None:
         async with redis_errors(self._where):
-            pubsub = self._redis.pubsub(channels=[self._channel], ignore_subscribe_messages=True)
+            import coredis.retry
+
+            pubsub = self._redis.pubsub(  # a lost connection ends it: run() makes it again
+                channels=[self._channel],
+                ignore_subscribe_messages=True,
+                retry_policy=coredis.retry.NoRetryPolicy(),
+            )
             async with pubsub:
                 async for message in pubsub:
                     if str(message["data"]).partition(" ")[0] != self._writer:

@@ -158,6 +158,8 @@ class TestConfiguration:
             RedisStore(timeout=0)
         with pytest.raises(InvalidOption, match="retry_for"):
             RedisStore(retry_for=-1)
+        with pytest.raises(InvalidOption, match="fail_open"):
+            RedisStore(fail_open=1)  # type: ignore[arg-type]
 
     async def test_one_budget_at_a_time_and_not_before_open(
         self, redis_url: str, prefix: str

@@ -365,7 +365,7 @@ class RedisStore(StoredBudgets):
                             # raises ClosedResourceError as it is torn down.)
                             return
                         if not isinstance(exc, StoreUnavailable):
-                            raise
+                            raise  # pragma: no cover - a bug, not a lost connection
                         await anyio.sleep(_BACKOFF[1])
             finally:
                 self._redis = self._script = None

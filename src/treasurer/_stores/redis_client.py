@@ -7,13 +7,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+
 from .._errors import InvalidOption, StoreUnavailable, TreasurerError
 
 
 def _is_redis_error(exc: BaseException) -> bool:
+    """An error of the client or its connection (coredis's pub/sub raises a stream's
+    ClosedResourceError when its connection is torn down)."""
     from coredis.exceptions import RedisError
 
-    return isinstance(exc, RedisError | ConnectionError | OSError | TimeoutError)
+    connection = ConnectionError | OSError | TimeoutError | anyio.ClosedResourceError
+    return isinstance(exc, RedisError | connection)
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -16,9 +16,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from treasurer import (
     StoreUnavailable,
     ThresholdCrossed,
 )
+from treasurer._stores import shared_events
 from treasurer._stores.redis_client import client
 from treasurer.redis import RedisStore, budget_keys
 from treasurer.testing import ManualClock
@@ -114,16 +116,73 @@ class TestSharing:
             assert await first.consume(5)
             clock.advance(timedelta(hours=1))
             assert await first.tenant("globex").consume(60)  # a new hour
-            await anyio.sleep(0.05)  # delivery runs off the budget's path
-        crossings = [  # of the budget's hour (tenants' own caps cross too)
-            [e for e in events if isinstance(e, ThresholdCrossed) and e.tenant is None]
-            for events in seen
+            # The other opener's word comes through pub/sub.
+            await eventually(lambda: all(len(hour_crossings(events)) >= 2 for events in seen))
+            await anyio.sleep(0.1)  # and nothing more comes
+        # Each crossing fired once, in the opener whose batch crossed (the state that
+        # remembers a crossing lives in Redis), and both openers heard of both, once.
+        for events in seen:
+            crossings = hour_crossings(events)
+            assert [(e.window, e.threshold) for e in crossings] == [("hour", 50)] * 2
+            assert crossings[0].at < crossings[1].at  # two hours, not one twice
+        in_order = [sorted(hour_crossings(events), key=lambda e: e.at) for events in seen]
+        assert in_order[0] == in_order[1]  # the same events, field for field
+
+    async def test_a_subscriber_hears_of_another_openers_crossing(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with shared(redis_url, prefix) as first, shared(redis_url, prefix) as second:
+            async with first.subscribe() as events:
+                assert await second.consume(800)  # crosses 50 and 75 % of the lifetime
+                with anyio.fail_after(5):
+                    heard = [await anext(events), await anext(events)]
+        assert [(e.threshold, e.used) for e in heard] == [(50, 800), (75, 800)]  # type: ignore[attr-defined]
+
+    def test_shared_events_survive_the_trip(self) -> None:
+        at = datetime(2026, 12, 4, 9, tzinfo=UTC)
+        override = treasurer.Override(
+            id=3,
+            window="day",
+            increase=treasurer.Usage(1, 2, 3, Decimal("0.25"), 0),
+            created_at=at,
+            expires_at=at + timedelta(hours=2),
+            reason="launch",
+            budget="b",
+        )
+        events: list[treasurer.Event] = [
+            ThresholdCrossed(
+                budget="b",
+                at=at,
+                cap="usd",
+                window="day",
+                threshold=80,
+                used=Decimal("8.5"),
+                limit=Decimal(10),
+                resets_at=at,
+                level="warning",
+            ),
+            treasurer.OverrideSet(budget="b", at=at, override=override, tenant="acme"),
+            treasurer.ReservationExpiredEvent(
+                budget="b", at=at, reservation=7, amount=override.increase, deadline=at
+            ),
         ]
-        # The crossing fired once, in the opener whose batch crossed: the state that
-        # remembers a crossing lives in Redis.
-        assert [(e.window, e.threshold) for e in crossings[1]] == [("hour", 50)]
-        assert [(e.window, e.threshold) for e in crossings[0]] == [("hour", 50)]
-        assert crossings[0][0].at > crossings[1][0].at  # the new hour's, not the same one
+        said = json.loads(shared_events.message("me", [*events, _usage(at)]))
+        assert said["writer"] == "me"
+        assert shared_events.decode(said["events"]) == events  # usage stays home
+        assert shared_events.decode([{"kind": "FromANewerVersion"}]) == []
+
+
+def hour_crossings(events: list[treasurer.Event]) -> list[ThresholdCrossed]:
+    """The crossings of the budget's own hourly cap (tenants' caps cross too)."""
+    return [
+        e
+        for e in events
+        if isinstance(e, ThresholdCrossed) and e.tenant is None and e.window == "hour"
+    ]
+
+
+def _usage(at: datetime) -> treasurer.Event:
+    return treasurer.UsageRecorded(budget="b", at=at, amount=(1, 0, 1, 0, 1), source="record")
 
 
 class TestConfiguration:
@@ -562,6 +621,15 @@ class TestProcesses:
         assert used == sum(report["committed"] for report in reports)
         assert samples > 10
         assert sum(report["refused"] for report in reports) > 0  # the cap was reached
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait (up to 5 s) until ``condition()`` holds."""
+    for _ in range(500):
+        if condition():
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("it did not happen within 5 s")
 
 
 async def until_healthy(budget: treasurer.Budget) -> None:

@@ -104,7 +104,7 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
             store_task = anyio.CancelScope()
             serve_store = getattr(settings.store, "run", None)
             if serve_store is not None:
-                await task_group.start(_serve_store, store_task, serve_store, actor.wake_waiters)
+                await task_group.start(_serve_store, store_task, serve_store, actor)
             task_group.start_soon(_run_actor, actor, store_task, name=f"treasurer actor {name}")
             task_group.start_soon(actor.timer.run, name=f"treasurer timer {name}")
             task_group.start_soon(delivery.run, name=f"treasurer delivery {name}")
@@ -147,9 +147,9 @@ async def _run_actor(actor: Actor, store_task: anyio.CancelScope) -> None:
 async def _serve_store(
     scope: anyio.CancelScope,
     serve: Callable[..., Awaitable[None]],
-    wake: Callable[[], None],
+    actor: Actor,
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     with scope:
-        await serve(wake, task_status=task_status)
+        await serve(actor.wake_waiters, deliver=actor.hand_out_shared, task_status=task_status)

@@ -242,6 +242,15 @@ class Actor(Mailbox):
             else:
                 self.views[path] = view
 
+    def hand_out_shared(self, events: Sequence[Event]) -> None:
+        """Events another process's batch made for the whole budget (a threshold
+        crossed, a window rolled over): to subscribers and ``on_event``. Its own
+        alert channels and usage log had them there."""
+        for event in events:
+            for subscriber in self.subscribers:
+                subscriber.offer(event)
+            self.delivery.offer(event)
+
     def _hand_out(self, events: Sequence[Event]) -> None:
         """Events to subscribers, the usage log and delivery, in the order they happened."""
         usage_log, alerts = self.usage_log, self.alerts

@@ -16,10 +16,9 @@ requests waiting for budget in other processes are served again when one comes.
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -30,17 +29,19 @@ import anyio.abc
 from .._core import state
 from .._core.commands import Command, OpenChild, Reserve
 from .._core.config import BudgetConfig
+from .._core.events import Event
 from .._core.ledger import Ledger
 from .._core.outcomes import ScopeView
 from .._core.reads import view
 from .._core.scopes import ScopePath
 from .._errors import InvalidOption, StoreUnavailable
-from . import rows
+from . import rows, shared_events
 from .base import BatchResult, Clock, Health, run_batch, system_clock
 from .redis_client import check_url, client, redis_errors
 from .redis_outage import Outage, Unstored, merged, warn
 from .redis_read import READ, StoredBudgets, pairs
 from .redis_script import SCRIPT
+from .redis_task import StoreTask
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX: Final = "treasurer"
@@ -53,7 +54,7 @@ def budget_keys(prefix: str, name: str) -> list[str]:
     return [f"{tag}:budget", f"{tag}:scopes", f"{tag}:held", f"{tag}:batches"]
 
 
-class RedisStore(StoredBudgets):
+class RedisStore(StoredBudgets, StoreTask):
     """Keeps budgets in the Redis or Valkey server at ``url`` (``redis://``,
     ``rediss://`` for TLS, ``unix://``; a password in the URL). ``prefix``
     starts every key; ``timeout`` bounds connecting and each call to the server;
@@ -168,8 +169,17 @@ class RedisStore(StoredBudgets):
                 await anyio.sleep(pause)
                 pause = min(pause * 2, _BACKOFF[1])
 
-    def _args(self, expected: str, batch: str, config: str, replace: bool, meta: str) -> list[str]:
-        return [expected, batch, config, "1" if replace else "0", meta, self._channel, self._writer]
+    def _args(
+        self,
+        expected: str,
+        batch: str,
+        config: str,
+        replace: bool,
+        meta: str,
+        events: Sequence[Event] = (),
+    ) -> list[str]:
+        said = shared_events.message(self._writer, events)
+        return [expected, batch, config, "1" if replace else "0", meta, self._channel, said]
 
     def _take_rows(self, answer: list[Any], config: BudgetConfig, now: datetime) -> Ledger:
         """The ledger in a ``state`` or ``stale`` answer, which becomes the cached one."""
@@ -296,7 +306,7 @@ class RedisStore(StoredBudgets):
             meta = (
                 rows.meta(ledger) if len(writes) > 4 or state.dump_meta(ledger) != counters else ""
             )
-            args = self._args(self._version, batch_id, "", False, meta) + writes
+            args = self._args(self._version, batch_id, "", False, meta, result.events) + writes
             try:
                 answer = await self._call(args)
             except StoreUnavailable as failure:
@@ -341,48 +351,6 @@ class RedisStore(StoredBudgets):
             took = timedelta(seconds=time.perf_counter() - start)
             return Health(False, "redis", took, str(exc) or "no answer within the timeout")
         return Health(True, "redis", timedelta(seconds=time.perf_counter() - start))
-
-    async def run(
-        self,
-        wake: Callable[[], None],
-        *,
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """The store's own task, from ``open`` until cancelled after the last batch:
-        it holds the connection batches go through, and calls ``wake`` each time
-        another process writes the budget (a lost subscription is made again)."""
-        self._serving()
-        async with redis_errors(self._where), self._client() as redis:
-            await self._talk_through(redis)
-            task_status.started()
-            try:
-                while True:
-                    try:
-                        await self._listen(wake)
-                    except BaseException as exc:
-                        if anyio.current_effective_deadline() == -math.inf:
-                            # Cancelled: the budget has closed. (coredis's pub/sub
-                            # raises ClosedResourceError as it is torn down.)
-                            return
-                        if not isinstance(exc, StoreUnavailable):
-                            raise  # pragma: no cover - a bug, not a lost connection
-                        await anyio.sleep(_BACKOFF[1])
-            finally:
-                self._redis = self._script = None
-
-    async def _listen(self, wake: Callable[[], None]) -> None:
-        async with redis_errors(self._where):
-            import coredis.retry
-
-            pubsub = self._redis.pubsub(  # a lost connection ends it: run() makes it again
-                channels=[self._channel],
-                ignore_subscribe_messages=True,
-                retry_policy=coredis.retry.NoRetryPolicy(),
-            )
-            async with pubsub:
-                async for message in pubsub:
-                    if str(message["data"]).partition(" ")[0] != self._writer:
-                        wake()
 
     async def close(self) -> None:
         self._config = self._clock = self._ledger = None

@@ -9,7 +9,7 @@ ARGV: the version the batch was computed from (``none``: the budget must not
 exist yet; ``read``: write nothing, answer the state), the batch's id (``''``:
 none), the configuration to store (``''``: keep it), ``1`` to replace every
 row, the meta record (``''``: nothing to write, only check the version), the
-channel to announce a write on and this writer's name; then four groups, each
+channel to announce a write on and the message to publish there; then four groups, each
 a count followed by its items: scopes to write (key, record), scopes to
 delete, reservations to write (id, record), reservations to delete.
 
@@ -68,6 +68,6 @@ if batch ~= '' then
   redis.call('ZADD', KEYS[4], ms, batch)
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms - 600000)
 end
-redis.call('PUBLISH', ARGV[6], ARGV[7] .. ' ' .. version)
+redis.call('PUBLISH', ARGV[6], ARGV[7])
 return answer('ok')
 """

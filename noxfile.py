@@ -92,7 +92,13 @@ def bench(session: nox.Session) -> None:
     benchmarks/RESULTS.md, benchmarks/results.json and the plots in docs/bench/.
     `nox -s bench -- --quick` is a smoke run (under 2 minutes) that writes all
     of it to build/bench/; `-- --profile` profiles treasurer; `-- --help`.
+    `nox -s bench -- --redis [--quick]` measures the Redis store instead (about
+    2 minutes; benchmarks/REDIS.md).
     """
     install_group(session, "bench")
     session.install(".")
+    if "--redis" in session.posargs:
+        rest = [arg for arg in session.posargs if arg != "--redis"]
+        session.run("python", "benchmarks/redis_store.py", *rest)
+        return
     session.run("python", "benchmarks/run.py", *session.posargs)

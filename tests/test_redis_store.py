@@ -185,6 +185,33 @@ def _usage(at: datetime) -> treasurer.Event:
     return treasurer.UsageRecorded(budget="b", at=at, amount=(1, 0, 1, 0, 1), source="record")
 
 
+class TestRobustness:
+    async def test_anything_else_on_the_channel_is_harmless(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        noise = ["hello", '"x"', '{"writer": "w", "events": [{"kind": "ThresholdCrossed"}]}']
+        async with shared(redis_url, prefix) as budget:
+            assert await budget.consume(1)
+            async with client(redis_url, 2.0) as redis:
+                for text in noise:
+                    assert await redis.publish(f"{prefix}:{{shared}}:budget:changes", text) == 1
+            await anyio.sleep(0.2)
+            assert await budget.consume(1)  # the store's task lives on
+
+    async def test_a_cancelled_budget_stores_what_its_block_released(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """Cancelled from outside with a reservation open: the block releases it as
+        it unwinds, and the budget applies that before it stops, so the stored
+        budget holds nothing (not until the reservation's deadline)."""
+        with anyio.move_on_after(0.3):
+            async with shared(redis_url, prefix) as budget:
+                async with budget.reserve(tokens=300):
+                    await anyio.sleep_forever()
+        async with shared(redis_url, prefix) as budget:
+            assert budget.snapshot().tokens_reserved == 0
+
+
 class TestConfiguration:
     async def test_other_caps_are_refused_unless_reconfigured(
         self, redis_url: str, prefix: str

@@ -100,8 +100,9 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
     try:
         async with anyio.create_task_group() as task_group:
             # A store with a task of its own (Redis: its connection, and word of other
-            # processes' writes) serves until the actor has applied its last batch.
-            store_task = anyio.CancelScope()
+            # processes' writes) serves until the actor has applied its last batch,
+            # even when the budget is cancelled (the actor's last batches need it).
+            store_task = anyio.CancelScope(shield=True)
             serve_store = getattr(settings.store, "run", None)
             if serve_store is not None:
                 await task_group.start(_serve_store, store_task, serve_store, actor)
@@ -138,8 +139,12 @@ async def run_budget(settings: Settings) -> AsyncIterator[Budget]:
 
 
 async def _run_actor(actor: Actor, store_task: anyio.CancelScope) -> None:
+    """The actor serves until the budget's block has ended and closed it, even when
+    the budget is cancelled: what the block settles as it unwinds (a reservation
+    released by the cancellation) is applied, and a durable store keeps it."""
     try:
-        await actor.run()
+        with anyio.CancelScope(shield=True):
+            await actor.run()
     finally:
         store_task.cancel()
 

@@ -3,7 +3,6 @@ through, and listens to the budget's channel for other processes' writes."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -83,8 +82,8 @@ class StoreTask:
             )
             async with pubsub:
                 async for message in pubsub:
-                    said = json.loads(message["data"])
-                    if said["writer"] != self._writer:
+                    writer, events = shared_events.read_message(message["data"])
+                    if writer != self._writer:
                         wake()
-                        if said["events"] and deliver is not None:
-                            deliver(shared_events.decode(said["events"]))
+                        if events and deliver is not None:
+                            deliver(events)

@@ -89,3 +89,13 @@ def _value(value: Any) -> Any:
 def message(writer: str, events: Sequence[Event]) -> str:
     """What a store publishes after a write: who wrote, and the shared events."""
     return json.dumps({"writer": writer, "events": encode(shared(events))})
+
+
+def read_message(text: object) -> tuple[str | None, list[Event]]:
+    """Who wrote and the shared events of a :func:`message`; for anything else
+    published on the channel, ``(None, [])``: someone wrote, nothing to hand on."""
+    try:
+        said = json.loads(str(text))
+        return str(said["writer"]), decode(said["events"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None, []

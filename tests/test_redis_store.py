@@ -211,6 +211,29 @@ class TestRobustness:
         async with shared(redis_url, prefix) as budget:
             assert budget.snapshot().tokens_reserved == 0
 
+    async def test_a_write_while_the_subscription_was_down_still_wakes(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """The subscription is made again a second after it is lost; a release
+        announced meanwhile is not heard, so the waiters are served on resubscribing."""
+        async with shared(redis_url, prefix) as first, shared(redis_url, prefix) as second:
+            async with first.reserve(tokens=900, ttl=timedelta(hours=1)) as held:
+                rid = held.detach()
+            granted = anyio.Event()
+
+            async def wait_for_room() -> None:
+                async with second.reserve(tokens=500, wait=True):
+                    granted.set()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(wait_for_room)
+                await anyio.sleep(0.1)
+                async with client(redis_url, 2.0) as redis:
+                    assert await redis.client_kill(type_="pubsub") >= 2
+                await first.settle(rid, release=True)  # announced to nobody
+                with anyio.fail_after(5):
+                    await granted.wait()
+
 
 class TestConfiguration:
     async def test_other_caps_are_refused_unless_reconfigured(
@@ -418,6 +441,8 @@ class TestClock:
             async with client(redis_url, 2.0) as redis:
                 server = (await redis.time()).replace(tzinfo=UTC)
             assert abs(budget.snapshot().at - server) < timedelta(seconds=1)
+            # One machine: the measured offset is a round trip's, not TIME's second.
+            assert abs(store_clock(budget) - datetime.now(UTC)) < timedelta(milliseconds=100)
 
     async def test_a_skewed_host_reckons_the_servers_time(
         self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
@@ -513,6 +538,9 @@ class TestFaults:
                     held.commit(tokens=120)
                 async with budget.reserve(tokens=100) as held:
                     during = held.detach()  # an id the server never issued
+                assert during > 2**48
+                async with budget.reserve(tokens=10) as held:
+                    held.release()  # granted and settled while failing open
                 assert not await budget.consume(500)  # the copy has 230 left
                 assert budget.snapshot().tokens_used == 270
                 assert not await budget.health()
@@ -524,8 +552,10 @@ class TestFaults:
                 # 100 stored before; 50 and 120 spent while failing open were not.
                 assert (figures.tokens_used, figures.tokens_reserved) == (180, 0)
                 async with budget.reserve(tokens=100) as held:
-                    after = held.detach()
-                await budget.settle(after, release=True)
+                    after = held.detach()  # the server's numbering goes on
+                assert after < 2**48
+                await budget.settle(after, tokens=20)
+                assert (await budget.refresh()).tokens_used == 200
         finally:
             server.close()
 
@@ -673,6 +703,13 @@ class TestProcesses:
         assert used == sum(report["committed"] for report in reports)
         assert samples > 10
         assert sum(report["refused"] for report in reports) > 0  # the cap was reached
+
+
+def store_clock(budget: treasurer.Budget) -> datetime:
+    """The server's time as the budget's Redis store reckons it."""
+    store = budget._core.settings.store
+    assert isinstance(store, RedisStore)
+    return store.server_clock()
 
 
 async def eventually(condition: Callable[[], bool]) -> None:

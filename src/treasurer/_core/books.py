@@ -72,6 +72,15 @@ class Reservations:
         self.changed.add(reservation)
         return reservation, deadline
 
+    def move_ids(self, first: int, offset: int) -> dict[int, int]:
+        """Give the open reservations numbered from ``first`` on, and every later one,
+        ids ``offset`` higher (ids no other process will issue); returns old -> new."""
+        moved = {rid: rid + offset for rid in self.open if rid >= first}
+        for old, new in moved.items():
+            self.restore(new, self.open.pop(old))
+        self._next += offset
+        return moved
+
     def issued(self, reservation: int) -> bool:
         """Whether this ledger ever made a reservation with this id."""
         return 0 < reservation < self._next

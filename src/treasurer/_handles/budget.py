@@ -218,9 +218,11 @@ class Budget(Operations):
 
         Commits what was used (amounts and metadata as for :meth:`record`; none:
         what it holds; omitted ``requests`` counts 1), or with ``release=True``
-        gives it all back. A reservation past its deadline was released: a
-        commit's usage is recorded all the same and :class:`ReservationExpired`
-        is raised; an id the budget never issued raises :class:`ReservationError`.
+        gives it all back. A reservation past its deadline was released: the
+        amounts a commit gives are recorded all the same, in this handle's scope
+        (settle a tenant's through ``budget.tenant(name)``; with no amounts
+        nothing is recorded), and :class:`ReservationExpired` is raised; an id
+        the budget never issued raises :class:`ReservationError`.
         Each id is settled once: a second commit would count as a late one.
         """
         if isinstance(reservation, bool) or not isinstance(reservation, int) or reservation < 1:

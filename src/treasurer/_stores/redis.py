@@ -38,7 +38,7 @@ from .._errors import InvalidOption, StoreUnavailable
 from . import rows, shared_events
 from .base import BatchResult, Clock, Health, run_batch, system_clock
 from .redis_client import check_url, client, redis_errors
-from .redis_outage import Outage, Unstored, merged, warn
+from .redis_outage import Outage, Unstored, begin, merged, warn
 from .redis_read import READ, StoredBudgets, pairs
 from .redis_script import SCRIPT
 from .redis_task import StoreTask
@@ -131,14 +131,19 @@ class RedisStore(StoredBudgets, StoreTask):
         self._script = redis.register_script(SCRIPT)
 
     async def _measure_offset(self) -> timedelta:
-        """The server's clock minus this host's, from the quickest of three ``TIME`` calls."""
+        """The server's clock minus this host's, from the quickest of three ``TIME``
+        calls (through a script: coredis's ``time()`` drops the microseconds)."""
+        server_time = self._redis.register_script("return redis.call('TIME')")
         best: tuple[float, timedelta] | None = None
         for _ in range(3):
             start = time.perf_counter()
             before = datetime.now(UTC)
-            server = await self._redis.time()
+            seconds, microseconds = await server_time()
             took = time.perf_counter() - start
-            offset = server.replace(tzinfo=UTC) - (before + timedelta(seconds=took / 2))
+            server = datetime.fromtimestamp(int(seconds), UTC) + timedelta(
+                microseconds=int(microseconds)
+            )
+            offset = server - (before + timedelta(seconds=took / 2))
             if best is None or took < best[0]:
                 best = (took, offset)
         assert best is not None
@@ -313,7 +318,8 @@ class RedisStore(StoredBudgets, StoreTask):
                 if not self.fail_open:
                     raise
                 warn(config.name, "budget store unavailable; failing open", str(failure))
-                self._outage = Outage(ledger, now)
+                first = counters["next_reservation"]  # the first id this batch issued
+                self._outage, result = begin(ledger, result, first, now)
                 self._unstored.note(ledger, result)
                 return result
             tag = answer[0]

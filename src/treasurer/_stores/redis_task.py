@@ -81,6 +81,7 @@ class StoreTask:
                 retry_policy=coredis.retry.NoRetryPolicy(),
             )
             async with pubsub:
+                wake()  # what was announced while the subscription was down is not heard
                 async for message in pubsub:
                     writer, events = shared_events.read_message(message["data"])
                     if writer != self._writer:

@@ -410,6 +410,11 @@ class TestSettleById:
                 held.commit(tokens=1)
                 with pytest.raises(treasurer.AlreadySettled):
                     held.detach()
+            with first.reserve(tokens=10) as held:
+                rid = held.detach()
+                with pytest.raises(ReservationError, match="detached"):
+                    held.commit(tokens=5)  # refused here, not when the block ends
+            second.settle(rid, release=True)
 
 
 class TestWaiting:

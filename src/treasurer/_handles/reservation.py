@@ -94,6 +94,11 @@ class Reservation:
         return self._state == _SETTLED
 
     @property
+    def detached(self) -> bool:
+        """Whether :meth:`detach` left it open past the block, to be settled by id."""
+        return self._state == _DETACHED
+
+    @property
     def tenant(self) -> str | None:
         """The tenant it was made for (``None``: the budget itself)."""
         return tenant_of(self._scope)

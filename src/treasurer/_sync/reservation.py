@@ -15,6 +15,7 @@ from .._core.values import Usage
 from .._errors import (
     AlreadySettled,
     BudgetClosed,
+    ReservationError,
     ReservationExpired,
 )
 from .._handles.reservation import Reservation, validate_commit
@@ -101,6 +102,10 @@ class SyncReservation:
             raise BudgetClosed(f"budget {self._caller.name!r} is closed")
         if self._committed is not None or self._reservation.settled:
             raise AlreadySettled(f"reservation {self.id} was already settled")
+        if self._reservation.detached:
+            raise ReservationError(
+                f"reservation {self.id} was detached: settle it with budget.settle({self.id})"
+            )
         validate_commit(self._reservation, actual)
         self._committed = dict(actual)
 

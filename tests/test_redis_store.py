@@ -267,6 +267,8 @@ class TestConfiguration:
             RedisStore(timeout=0)
         with pytest.raises(InvalidOption, match="retry_for"):
             RedisStore(retry_for=-1)
+        with pytest.raises(InvalidOption, match="retry_for must be 0 to 300"):
+            RedisStore(retry_for=301)
         with pytest.raises(InvalidOption, match="fail_open"):
             RedisStore(fail_open=1)  # type: ignore[arg-type]
 
@@ -597,9 +599,20 @@ class TestFaults:
 
             store._call = recording  # type: ignore[method-assign]
             assert await budget.consume(20)
-            answer = await call(sent[-1])  # the same batch again
+            done = sent[-1]
+            answer = await call(done)  # the same batch again
             assert answer[0] == "done"
             assert (await budget.refresh()).tokens_used == 30
+            # As if the first answer had been lost: the store takes "done" as stored.
+
+            async def lost_then_done(args: list[str]) -> list[Any]:
+                return await call(done) if args is not done else await call(args)
+
+            store._call = lost_then_done  # type: ignore[method-assign]
+            assert await budget.consume(20)  # its call answers "done"; nothing is added
+            store._call = call  # type: ignore[method-assign]
+            assert await budget.consume(5)  # computed again on the stored rows
+            assert (await budget.refresh()).tokens_used == 35
 
     async def test_a_paused_server_delays_but_does_not_double(
         self, redis_server: RedisServer, prefix: str

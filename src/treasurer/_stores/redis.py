@@ -45,7 +45,9 @@ from .redis_task import StoreTask
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX: Final = "treasurer"
-_BACKOFF: Final = (0.02, 1.0)  # first and longest pause between attempts of a call
+_BACKOFF: Final = (0.02, 1.0)
+BATCH_IDS_KEPT: Final = 600  # seconds; the script keeps applied batches' ids this long
+MAX_RETRY_FOR: Final = 300  # first and longest pause between attempts of a call
 
 
 def budget_keys(prefix: str, name: str) -> list[str]:
@@ -79,8 +81,15 @@ class RedisStore(StoredBudgets, StoreTask):
             raise InvalidOption(f"prefix must be a non-empty str, not {prefix!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise InvalidOption(f"timeout must be a positive number of seconds, not {timeout!r}")
-        if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) or retry_for < 0:
-            raise InvalidOption(f"retry_for must be a number of seconds >= 0, not {retry_for!r}")
+        if (
+            isinstance(retry_for, bool)
+            or not isinstance(retry_for, int | float)
+            or not 0 <= retry_for <= MAX_RETRY_FOR
+        ):
+            raise InvalidOption(
+                f"retry_for must be 0 to {MAX_RETRY_FOR} seconds (a batch's id is kept "
+                f"{BATCH_IDS_KEPT} s, so a resend is known), not {retry_for!r}"
+            )
         if not isinstance(fail_open, bool):
             raise InvalidOption(f"fail_open must be True or False, not {fail_open!r}")
         self.url: Final = url
@@ -327,7 +336,10 @@ class RedisStore(StoredBudgets, StoreTask):
                 self._ledger, self._version = ledger, str(answer[1])
                 return result
             if tag == "done":  # applied by an attempt whose answer was lost
-                return result  # later writes are unknown: the next batch reads the rows
+                # Later writes are unknown: a version no write has makes the next
+                # batch's call answer the rows (and the copy serves if failing open).
+                self._ledger, self._version = ledger, "unknown"
+                return result
             if anyio.current_time() > deadline:
                 raise StoreUnavailable(
                     f"{self._where}: budget {config.name!r} changed under every attempt "

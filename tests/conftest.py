@@ -11,6 +11,7 @@ import structlog.testing
 
 from llm_server import fake_llm, llm_server  # noqa: F401 - fixtures: a fake OpenAI/Anthropic API
 from redis_server import (  # noqa: F401 - fixtures: real Redis servers
+    collect_client_leftovers,
     debian_redis_url,
     redis_server,
     redis_url,
@@ -42,3 +43,12 @@ def captured_logs() -> Iterator[list[dict[str, object]]]:
             yield logs
     finally:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+@pytest.fixture(autouse=True)
+def _redis_client_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that talked to a Redis server, what coredis left unclosed is
+    collected at once (see ``collect_client_leftovers``)."""
+    yield
+    if {"redis_url", "redis_server", "debian_redis_url"} & set(request.fixturenames):
+        collect_client_leftovers()

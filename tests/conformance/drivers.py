@@ -24,6 +24,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 import treasurer
 import treasurer.sync
+from redis_server import collect_client_leftovers
 from treasurer import (
     BudgetClosed,
     BudgetExceeded,
@@ -292,6 +293,8 @@ class ProtocolDriver(Driver):
             if self.portal_cm is not None:
                 self.portal_cm.__exit__(None, None, None)
                 self.portal_cm = None
+            if isinstance(self.store, treasurer.RedisStore):
+                collect_client_leftovers()
 
     def batch(
         self, commands: Sequence[Command], *, joined: int = 0, serve: bool = True
@@ -440,6 +443,7 @@ class ApiDriver(Driver):
         self.factory = factory
         self.backend = backend
         self.budget: treasurer.sync.SyncBudget | None = None
+        self.redis = False
         self.clock: ManualClock
         self.subscription_cm: AbstractContextManager[Any] | None = None
         self.subscription: Any = None
@@ -452,10 +456,12 @@ class ApiDriver(Driver):
         self.clock = ManualClock(start)
         name, options = self.backend
         limits = config.limits
+        store = self.factory()
+        self.redis = isinstance(store, treasurer.RedisStore)  # leaves coredis's leftovers
         self.budget = treasurer.sync.open_budget(
             backend=name,  # type: ignore[arg-type]
             backend_options=options,
-            store=self.factory(),
+            store=store,
             clock=self.clock,
             name=config.name,
             per_request=keywords(limits.per_request),
@@ -487,6 +493,8 @@ class ApiDriver(Driver):
         finally:
             self.budget.close()
             self.budget = None
+            if self.redis:
+                collect_client_leftovers()
 
     def handle(self, path: ScopePath) -> Any:
         assert self.budget is not None

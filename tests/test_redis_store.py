@@ -217,22 +217,10 @@ class TestRobustness:
         """The subscription is made again a second after it is lost; a release
         announced meanwhile is not heard, so the waiters are served on resubscribing."""
         async with shared(redis_url, prefix) as first, shared(redis_url, prefix) as second:
-            async with first.reserve(tokens=900, ttl=timedelta(hours=1)) as held:
-                rid = held.detach()
-            granted = anyio.Event()
-
-            async def wait_for_room() -> None:
-                async with second.reserve(tokens=500, wait=True):
-                    granted.set()
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(wait_for_room)
-                await anyio.sleep(0.1)
+            async with waiting_for_room(first, second) as (rid, _):
                 async with client(redis_url, 2.0) as redis:
                     assert await redis.client_kill(type_="pubsub") >= 2
                 await first.settle(rid, release=True)  # announced to nobody
-                with anyio.fail_after(5):
-                    await granted.wait()
 
 
 class TestConfiguration:
@@ -424,21 +412,10 @@ class TestWaiting:
         self, redis_url: str, prefix: str
     ) -> None:
         async with shared(redis_url, prefix) as first, shared(redis_url, prefix) as second:
-            async with first.reserve(tokens=900, ttl=timedelta(hours=1)) as held:
-                rid = held.detach()
-            granted = anyio.Event()
-
-            async def wait_for_room() -> None:
-                async with second.reserve(tokens=500, wait=True):
-                    granted.set()
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(wait_for_room)
-                await anyio.sleep(0.2)
+            async with waiting_for_room(first, second) as (rid, granted):
                 assert not granted.is_set()
                 await first.settle(rid, release=True)  # first's store announces it
-                with anyio.fail_after(5):  # woken by that word, not by any timer
-                    await granted.wait()
+            # Woken by that word (within 5 s), not by any timer.
 
 
 class TestClock:
@@ -658,20 +635,8 @@ class TestRedis7:
             shared(debian_redis_url, prefix) as first,
             shared(debian_redis_url, prefix) as second,
         ):
-            async with first.reserve(tokens=900) as held:
-                rid = held.detach()
-            granted = anyio.Event()
-
-            async def wait_for_room() -> None:
-                async with second.reserve(tokens=500, wait=True):
-                    granted.set()
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(wait_for_room)
-                await anyio.sleep(0.1)
+            async with waiting_for_room(first, second) as (rid, _):
                 await first.settle(rid, tokens=400)
-                with anyio.fail_after(5):
-                    await granted.wait()
             assert (await first.refresh()).tokens_used == 400
 
 
@@ -728,6 +693,28 @@ def store_clock(budget: treasurer.Budget) -> datetime:
     store = budget._core.settings.store
     assert isinstance(store, RedisStore)
     return store.server_clock()
+
+
+@asynccontextmanager
+async def waiting_for_room(
+    first: treasurer.Budget, second: treasurer.Budget
+) -> AsyncIterator[tuple[int, anyio.Event]]:
+    """``first`` holds 900 of 1000 tokens (by id, an hour's TTL) while a task waits in
+    ``second`` for 500: yields the hold's id and the event set when the wait is granted."""
+    async with first.reserve(tokens=900, ttl=timedelta(hours=1)) as held:
+        rid = held.detach()
+    granted = anyio.Event()
+
+    async def wait_for_room() -> None:
+        async with second.reserve(tokens=500, wait=True):
+            granted.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait_for_room)
+        await anyio.sleep(0.1)
+        yield rid, granted
+        with anyio.fail_after(5):
+            await granted.wait()
 
 
 async def eventually(condition: Callable[[], bool]) -> None:

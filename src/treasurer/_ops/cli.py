@@ -27,9 +27,9 @@ from .cli_common import (
     StoreOption,
     fail,
     kept,
-    pick_budget,
     plain,
     reading,
+    stored_figures,
     when,
 )
 from .cli_overrides import overrides
@@ -120,10 +120,7 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Every capped period of a stored budget and its tenants: used, limit, resets."""
-    kept_store = kept(store, prefix)
-    with reading("status"):
-        name = pick_budget(kept_store, budget)
-        figures = kept_store.read(name)
+    name, figures = stored_figures("status", store, prefix, budget)
     if as_json:
         scopes = [
             {

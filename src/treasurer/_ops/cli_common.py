@@ -14,6 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from .._core.values import Snapshot
 from .._errors import TreasurerError
 from .._stores.redis import DEFAULT_PREFIX as DEFAULT_PREFIX
 from .._stores.redis import RedisStore
@@ -49,6 +50,17 @@ def kept(store: str, prefix: str = DEFAULT_PREFIX) -> KeptBudgets:
     if store.startswith(_REDIS_SCHEMES):
         return RedisStore(store, prefix=prefix)
     return SqliteStore(Path(store))
+
+
+def stored_figures(
+    command: str, store: str, prefix: str, budget: str | None
+) -> tuple[str, dict[str | None, Snapshot]]:
+    """The budget a command names and its figures now, read from ``--store``; a
+    store that cannot be read ends the command (exit code 1)."""
+    kept_store = kept(store, prefix)
+    with reading(command):
+        name = pick_budget(kept_store, budget)
+        return name, kept_store.read(name)
 
 
 def pick_budget(store: KeptBudgets, budget: str | None) -> str:

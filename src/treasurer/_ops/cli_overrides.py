@@ -33,6 +33,7 @@ from .cli_common import (
     plain,
     reading,
     shown_time,
+    stored_figures,
     when,
 )
 
@@ -161,10 +162,8 @@ def list_overrides(
     as_json: JsonOption = False,
 ) -> None:
     """The overrides in force in a stored budget and its tenants."""
-    kept_store = kept(store, prefix)
-    with reading("override list"):
-        name = pick_budget(kept_store, budget)
-        found = _overrides(kept_store.read(name))
+    name, figures = stored_figures("override list", store, prefix, budget)
+    found = _overrides(figures)
     if as_json:
         items = [_override_json(o) for o in found]
         sys.stdout.write(json.dumps({"budget": name, "overrides": items}, indent=2) + "\n")

@@ -470,6 +470,37 @@ class TestClosing:
             r.commit(tokens=8)
         assert_nothing_held(budget, used=8)
 
+    @pytest.mark.parametrize("stored", [True, False], ids=["stored", "store-down"])
+    async def test_a_settlement_posted_during_the_last_batch(self, stored: bool) -> None:
+        """A commit posted while the actor applies its last batch (the budget is
+        closing) is applied, in a batch of its own, before the actor stops; if the
+        store cannot take it then, it is not counted, and the budget still closes."""
+
+        def unavailable(batch: Sequence[Command]) -> None:
+            if any(isinstance(command, Commit) for command in batch):
+                raise treasurer.StoreUnavailable("the store is down")
+
+        async with anyio.create_task_group() as outer:
+            async with probed(tokens=100) as (budget, store):
+                r = await budget.reserve(tokens=10).__aenter__()
+                gate = Gate(lambda batch: budget.closed)
+                store.before = gate
+
+                async def settle_during_the_last_batch() -> None:
+                    await gate.reached.wait()
+                    if not stored:
+                        store.before = unavailable
+                    r.commit(tokens=8)
+                    gate.opened.set()
+
+                outer.start_soon(settle_during_the_last_batch)
+        assert store.batches[-1] == store.commands(Commit)
+        if stored:
+            assert_nothing_held(budget, used=8)
+        else:
+            snap = budget.snapshot()
+            assert (snap.tokens_used, snap.tokens_reserved) == (0, 10)
+
     async def test_body_error_stops_the_actor_cleanly(self) -> None:
         """An error in the block propagates unchanged and the budget closes."""
         with pytest.raises(KeyError):

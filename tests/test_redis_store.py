@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -544,22 +545,38 @@ class TestFaults:
             server.close()
 
     async def test_a_release_of_an_unstored_reservation(self, prefix: str) -> None:
+        """The batch that finds the server away (a reservation and a charge) is
+        answered from the copy, its events carry the copy's ids, and once the
+        server is back a batch that mixes the release of an unstored reservation
+        with other calls stores only the calls."""
+        events: list[treasurer.Event] = []
         server = RedisServer(persist=True)
         server.start()
         try:
             store = RedisStore(server.url, prefix=prefix, timeout=0.3, retry_for=0, fail_open=True)
-            async with treasurer.open_budget(name="fo", tokens=1000, store=store) as budget:
+            async with treasurer.open_budget(
+                name="fo", tokens=1000, store=store, on_event=events.append
+            ) as budget:
                 assert await budget.consume(1)
                 server.stop()
-                async with budget.reserve(tokens=100) as held:
-                    during = held.detach()
+                held = budget.reserve(tokens=100)
+                async with anyio.create_task_group() as both:  # one batch
+                    both.start_soon(held.__aenter__)
+                    both.start_soon(budget.consume, 5)
+                during = held.detach()
+                assert during > 2**48
+                await held.__aexit__(None, None, None)
                 server.start()
                 await until_healthy(budget)
-                await budget.settle(during, release=True)  # the server never held it
+                async with anyio.create_task_group() as both:  # one batch again
+                    both.start_soon(partial(budget.settle, during, release=True))
+                    both.start_soon(budget.consume, 2)
                 figures = await budget.refresh()
-                assert (figures.tokens_used, figures.tokens_reserved) == (1, 0)
+                assert (figures.tokens_used, figures.tokens_reserved) == (3, 0)
         finally:
             server.close()
+        created = [e for e in events if isinstance(e, treasurer.ReservationCreated)]
+        assert [e.reservation for e in created][-1] == during
 
     async def test_a_batch_sent_again_is_applied_once(self, redis_url: str, prefix: str) -> None:
         """The script keeps each batch's id: the same call again, as after a lost

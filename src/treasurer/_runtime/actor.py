@@ -112,8 +112,6 @@ class Actor(Mailbox):
         try:
             while not self.closing:
                 await self._serve(await self._next_batch())
-        except anyio.get_cancelled_exc_class():
-            raise
         except Exception as exc:  # a store or ledger bug: every caller gets BudgetBroken
             self.failure = exc
             self.delivery.log.exception("budget actor failed")

@@ -9,7 +9,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from .drivers import ApiDriver, Backend
 from .machine import ConformanceMachine
-from .stores import STORES, StoreFactory
+from .stores import STORES, StoreFactory, examples
 
 SETTINGS = settings(
     max_examples=30,
@@ -27,5 +27,6 @@ class TestPublicApi:
         """Every call answers (or raises) as the model of the specification says, every
         handle shows the model's figures, and nothing is admitted over a limit."""
         run_state_machine_as_test(
-            lambda: ConformanceMachine(ApiDriver(factory, anyio_backend)), settings=SETTINGS
+            lambda: ConformanceMachine(ApiDriver(factory, anyio_backend)),
+            settings=settings(SETTINGS, max_examples=examples(factory, SETTINGS.max_examples)),
         )

@@ -9,7 +9,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from .drivers import Backend, ProtocolDriver
 from .machine import ConformanceMachine
-from .stores import STORES, StoreFactory
+from .stores import STORES, StoreFactory, examples
 
 SETTINGS = settings(
     max_examples=80,
@@ -28,5 +28,6 @@ class TestStoreProtocol:
         """Every batch answers as the model of the specification does, every published
         view shows the model's figures, and nothing is admitted over a limit."""
         run_state_machine_as_test(
-            lambda: ConformanceMachine(ProtocolDriver(factory, anyio_backend)), settings=SETTINGS
+            lambda: ConformanceMachine(ProtocolDriver(factory, anyio_backend)),
+            settings=settings(SETTINGS, max_examples=examples(factory, SETTINGS.max_examples)),
         )

@@ -52,7 +52,8 @@ def tests(session: nox.Session) -> None:
     install_system_packages(session)
     install_group(session, "test")
     session.install("-e", ".")
-    session.run("pytest", "--cov=treasurer", "--cov-report=", *session.posargs)
+    # One worker per core (pytest-xdist); `nox -s tests -- -n 0` runs in one process.
+    session.run("pytest", "-n", "auto", "--cov=treasurer", "--cov-report=", *session.posargs)
     # The floor is enforced by coverage itself (exit status 2 below it), at two
     # decimals, so 97.98 % cannot round up to a 98 % floor.
     session.run("coverage", "report", f"--fail-under={COVERAGE_FLOOR}")

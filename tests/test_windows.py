@@ -316,7 +316,7 @@ class TestBadWindows:
             {"clock": lambda: datetime(2026, 1, 1)},
             {"clock": lambda: "noon"},
         ],
-        ids=repr,
+        ids=["int", "not-a-list", "twice", "reserved-name", "clock-int", "naive", "not-time"],
     )
     async def test_bad_budget_options(self, kwargs: dict[str, object]) -> None:
         """Bad windows or clocks raise InvalidOption (a ValueError) before the budget opens."""

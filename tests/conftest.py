@@ -13,8 +13,10 @@ from llm_server import fake_llm, llm_server  # noqa: F401 - fixtures: a fake Ope
 from redis_server import (  # noqa: F401 - fixtures: real Redis servers
     collect_client_leftovers,
     debian_redis_url,
+    redis_cluster_url,
     redis_server,
     redis_url,
+    valkey_8_url,
 )
 
 
@@ -50,5 +52,6 @@ def _redis_client_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that talked to a Redis server, what coredis left unclosed is
     collected at once (see ``collect_client_leftovers``)."""
     yield
-    if {"redis_url", "redis_server", "debian_redis_url"} & set(request.fixturenames):
+    servers = {"redis_url", "redis_server", "debian_redis_url", "valkey_8_url", "redis_cluster_url"}
+    if servers & set(request.fixturenames):
         collect_client_leftovers()

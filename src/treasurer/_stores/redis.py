@@ -63,7 +63,8 @@ class RedisStore(StoredBudgets, StoreTask):
     a call that fails is tried again, with backoff, for ``retry_for`` seconds
     before the batch fails with :class:`StoreUnavailable` (fail closed), or,
     with ``fail_open=True``, is admitted on this process's copy of the budget
-    and not stored (see :mod:`.redis_outage`)."""
+    and not stored (see :mod:`.redis_outage`). With ``cluster=True``, ``url`` is
+    any node of a Redis Cluster (a budget's keys share one hash slot)."""
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class RedisStore(StoredBudgets, StoreTask):
         timeout: float = 5.0,
         retry_for: float = 10.0,
         fail_open: bool = False,
+        cluster: bool = False,
         redis: Any = None,
     ) -> None:
         if redis is None:
@@ -90,10 +92,12 @@ class RedisStore(StoredBudgets, StoreTask):
                 f"retry_for must be 0 to {MAX_RETRY_FOR} seconds (a batch's id is kept "
                 f"{BATCH_IDS_KEPT} s, so a resend is known), not {retry_for!r}"
             )
-        if not isinstance(fail_open, bool):
-            raise InvalidOption(f"fail_open must be True or False, not {fail_open!r}")
+        for flag, value in (("fail_open", fail_open), ("cluster", cluster)):
+            if not isinstance(value, bool):
+                raise InvalidOption(f"{flag} must be True or False, not {value!r}")
         self.url: Final = url
         self.fail_open: Final = fail_open
+        self.cluster: Final = cluster
         self.prefix: Final = prefix
         self.timeout: Final = float(timeout)
         self.retry_for: Final = float(retry_for)
@@ -132,7 +136,7 @@ class RedisStore(StoredBudgets, StoreTask):
         if self._given is not None:
             yield self._given
         else:
-            async with client(self.url, self.timeout) as redis:
+            async with client(self.url, self.timeout, self.cluster) as redis:
                 yield redis
 
     async def _talk_through(self, redis: Any) -> None:

@@ -137,3 +137,21 @@ def run_batch(
         now,
         ledger.next_wakeup([command.scope for command in waiting]),
     )
+
+
+@attrs.frozen
+class Work:
+    """One :meth:`Store.apply` call's batch, kept whole while a store decides where
+    to apply it (the Redis store: on the stored rows, or on its copy while the
+    server is away)."""
+
+    commands: Sequence[Command]
+    waiting: Sequence[Reserve | OpenChild] = ()
+    new_from: int = 0
+    verbose: bool = True
+
+    def run(self, ledger: Ledger, now: datetime) -> BatchResult:
+        """:func:`run_batch` of this batch on ``ledger`` at ``now``."""
+        return run_batch(
+            ledger, now, self.commands, self.waiting, new_from=self.new_from, verbose=self.verbose
+        )

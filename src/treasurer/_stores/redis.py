@@ -36,7 +36,7 @@ from .._core.reads import view
 from .._core.scopes import ScopePath
 from .._errors import InvalidOption, StoreUnavailable
 from . import rows, shared_events
-from .base import BatchResult, Clock, Health, run_batch, system_clock
+from .base import BatchResult, Clock, Health, Work, system_clock
 from .redis_client import check_url, client, redis_errors
 from .redis_outage import Outage, Unstored, begin, merged, warn
 from .redis_read import READ, StoredBudgets, pairs
@@ -281,9 +281,11 @@ class RedisStore(StoredBudgets, StoreTask):
     ) -> BatchResult:
         config, clock = self._serving()
         if self._outage is not None and not await self._back(config, clock):
-            return self._outage.serve(self._unstored, clock, batch, waiting, new_from, verbose)
+            return self._outage.serve(
+                self._unstored, clock, Work(batch, waiting, new_from, verbose)
+            )
         sent, settled = self._unstored.translate(batch) if self._unstored.held else (batch, {})
-        result = await self._apply(config, clock, sent, waiting, new_from, verbose)
+        result = await self._apply(config, clock, Work(sent, waiting, new_from, verbose))
         return merged(batch, settled, result)
 
     async def _back(self, config: BudgetConfig, clock: Clock) -> bool:
@@ -298,15 +300,7 @@ class RedisStore(StoredBudgets, StoreTask):
         self._outage = None
         return True
 
-    async def _apply(
-        self,
-        config: BudgetConfig,
-        clock: Clock,
-        batch: Sequence[Command],
-        waiting: Sequence[Reserve | OpenChild],
-        new_from: int,
-        verbose: bool,
-    ) -> BatchResult:
+    async def _apply(self, config: BudgetConfig, clock: Clock, work: Work) -> BatchResult:
         batch_id = uuid.uuid4().hex
         deadline = anyio.current_time() + max(self.retry_for, self.timeout)
         while True:
@@ -318,7 +312,7 @@ class RedisStore(StoredBudgets, StoreTask):
             counters = state.dump_meta(ledger)
             held_before = set(ledger.reservations.open)
             now = max(clock(), ledger.now)  # hosts' clocks may differ by a round trip
-            result = run_batch(ledger, now, batch, waiting, new_from=new_from, verbose=verbose)
+            result = work.run(ledger, now)
             changed = rows.changes(ledger, result.views, held_before)
             writes = _flat(changed)
             meta = (

@@ -20,13 +20,13 @@ from typing import Final
 
 import attrs
 
-from .._core.commands import Charge, Command, Commit, OpenChild, Release, Reserve
+from .._core.commands import Charge, Command, Commit, Release
 from .._core.events import Event
 from .._core.ledger import Ledger
 from .._core.outcomes import Granted, Reply, Settled
 from .._core.scopes import ScopePath
 from .._runtime.log import Log
-from .base import BatchResult, Clock, run_batch
+from .base import BatchResult, Clock, Work
 
 Vector = tuple[int, ...]
 ID_OFFSET: Final = 1 << 48  # reservation ids granted while failing open start above this
@@ -70,18 +70,10 @@ class Outage:
     since: datetime
     batches: int = 0  # batches answered from the copy
 
-    def serve(
-        self,
-        unstored: Unstored,
-        clock: Clock,
-        batch: Sequence[Command],
-        waiting: Sequence[Reserve | OpenChild],
-        new_from: int,
-        verbose: bool,
-    ) -> BatchResult:
+    def serve(self, unstored: Unstored, clock: Clock, work: Work) -> BatchResult:
         """Apply a batch to the copy (nothing is stored)."""
         now = max(clock(), self.ledger.now)
-        result = run_batch(self.ledger, now, batch, waiting, new_from=new_from, verbose=verbose)
+        result = work.run(self.ledger, now)
         unstored.note(self.ledger, result)
         self.batches += 1
         return result

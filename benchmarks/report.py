@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import platform
 import statistics
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from designs import (
     NULL,
     TREASURER,
 )
+from host import command, cpu_model, versions
 from memory import BASELINE
 
 PACKAGES = ("anyio", "trio", "uvloop", "structlog", "attrs", "token-budget-py", "treasurer")
@@ -36,38 +35,17 @@ RATIOS = (
 )
 
 
-def _command(*args: str) -> str:
-    try:
-        return subprocess.run(args, capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return ""
-
-
 def machine() -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in _command("lscpu").splitlines()
-            if line.startswith("Model name")
-        ),
-        platform.processor(),
-    )
-    versions: dict[str, str | None] = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
     git = ("git", "-C", str(root))
     return {
         "cpus": os.cpu_count(),
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
-        "versions": versions,
-        "commit": _command(*git, "rev-parse", "--short", "HEAD") or None,
-        "src_modified": bool(_command(*git, "status", "--porcelain", "--", "src")),
+        "versions": versions(PACKAGES),
+        "commit": command(*git, "rev-parse", "--short", "HEAD") or None,
+        "src_modified": bool(command(*git, "status", "--porcelain", "--", "src")),
     }
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+import host
 import treasurer
 
 PAIR_TOKENS = (10, 7)  # reserved, then committed
@@ -87,30 +87,13 @@ async def worker(path: Path, n: int, k: int) -> None:
 def many_processes(folder: Path, processes: int, n: int, k: int, backend: str) -> dict[str, Any]:
     path = Path(tempfile.mkdtemp(dir=folder)) / "shared.sqlite"
     args = [str(path), str(n), str(k), backend]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), "--worker", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=WORKER.parent,
-        )
-        for _ in range(processes)
-    ]
-    for process in workers:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
-    started = time.time()
-    for process in workers:
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
-    reports = []
-    for process in workers:
-        out, _ = process.communicate(timeout=600)
-        if process.returncode != 0:
-            raise RuntimeError(f"a worker failed with status {process.returncode}")
-        reports.append(json.loads(out.strip().splitlines()[-1]))
+    workers = host.start_workers(WORKER, args, processes)
+    try:
+        started = time.time()
+        host.release(workers, "go")
+        reports = host.reports(workers, timeout=600)
+    finally:
+        host.stop(workers)
     seconds = max(report["ended"] for report in reports) - started
     made = sum(report["pairs"] for report in reports)
 

@@ -31,6 +31,7 @@ import pytest
 import treasurer
 import treasurer._handles.settings
 import treasurer._stores.base
+import treasurer._stores.redis_calls
 import treasurer.sync
 from redis_server import RedisServer, command
 from treasurer import (
@@ -42,6 +43,7 @@ from treasurer import (
 )
 from treasurer._stores import shared_events
 from treasurer._stores.redis_client import client
+from treasurer._stores.redis_script import SCRIPT
 from treasurer.redis import RedisStore, budget_keys
 from treasurer.testing import ManualClock
 
@@ -95,8 +97,10 @@ class TestSharing:
                 held.detach()  # an open reservation: the reservations hash exists
         async with client(redis_url, 2.0) as redis:
             stored = sorted(await redis.keys(f"{prefix}:*"))
-        assert stored == sorted(budget_keys(prefix, "shared"))
-        assert all("{shared}" in key for key in stored)
+        *rows, line = budget_keys(prefix, "shared")
+        assert stored == sorted(rows)  # the line of writers exists only while one waits
+        assert line.endswith(":line")
+        assert all("{shared}" in key for key in [*stored, line])
 
     async def test_tenants_windows_and_thresholds_across_openers(
         self, redis_url: str, prefix: str
@@ -341,6 +345,100 @@ class TestStoreObject:
                 store._call = call  # type: ignore[method-assign]
                 figures = await budget.refresh()
                 assert figures.tokens_used == figures.calls  # the other's 1-token calls only
+
+
+async def as_writer(url: str, prefix: str, writer: str, expected: str) -> list[Any]:
+    """One script call on budget "shared" as ``writer`` (another process), writing
+    nothing: ``turn`` takes a turn, a version ends it (``same``)."""
+    keys = budget_keys(prefix, "shared")
+    args = [expected, "", "", "0", "", keys[0] + ":changes", "{}", writer, "0", "0", "0", "0"]
+    async with client(url, 2.0) as redis:
+        answer: list[Any] = await redis.register_script(SCRIPT)(keys=keys, args=args)
+        return answer
+
+
+async def line_of(url: str, prefix: str) -> list[str]:
+    async with client(url, 2.0) as redis:
+        return list(await redis.lrange(budget_keys(prefix, "shared")[-1], 0, -1))
+
+
+async def line_is(url: str, prefix: str, wanted: Callable[[list[str]], bool]) -> None:
+    """Until the line is as ``wanted`` (another client's writes are not announced)."""
+    with anyio.fail_after(5):
+        while not wanted(await line_of(url, prefix)):  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+
+
+class TestLine:
+    """Writers that meet contention take turns (the line, in redis_script.py)."""
+
+    async def test_a_writer_waits_for_the_turn_then_is_told_it_is_its_own(
+        self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Woken by the announcement alone: the lease would take a minute.
+        monkeypatch.setattr(treasurer._stores.redis_calls, "TURN_LEASE_MS", 60_000)
+        store = RedisStore(redis_url, prefix=prefix)
+        async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
+            taken = await as_writer(redis_url, prefix, "other", "turn")
+            assert taken[0] == "state"
+            answers: list[str] = []
+            call = store._call
+
+            async def recording(args: list[str]) -> list[Any]:
+                answer = await call(args)
+                if args[0] != "read":
+                    answers.append(answer[0])
+                return answer
+
+            store._call = recording  # type: ignore[method-assign]
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(budget.consume, 10)
+                    await line_is(redis_url, prefix, lambda line: line == ["other", store._writer])
+                    assert (await budget.refresh()).tokens_used == 0  # not written meanwhile
+                    ended = await as_writer(redis_url, prefix, "other", taken[1])
+                    assert ended[0] == "same"
+            assert answers == ["wait", "ok"]
+            assert (await budget.refresh()).tokens_used == 10
+            assert await line_of(redis_url, prefix) == []
+
+    async def test_a_turn_not_taken_up_lapses(self, redis_url: str, prefix: str) -> None:
+        async with shared(redis_url, prefix) as budget:
+            assert (await as_writer(redis_url, prefix, "gone", "turn"))[0] == "state"
+            with anyio.fail_after(5):
+                assert await budget.consume(10)  # after the turn's lease, half a second
+            assert await line_of(redis_url, prefix) == []
+            assert (await budget.refresh()).tokens_used == 10
+
+    async def test_a_writer_outrun_twice_takes_a_turn(self, redis_url: str, prefix: str) -> None:
+        """Another opener writes before each of its first two attempts: the third
+        is computed once the turn is its own, and the other's write waits for it."""
+        async with shared(redis_url, prefix) as other:
+            store = RedisStore(redis_url, prefix=prefix)
+            async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
+                call = store._call
+                sent: list[str] = []
+
+                async def raced(args: list[str]) -> list[Any]:
+                    sent.append(args[0])
+                    if args[0] in ("read", "turn") or len(sent) > 4:
+                        return await call(args)
+                    if len(sent) <= 2:
+                        await other.consume(1)
+                        return await call(args)
+                    # The turn is this opener's: the other's write waits in line.
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(other.consume, 100)
+                        await line_is(redis_url, prefix, lambda line: len(line) == 2)
+                        return await call(args)
+
+                store._call = raced  # type: ignore[method-assign]
+                assert await budget.consume(500)
+                assert sent[2] == "turn"
+                figures = await budget.refresh()
+                assert figures.tokens_used == 602
+                assert figures.calls == 4
+                assert await line_of(redis_url, prefix) == []
 
 
 class TestSettleById:

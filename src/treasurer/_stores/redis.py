@@ -29,14 +29,14 @@ import anyio.abc
 from .._core import state
 from .._core.commands import Command, OpenChild, Reserve
 from .._core.config import BudgetConfig
-from .._core.events import Event
 from .._core.ledger import Ledger
 from .._core.outcomes import ScopeView
 from .._core.reads import view
 from .._core.scopes import ScopePath
 from .._errors import InvalidOption, StoreUnavailable
-from . import rows, shared_events
+from . import rows
 from .base import BatchResult, Clock, Health, Work, system_clock
+from .redis_calls import ScriptCalls
 from .redis_client import check_url, client, redis_errors
 from .redis_outage import Outage, Unstored, begin, merged, warn
 from .redis_read import READ, StoredBudgets, pairs
@@ -45,18 +45,18 @@ from .redis_task import StoreTask
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX: Final = "treasurer"
-_BACKOFF: Final = (0.02, 1.0)
 BATCH_IDS_KEPT: Final = 600  # seconds; the script keeps applied batches' ids this long
-MAX_RETRY_FOR: Final = 300  # first and longest pause between attempts of a call
+TURN_AFTER: Final = 2  # stale answers in a row before a batch waits for a turn
+MAX_RETRY_FOR: Final = 300  # seconds; the longest retry_for (below BATCH_IDS_KEPT)
 
 
 def budget_keys(prefix: str, name: str) -> list[str]:
     """The keys of budget ``name``: one hash tag, so one Redis Cluster slot."""
     tag = f"{prefix}:{{{name}}}"
-    return [f"{tag}:budget", f"{tag}:scopes", f"{tag}:held", f"{tag}:batches"]
+    return [f"{tag}:budget", f"{tag}:scopes", f"{tag}:held", f"{tag}:batches", f"{tag}:line"]
 
 
-class RedisStore(StoredBudgets, StoreTask):
+class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
     """Keeps budgets in the Redis or Valkey server at ``url`` (``redis://``,
     ``rediss://`` for TLS, ``unix://``; a password in the URL). ``prefix``
     starts every key; ``timeout`` bounds connecting and each call to the server;
@@ -114,6 +114,7 @@ class RedisStore(StoredBudgets, StoreTask):
         self._version = ""  # the stored version the cached ledger is at
         self._outage: Outage | None = None  # failing open: this process's copy
         self._unstored = Unstored()
+        self._turn: anyio.Event | None = None  # set when this writer's turn is announced
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -166,41 +167,10 @@ class RedisStore(StoredBudgets, StoreTask):
         """The server's time now, as this host reckons it."""
         return datetime.now(UTC) + self._offset
 
-    async def _call(self, args: list[str]) -> list[Any]:
-        """One script call, tried again (with the same arguments, so the same batch
-        id) after a failure until ``retry_for`` has passed."""
-        if self._script is None:
-            raise InvalidOption(
-                "the RedisStore is not connected: its run() task holds the connection "
-                "(open_budget starts it; a program driving the Store protocol starts it too)"
-            )
-        deadline = anyio.current_time() + self.retry_for
-        pause = _BACKOFF[0]
-        while True:
-            try:
-                async with redis_errors(self._where):
-                    answer: list[Any] = await self._script(keys=self._keys, args=args)
-                    return answer
-            except StoreUnavailable:
-                if anyio.current_time() + pause > deadline:
-                    raise
-                await anyio.sleep(pause)
-                pause = min(pause * 2, _BACKOFF[1])
-
-    def _args(
-        self,
-        expected: str,
-        batch: str,
-        config: str,
-        replace: bool,
-        meta: str,
-        events: Sequence[Event] = (),
-    ) -> list[str]:
-        said = shared_events.message(self._writer, events)
-        return [expected, batch, config, "1" if replace else "0", meta, self._channel, said]
-
     def _take_rows(self, answer: list[Any], config: BudgetConfig, now: datetime) -> Ledger:
         """The ledger in a ``state`` or ``stale`` answer, which becomes the cached one."""
+        if self._ledger is not None and str(answer[1]) == self._version:
+            return self._ledger  # nobody else wrote: the copy is the stored state
         if answer[4] is not None and json.loads(answer[4]) != state.dump_config(config):
             raise StoreUnavailable(
                 f"budget {config.name!r} was reconfigured by another process; open it again"
@@ -260,7 +230,8 @@ class RedisStore(StoredBudgets, StoreTask):
                 )
                 expected = str(version)
             args = self._args(expected, "", config_text, True, rows.meta(ledger))
-            written = await self._call(args + _flat(rows.every_row(ledger)))
+            deadline = anyio.current_time() + max(self.retry_for, self.timeout)
+            written = await self._send(args + _flat(rows.every_row(ledger)), deadline)
             if written[0] == "ok":
                 self._ledger, self._version = ledger, str(written[1])
                 return ledger
@@ -303,6 +274,7 @@ class RedisStore(StoredBudgets, StoreTask):
     async def _apply(self, config: BudgetConfig, clock: Clock, work: Work) -> BatchResult:
         batch_id = uuid.uuid4().hex
         deadline = anyio.current_time() + max(self.retry_for, self.timeout)
+        losses = 0
         while True:
             ledger = self._ledger
             if ledger is None:
@@ -320,7 +292,7 @@ class RedisStore(StoredBudgets, StoreTask):
             )
             args = self._args(self._version, batch_id, "", False, meta, result.events) + writes
             try:
-                answer = await self._call(args)
+                answer = await self._send(args, deadline)
             except StoreUnavailable as failure:
                 if not self.fail_open:
                     raise
@@ -344,6 +316,10 @@ class RedisStore(StoredBudgets, StoreTask):
                     f"for {max(self.retry_for, self.timeout):g} s"
                 )
             self._take_rows(answer, config, clock())  # stale: compute it again on these
+            losses += 1
+            if losses >= TURN_AFTER:  # outrun again and again: take turns (redis_script)
+                answer = await self._send(self._args("turn", "", "", False, ""), deadline)
+                self._take_rows(answer, config, clock())
 
     async def refresh(self, scope: ScopePath) -> ScopeView | None:
         config, clock = self._serving()

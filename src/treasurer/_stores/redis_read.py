@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .._handles.settings import BudgetOptions
 
 T = TypeVar("T")
-READ: list[str] = ["read", "", "", "0", "", "", ""]  # the script's arguments for a read
+READ: list[str] = ["read", "", "", "0", "", "", "", ""]  # the script's arguments for a read
 
 
 class StoredBudgets:

@@ -2,28 +2,43 @@
 nobody wrote since the version the batch was computed from.
 
 KEYS: the budget hash (``version``, ``config``, ``meta``), the scopes hash
-(scope key -> record), the reservations hash (id -> record), and the sorted set
-of the batch ids applied (scored by the server's time, kept ten minutes).
+(scope key -> record), the reservations hash (id -> record), the sorted set
+of the batch ids applied (scored by the server's time, kept ten minutes), and
+the line: the list of writers waiting for their turn.
 
 ARGV: the version the batch was computed from (``none``: the budget must not
-exist yet; ``read``: write nothing, answer the state), the batch's id (``''``:
-none), the configuration to store (``''``: keep it), ``1`` to replace every
-row, the meta record (``''``: nothing to write, only check the version), the
-channel to announce a write on and the message to publish there; then four groups, each
-a count followed by its items: scopes to write (key, record), scopes to
-delete, reservations to write (id, record), reservations to delete.
+exist yet; ``read``: write nothing, answer the state; ``turn``: take a turn,
+answer the state), the batch's id (``''``: none), the configuration to store
+(``''``: keep it), ``1`` to replace every row, the meta record (``''``: nothing
+to write, only check the version), the channel to announce a write on and the
+message to publish there, the writer's id; then four groups, each a count
+followed by its items: scopes to write (key, record), scopes to delete,
+reservations to write (id, record), reservations to delete.
 
 Answers ``{tag, version, seconds, microseconds}`` with the server's time, and
 for ``state`` and ``stale`` the stored rows as well: ``config, meta, scopes
 (flat key, record pairs), reservations (flat id, record pairs)``. Tags:
 ``ok`` (written), ``same`` (the version matched, nothing to write), ``done``
 (this batch id was applied before: its answer was lost), ``stale`` (another
-writer came first), ``state`` (a read).
+writer came first), ``state`` (a read, or a turn taken), ``wait`` (other
+writers are in line first: nothing was written).
+
+**The line.** Writers that meet contention take turns instead of racing: a
+writer that comes back ``stale`` when nobody is in line takes the turn at
+once (so its next attempt cannot be outrun); while the line holds anyone,
+every other write is answered ``wait`` and its writer joins the end of the
+line. When the writer whose turn it is writes (or finds nothing to write),
+the turn passes to the next, and ``turn <writer>`` is published on the
+channel. A turn lasts TURN_LEASE_MS: the line is dropped if its first writer
+has not acted by then (a process gone, or stalled), and the others, waiting
+no longer than that, try again.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+TURN_LEASE_MS: Final = 500
 
 SCRIPT: Final = """
 local now = redis.call('TIME')
@@ -44,17 +59,54 @@ local function each(command, key, from, count, width)
   return last + 1
 end
 
-local expected, batch = ARGV[1], ARGV[2]
+local expected, batch, writer = ARGV[1], ARGV[2], ARGV[8]
 if expected == 'read' then return rows('state') end
-if batch ~= '' and redis.call('ZSCORE', KEYS[4], batch) then return answer('done') end
-if (version or 'none') ~= expected then return rows('stale') end
-if ARGV[5] == '' then return answer('same') end
+
+local head = redis.call('LINDEX', KEYS[5], 0)
+local mine = (not head) or head == writer
+local function take_turn()
+  if not head then redis.call('RPUSH', KEYS[5], writer) end
+  redis.call('PEXPIRE', KEYS[5], LEASE)
+end
+local function wait_in_line()
+  if not redis.call('LPOS', KEYS[5], writer) then redis.call('RPUSH', KEYS[5], writer) end
+  return answer('wait')
+end
+local function pass_turn()
+  if head ~= writer then return end
+  redis.call('LPOP', KEYS[5])
+  local next = redis.call('LINDEX', KEYS[5], 0)
+  if next then
+    redis.call('PEXPIRE', KEYS[5], LEASE)
+    redis.call('PUBLISH', ARGV[6], 'turn ' .. next)
+  end
+end
+
+if batch ~= '' and redis.call('ZSCORE', KEYS[4], batch) then
+  pass_turn()
+  return answer('done')
+end
+if expected == 'turn' then
+  if not mine then return wait_in_line() end
+  take_turn()
+  return rows('state')
+end
+if (version or 'none') ~= expected then
+  if not mine then return wait_in_line() end
+  if head then take_turn() end
+  return rows('stale')
+end
+if ARGV[5] == '' then
+  pass_turn()
+  return answer('same')
+end
+if not mine then return wait_in_line() end
 
 version = tostring((tonumber(version) or 0) + 1)
 if ARGV[4] == '1' then redis.call('DEL', KEYS[2], KEYS[3]) end
 redis.call('HSET', KEYS[1], 'version', version, 'meta', ARGV[5])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'config', ARGV[3]) end
-local at = 8
+local at = 9
 local count = tonumber(ARGV[at])
 at = each('HSET', KEYS[2], at + 1, count, 2)
 count = tonumber(ARGV[at])
@@ -68,6 +120,7 @@ if batch ~= '' then
   redis.call('ZADD', KEYS[4], ms, batch)
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms - 600000)
 end
+pass_turn()
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return answer('ok')
-"""
+""".replace("LEASE", str(TURN_LEASE_MS))

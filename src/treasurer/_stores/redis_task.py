@@ -29,6 +29,7 @@ class StoreTask:
 
         _channel: str
         _writer: str
+        _turn: anyio.Event | None
         _redis: Any
         _script: Any
 
@@ -83,7 +84,12 @@ class StoreTask:
             async with pubsub:
                 wake()  # what was announced while the subscription was down is not heard
                 async for message in pubsub:
-                    writer, events = shared_events.read_message(message["data"])
+                    text = str(message["data"])
+                    if text.startswith("turn "):  # whose turn it is to write
+                        if text[5:] == self._writer and self._turn is not None:
+                            self._turn.set()
+                        continue
+                    writer, events = shared_events.read_message(text)
                     if writer != self._writer:
                         wake()
                         if events and deliver is not None:

@@ -1,0 +1,87 @@
+"""How the Redis store calls its script: a call tried again after a failure, and
+a write that waits for its writer's turn while others are in line (see the
+line in :mod:`.redis_script`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+from .._core.events import Event
+from .._errors import InvalidOption, StoreUnavailable
+from . import shared_events
+from .redis_client import redis_errors
+from .redis_script import TURN_LEASE_MS
+
+_BACKOFF: Final = (0.02, 1.0)  # first and longest pause between attempts of a call
+
+
+class ScriptCalls:
+    """The script calls of :class:`~.redis.RedisStore`."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def _where(self) -> str: ...
+
+        _script: Any
+        _keys: list[str]
+        _channel: str
+        _writer: str
+        _turn: anyio.Event | None
+
+        @property
+        def retry_for(self) -> float: ...
+
+    async def _call(self, args: list[str]) -> list[Any]:
+        """One script call, tried again (with the same arguments, so the same batch
+        id) after a failure until ``retry_for`` has passed."""
+        if self._script is None:
+            raise InvalidOption(
+                "the RedisStore is not connected: its run() task holds the connection "
+                "(open_budget starts it; a program driving the Store protocol starts it too)"
+            )
+        deadline = anyio.current_time() + self.retry_for
+        pause = _BACKOFF[0]
+        while True:
+            try:
+                async with redis_errors(self._where):
+                    answer: list[Any] = await self._script(keys=self._keys, args=args)
+                    return answer
+            except StoreUnavailable:
+                if anyio.current_time() + pause > deadline:
+                    raise
+                await anyio.sleep(pause)
+                pause = min(pause * 2, _BACKOFF[1])
+
+    def _args(
+        self,
+        expected: str,
+        batch: str,
+        config: str,
+        replace: bool,
+        meta: str,
+        events: Sequence[Event] = (),
+    ) -> list[str]:
+        said = shared_events.message(self._writer, events)
+        flag = "1" if replace else "0"
+        return [expected, batch, config, flag, meta, self._channel, said, self._writer]
+
+    async def _send(self, args: list[str], deadline: float) -> list[Any]:
+        """A write's script call. Answered ``wait`` (other writers are in line first),
+        it waits for this writer's turn, announced on the channel (or a turn's
+        lease, should the announcement be lost), and is sent again."""
+        while True:
+            self._turn = anyio.Event()
+            answer = await self._call(args)
+            if answer[0] != "wait":
+                return answer
+            if anyio.current_time() > deadline:
+                raise StoreUnavailable(
+                    f"{self._where}: budget {self._keys[0]!r} had other writers in line "
+                    "before this one for longer than the timeout"
+                )
+            with anyio.move_on_after(TURN_LEASE_MS / 1000):
+                await self._turn.wait()

@@ -31,14 +31,16 @@ calls) from before the first task starts to after the last one stops, so
 nothing is in flight at either end; the client's count is a wrapper around the
 store's ``_call``, which also sorts the answers by tag: ``stale`` ones are
 batches computed on a version another process had replaced, computed again and
-sent again. Many processes: 4 worker processes (this file, ``--worker``) of 100
-tasks each share one budget, plain (``group commit``) or with an hourly window
-and tenant caps, every task spending as one of 10 tenants (``windows +
-tenants``, the case of the target); they start at one wall-clock instant and
-measure the same window. Latency: one task, reserve then release, one after
-another; the time ``async with budget.reserve(tokens=10)`` takes to enter,
-against one bare EVALSHA of ``return 1`` (alternated with it). Every run checks
-the books: the spend stored equals 5 tokens per pair made.
+sent again; ``wait`` and ``state`` are the calls of a batch that waits for its
+turn (after two stale answers in a row). Many processes: 4 worker processes
+(this file, ``--worker``) of 100 tasks each share one budget, plain (``group
+commit``) or with an hourly window and tenant caps, every task spending as one
+of 10 tenants (``windows + tenants``, the case of the target); they start at
+one wall-clock instant and measure the same window. Latency: one task, reserve
+then release, one after another; the time ``async with
+budget.reserve(tokens=10)`` takes to enter, against one bare EVALSHA of
+``return 1`` (alternated with it). Every run checks the books: the spend stored
+equals 5 tokens per pair made.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ CALLS_PER_BATCH = 1.0  # script calls (round trips) per batch
 LATENCY_RATIO = 2.0  # p50 uncontended reserve / p50 one EVALSHA round trip
 
 TRIVIAL = "return 1"
-ANSWERS = ("ok", "same", "stale", "done")  # the tags of a batch's script call
+ANSWERS = ("ok", "same", "stale", "done", "state", "wait")  # tags of a batch's calls
 WINDOWS_TENANTS = "windows + tenants"  # group commit, the budget with an hourly window and tenants
 MANY = ("ceiling", "group commit", WINDOWS_TENANTS)  # the cases run by many processes
 # The one-call-per-request reference: ARGV op, amount, then the cap (reserve) or
@@ -860,25 +862,30 @@ def write(
         "## Script calls by answer (group commit, client side, whole run)",
         "",
         "| loop | design | processes x tasks | round | server calls | client calls | answers "
-        "| stale share | rows per stale answer | calls per batch | time in calls | mean call |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| stale share | rows per stale answer | calls per batch | time in calls | mean call "
+        "| slowest / fastest process |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         if "calls_per_batch" in r:
             answers = ", ".join(f"{t} {n:,.0f}" for t, n in r["answers"].items() if n)
+            each = r.get("per_process", [])
+            spread = f"{min(each):,.0f} / {max(each):,.0f} pairs/s" if len(each) > 1 else ""
             lines.append(
                 f"| {r['backend']} | {r['design']} | {r['processes']} x {TASKS} | {r['round']} | "
                 f"{r['server_calls']:,.0f} | {r['client_calls']:,.0f} | {answers} | "
                 f"{100 * r['stale_share']:.1f} % | {r['rows_per_stale']:,.0f} | "
                 f"{r['calls_per_batch']:.3f} | "
-                f"{100 * r['in_calls']:.0f} % | {r['call_ms']:.2f} ms |"
+                f"{100 * r['in_calls']:.0f} % | {r['call_ms']:.2f} ms | {spread} |"
             )
     lines += [
         "",
         "A `stale` answer is a batch computed on a version another process had replaced "
         "meanwhile: the script answers the stored rows and the batch is computed again and "
         "sent again, one more round trip (`ok`: written; `same`: nothing to write); it "
-        "carries every stored row of the budget (scopes and open reservations). Time in "
+        "carries every stored row of the budget (scopes and open reservations). After two "
+        "`stale` answers in a row a batch waits for a turn: `wait` (other writers are in "
+        "line first), then `state` (the rows, the turn its own). Time in "
         "calls: the share of the measured window each actor spent waiting for the answer "
         "of a script call (the store's `_call`, timed; the mean over the processes); mean "
         "call: that time over the calls made in the window, from sending to the answer.",

@@ -398,7 +398,7 @@ class TestLine:
                     assert (await budget.refresh()).tokens_used == 0  # not written meanwhile
                     ended = await as_writer(redis_url, prefix, "other", taken[1])
                     assert ended[0] == "same"
-            assert answers == ["wait", "ok"]
+            assert answers == ["wait", "state", "ok"]  # waited, took the turn, wrote
             assert (await budget.refresh()).tokens_used == 10
             assert await line_of(redis_url, prefix) == []
 

@@ -315,9 +315,10 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
                     f"{self._where}: budget {config.name!r} changed under every attempt "
                     f"for {max(self.retry_for, self.timeout):g} s"
                 )
-            self._take_rows(answer, config, clock())  # stale: compute it again on these
-            losses += 1
+            self._take_rows(answer, config, clock())  # compute it again on these rows
+            losses += tag == "stale"  # (not "state": the turn is this writer's)
             if losses >= TURN_AFTER:  # outrun again and again: take turns (redis_script)
+                losses = 0
                 answer = await self._send(self._args("turn", "", "", False, ""), deadline)
                 self._take_rows(answer, config, clock())
 

@@ -72,7 +72,9 @@ class ScriptCalls:
     async def _send(self, args: list[str], deadline: float) -> list[Any]:
         """A write's script call. Answered ``wait`` (other writers are in line first),
         it waits for this writer's turn, announced on the channel (or a turn's
-        lease, should the announcement be lost), and is sent again."""
+        lease, should the announcement be lost), then asks for the turn: the
+        answer is ``state``, the rows to compute the batch again on (a batch
+        answered ``wait`` was not applied)."""
         while True:
             self._turn = anyio.Event()
             answer = await self._call(args)
@@ -85,3 +87,5 @@ class ScriptCalls:
                 )
             with anyio.move_on_after(TURN_LEASE_MS / 1000):
                 await self._turn.wait()
+            # The write was computed on rows others have since changed: not sent again.
+            args = ["turn", "", "", "0", "", self._channel, "", self._writer]

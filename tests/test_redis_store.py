@@ -399,7 +399,10 @@ class TestLine:
                     ended = await as_writer(redis_url, prefix, "other", taken[1])
                     assert ended[0] == "same"
             assert answers == ["wait", "state", "ok"]  # waited, took the turn, wrote
-            assert (await budget.refresh()).tokens_used == 10
+            assert await budget.consume(1)  # having waited, it asks for a turn first
+            assert await budget.consume(1)  # the line was empty: no longer
+            assert answers[3:] == ["state", "ok", "ok"]
+            assert (await budget.refresh()).tokens_used == 12
             assert await line_of(redis_url, prefix) == []
 
     async def test_a_turn_not_taken_up_lapses(self, redis_url: str, prefix: str) -> None:

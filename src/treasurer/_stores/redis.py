@@ -115,6 +115,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         self._outage: Outage | None = None  # failing open: this process's copy
         self._unstored = Unstored()
         self._turn: anyio.Event | None = None  # set when this writer's turn is announced
+        self._waited = False  # the last batch waited in line for its turn
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -275,6 +276,10 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         batch_id = uuid.uuid4().hex
         deadline = anyio.current_time() + max(self.retry_for, self.timeout)
         losses = 0
+        if self._waited:  # the last batch waited in line: this one asks for a turn first
+            self._waited = False
+            answer = await self._send(self._args("turn", "", "", False, ""), deadline)
+            self._take_rows(answer, config, clock())
         while True:
             ledger = self._ledger
             if ledger is None:

@@ -31,6 +31,7 @@ class ScriptCalls:
         _channel: str
         _writer: str
         _turn: anyio.Event | None
+        _waited: bool
 
         @property
         def retry_for(self) -> float: ...
@@ -80,6 +81,7 @@ class ScriptCalls:
             answer = await self._call(args)
             if answer[0] != "wait":
                 return answer
+            self._waited = True
             if anyio.current_time() > deadline:
                 raise StoreUnavailable(
                     f"{self._where}: budget {self._keys[0]!r} had other writers in line "

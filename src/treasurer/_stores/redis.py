@@ -278,8 +278,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         losses = 0
         if self._waited:  # the last batch waited in line: this one asks for a turn first
             self._waited = False
-            answer = await self._send(self._args("turn", "", "", False, ""), deadline)
-            self._take_rows(answer, config, clock())
+            await self._take_turn(config, clock, deadline)
         while True:
             ledger = self._ledger
             if ledger is None:
@@ -324,8 +323,13 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
             losses += tag == "stale"  # (not "state": the turn is this writer's)
             if losses >= TURN_AFTER:  # outrun again and again: take turns (redis_script)
                 losses = 0
-                answer = await self._send(self._args("turn", "", "", False, ""), deadline)
-                self._take_rows(answer, config, clock())
+                await self._take_turn(config, clock, deadline)
+
+    async def _take_turn(self, config: BudgetConfig, clock: Clock, deadline: float) -> None:
+        """Waits for this writer's turn in the line; the rows it is answered with
+        become the copy, and no other writer writes until this one has."""
+        answer = await self._send(self._args("turn", "", "", False, ""), deadline)
+        self._take_rows(answer, config, clock())
 
     async def refresh(self, scope: ScopePath) -> ScopeView | None:
         config, clock = self._serving()

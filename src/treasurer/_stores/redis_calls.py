@@ -90,4 +90,4 @@ class ScriptCalls:
             with anyio.move_on_after(TURN_LEASE_MS / 1000):
                 await self._turn.wait()
             # The write was computed on rows others have since changed: not sent again.
-            args = ["turn", "", "", "0", "", self._channel, "", self._writer]
+            args = self._args("turn", "", "", False, "")

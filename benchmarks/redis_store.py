@@ -459,7 +459,8 @@ async def worker(mode: str, url: str, prefix: str, warmup: float, duration: floa
         pair: Callable[[int], Awaitable[None]], local: Callable[[], dict[str, int]]
     ) -> dict[str, Any]:
         made = 0
-        stop = False
+        stop = measuring = False
+        took: list[float] = []  # seconds per pair begun within the measured window
 
         def mark() -> dict[str, float]:
             return local() | {"made": made, "cpu": time.process_time()}
@@ -467,7 +468,10 @@ async def worker(mode: str, url: str, prefix: str, warmup: float, duration: floa
         async def task(number: int) -> None:
             nonlocal made
             while not stop:
+                begun, counted = time.perf_counter(), measuring
                 await pair(number)
+                if counted:
+                    took.append(time.perf_counter() - begun)
                 made += 1
 
         print("ready", flush=True)
@@ -479,12 +483,14 @@ async def worker(mode: str, url: str, prefix: str, warmup: float, duration: floa
                 group.start_soon(task, number)
             await until(start + warmup)
             marks.append(mark())
-            started = time.perf_counter()
+            started, measuring = time.perf_counter(), True
             await until(start + warmup + duration)
             marks.append(mark())
             seconds = time.perf_counter() - started
             stop = True
-        return {"seconds": seconds, "marks": marks, "made": made}
+        took.sort()
+        p50, p99 = (took[int(q * (len(took) - 1))] * 1000 for q in (0.5, 0.99))
+        return {"seconds": seconds, "marks": marks, "made": made, "pair_ms": [p50, p99]}
 
     if mode == "ceiling":
         async with client(url, 5.0) as redis:
@@ -553,6 +559,8 @@ def many_processes(mode: str, url: str, plan: Plan, backend: str) -> dict[str, A
     # The aggregate: each worker's pairs over its own window (they share one instant).
     each = [(r["marks"][2]["made"] - r["marks"][1]["made"]) / r["seconds"] for r in reports]
     figures |= {"pairs_per_s": sum(each), "per_process": each}
+    # Each process's p50 and p99 time per pair; the worst process's of each.
+    figures["pair_ms"] = [max(r["pair_ms"][i] for r in reports) for i in (0, 1)]
     if mode == "ceiling":
         return {
             "calls": figures["pairs"],
@@ -863,20 +871,22 @@ def write(
         "",
         "| loop | design | processes x tasks | round | server calls | client calls | answers "
         "| stale share | rows per stale answer | calls per batch | time in calls | mean call "
-        "| slowest / fastest process |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| slowest / fastest process | pair p50 / p99 (worst process) |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
     ]
     for r in rows:
         if "calls_per_batch" in r:
             answers = ", ".join(f"{t} {n:,.0f}" for t, n in r["answers"].items() if n)
             each = r.get("per_process", [])
             spread = f"{min(each):,.0f} / {max(each):,.0f} pairs/s" if len(each) > 1 else ""
+            pair = "{:.0f} / {:.0f} ms".format(*r["pair_ms"]) if "pair_ms" in r else ""
             lines.append(
                 f"| {r['backend']} | {r['design']} | {r['processes']} x {TASKS} | {r['round']} | "
                 f"{r['server_calls']:,.0f} | {r['client_calls']:,.0f} | {answers} | "
                 f"{100 * r['stale_share']:.1f} % | {r['rows_per_stale']:,.0f} | "
                 f"{r['calls_per_batch']:.3f} | "
-                f"{100 * r['in_calls']:.0f} % | {r['call_ms']:.2f} ms | {spread} |"
+                f"{100 * r['in_calls']:.0f} % | {r['call_ms']:.2f} ms | {spread} | {pair} |"
             )
     lines += [
         "",
@@ -888,7 +898,9 @@ def write(
         "line first), then `state` (the rows, the turn its own). Time in "
         "calls: the share of the measured window each actor spent waiting for the answer "
         "of a script call (the store's `_call`, timed; the mean over the processes); mean "
-        "call: that time over the calls made in the window, from sending to the answer.",
+        "call: that time over the calls made in the window, from sending to the answer. "
+        "Pair p50 / p99: the time one task took for a reserve+commit pair begun in the "
+        "measured window, the highest of the processes' own percentiles.",
         "",
         "## Latency of an uncontended reserve (1 task)",
         "",

@@ -42,7 +42,6 @@ from treasurer import (
     ThresholdCrossed,
 )
 from treasurer._stores import shared_events
-from treasurer._stores.redis import TURN_AFTER
 from treasurer._stores.redis_client import client
 from treasurer._stores.redis_script import SCRIPT
 from treasurer.redis import RedisStore, budget_keys
@@ -373,10 +372,10 @@ async def line_is(url: str, prefix: str, wanted: Callable[[list[str]], bool]) ->
 class TestLine:
     """Writers that meet contention take turns (the line, in redis_script.py)."""
 
-    async def test_a_write_waits_out_another_writers_turn(
+    async def test_a_writer_waits_for_the_turn_then_is_told_it_is_its_own(
         self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        # Woken by the turn's end, announced: the lease would take a minute.
+        # Woken by the announcement alone: the lease would take a minute.
         monkeypatch.setattr(treasurer._stores.redis_calls, "TURN_LEASE_MS", 60_000)
         store = RedisStore(redis_url, prefix=prefix)
         async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
@@ -395,14 +394,15 @@ class TestLine:
             with anyio.fail_after(5):
                 async with anyio.create_task_group() as group:
                     group.start_soon(budget.consume, 10)
-                    while answers != ["wait"]:  # noqa: ASYNC110 - its call is in another task
-                        await anyio.sleep(0.005)
-                    assert await line_of(redis_url, prefix) == ["other"]  # it did not join
+                    await line_is(redis_url, prefix, lambda line: line == ["other", store._writer])
                     assert (await budget.refresh()).tokens_used == 0  # not written meanwhile
                     ended = await as_writer(redis_url, prefix, "other", taken[1])
                     assert ended[0] == "same"
-            assert answers == ["wait", "ok"]  # waited for the turn's end, then wrote
-            assert (await budget.refresh()).tokens_used == 10
+            assert answers == ["wait", "state", "ok"]  # waited, took the turn, wrote
+            assert await budget.consume(1)  # having waited, it asks for a turn first
+            assert await budget.consume(1)  # the line was empty: no longer
+            assert answers[3:] == ["state", "ok", "ok"]
+            assert (await budget.refresh()).tokens_used == 12
             assert await line_of(redis_url, prefix) == []
 
     async def test_a_turn_not_taken_up_lapses(self, redis_url: str, prefix: str) -> None:
@@ -432,47 +432,34 @@ class TestLine:
                 group.cancel_scope.cancel()
             assert (await budget.refresh()).tokens_used == 0
 
-    async def test_a_writer_outrun_again_and_again_takes_a_turn(
-        self, redis_url: str, prefix: str
-    ) -> None:
-        """Another opener writes before each of its first TURN_AFTER attempts; then
-        it takes a turn, and the other's write waits until it has written."""
+    async def test_a_writer_outrun_twice_takes_a_turn(self, redis_url: str, prefix: str) -> None:
+        """Another opener writes before each of its first two attempts: the third
+        is computed once the turn is its own, and the other's write waits for it."""
         async with shared(redis_url, prefix) as other:
             store = RedisStore(redis_url, prefix=prefix)
             async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
                 call = store._call
                 sent: list[str] = []
-                theirs: list[str] = []
-                their_call = other._core.actor.store._call  # type: ignore[attr-defined]
-
-                async def recorded(args: list[str]) -> list[Any]:
-                    answer = await their_call(args)
-                    theirs.append(answer[0])
-                    return answer
-
-                other._core.actor.store._call = recorded  # type: ignore[attr-defined]
 
                 async def raced(args: list[str]) -> list[Any]:
                     sent.append(args[0])
-                    if args[0] in ("read", "turn") or len(sent) > TURN_AFTER + 2:
+                    if args[0] in ("read", "turn") or len(sent) > 4:
                         return await call(args)
-                    if len(sent) <= TURN_AFTER:
+                    if len(sent) <= 2:
                         await other.consume(1)
                         return await call(args)
-                    # The turn is this opener's: the other's write waits for it.
+                    # The turn is this opener's: the other's write waits in line.
                     async with anyio.create_task_group() as group:
                         group.start_soon(other.consume, 100)
-                        while "wait" not in theirs:  # noqa: ASYNC110 - another task's call
-                            await anyio.sleep(0.005)
+                        await line_is(redis_url, prefix, lambda line: len(line) == 2)
                         return await call(args)
 
                 store._call = raced  # type: ignore[method-assign]
                 assert await budget.consume(500)
-                assert sent[TURN_AFTER] == "turn"
-                assert theirs[-3:] == ["wait", "stale", "ok"]  # after this opener's write
+                assert sent[2] == "turn"
                 figures = await budget.refresh()
-                assert figures.tokens_used == 500 + TURN_AFTER + 100
-                assert figures.calls == TURN_AFTER + 2
+                assert figures.tokens_used == 602
+                assert figures.calls == 4
                 assert await line_of(redis_url, prefix) == []
 
 

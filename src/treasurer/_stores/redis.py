@@ -46,7 +46,7 @@ from .redis_task import StoreTask
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX: Final = "treasurer"
 BATCH_IDS_KEPT: Final = 600  # seconds; the script keeps applied batches' ids this long
-TURN_AFTER: Final = 5  # stale answers in a row before a batch waits for a turn
+TURN_AFTER: Final = 2  # stale answers in a row before a batch waits for a turn
 MAX_RETRY_FOR: Final = 300  # seconds; the longest retry_for (below BATCH_IDS_KEPT)
 
 
@@ -115,6 +115,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         self._outage: Outage | None = None  # failing open: this process's copy
         self._unstored = Unstored()
         self._turn: anyio.Event | None = None  # set when this writer's turn is announced
+        self._waited = False  # the last batch waited in line for its turn
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -275,6 +276,9 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         batch_id = uuid.uuid4().hex
         deadline = anyio.current_time() + max(self.retry_for, self.timeout)
         losses = 0
+        if self._waited:  # the last batch waited in line: this one asks for a turn first
+            self._waited = False
+            await self._take_turn(config, clock, deadline)
         while True:
             ledger = self._ledger
             if ledger is None:

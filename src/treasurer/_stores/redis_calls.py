@@ -31,6 +31,7 @@ class ScriptCalls:
         _channel: str
         _writer: str
         _turn: anyio.Event | None
+        _waited: bool
 
         @property
         def retry_for(self) -> float: ...
@@ -70,15 +71,17 @@ class ScriptCalls:
         return [expected, batch, config, flag, meta, self._channel, said, self._writer]
 
     async def _send(self, args: list[str], deadline: float) -> list[Any]:
-        """A write's script call, or a request for a turn. Answered ``wait`` (another
-        writer has the turn), it waits for that turn to end, announced on the
-        channel (or for a turn's lease, should the announcement be lost), and
-        is sent again."""
+        """A write's script call. Answered ``wait`` (other writers are in line first),
+        it waits for this writer's turn, announced on the channel (or a turn's
+        lease, should the announcement be lost), then asks for the turn: the
+        answer is ``state``, the rows to compute the batch again on (a batch
+        answered ``wait`` was not applied)."""
         while True:
             self._turn = anyio.Event()
             answer = await self._call(args)
             if answer[0] != "wait":
                 return answer
+            self._waited = True
             if anyio.current_time() > deadline:
                 raise StoreUnavailable(
                     f"{self._where}: budget {self._keys[0]!r} had other writers in line "
@@ -86,3 +89,5 @@ class ScriptCalls:
                 )
             with anyio.move_on_after(TURN_LEASE_MS / 1000):
                 await self._turn.wait()
+            # The write was computed on rows others have since changed: not sent again.
+            args = self._args("turn", "", "", False, "")

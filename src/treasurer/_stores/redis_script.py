@@ -23,15 +23,15 @@ for ``state`` and ``stale`` the stored rows as well: ``config, meta, scopes
 writer came first), ``state`` (a read, or a turn taken), ``wait`` (other
 writers are in line first: nothing was written).
 
-**The line.** A writer outrun again and again asks for a turn (``turn``)
-and so joins the line of writers; the first in line gets the rows. While
-the line holds anyone, every other write is answered ``wait`` (it does not
-join: it is sent again when the turn ends). When the writer whose turn it is
-writes (or finds nothing to write), the turn passes to the next, and ``turn
-<writer>`` is published on the channel (``turn `` alone: the line is empty).
-A turn lasts TURN_LEASE_MS: the line is dropped if its first writer has not
-acted by then (a process gone, or stalled), and the others, waiting no
-longer than that, try again.
+**The line.** Writers that meet contention take turns instead of racing: a
+writer that comes back ``stale`` when nobody is in line takes the turn at
+once (so its next attempt cannot be outrun); while the line holds anyone,
+every other write is answered ``wait`` and its writer joins the end of the
+line. When the writer whose turn it is writes (or finds nothing to write),
+the turn passes to the next, and ``turn <writer>`` is published on the
+channel. A turn lasts TURN_LEASE_MS: the line is dropped if its first writer
+has not acted by then (a process gone, or stalled), and the others, waiting
+no longer than that, try again.
 """
 
 from __future__ import annotations
@@ -76,8 +76,10 @@ local function pass_turn()
   if head ~= writer then return end
   redis.call('LPOP', KEYS[5])
   local next = redis.call('LINDEX', KEYS[5], 0)
-  if next then redis.call('PEXPIRE', KEYS[5], LEASE) end
-  redis.call('PUBLISH', ARGV[6], 'turn ' .. (next or ''))
+  if next then
+    redis.call('PEXPIRE', KEYS[5], LEASE)
+    redis.call('PUBLISH', ARGV[6], 'turn ' .. next)
+  end
 end
 
 if batch ~= '' and redis.call('ZSCORE', KEYS[4], batch) then
@@ -90,7 +92,7 @@ if expected == 'turn' then
   return rows('state')
 end
 if (version or 'none') ~= expected then
-  if not mine then return answer('wait') end
+  if not mine then return wait_in_line() end
   if head then take_turn() end
   return rows('stale')
 end
@@ -98,7 +100,7 @@ if ARGV[5] == '' then
   pass_turn()
   return answer('same')
 end
-if not mine then return answer('wait') end
+if not mine then return wait_in_line() end
 
 version = tostring((tonumber(version) or 0) + 1)
 if ARGV[4] == '1' then redis.call('DEL', KEYS[2], KEYS[3]) end

@@ -85,8 +85,8 @@ class StoreTask:
                 wake()  # what was announced while the subscription was down is not heard
                 async for message in pubsub:
                     text = str(message["data"])
-                    if text.startswith("turn "):  # a turn has ended: whose it is now
-                        if text[5:] in ("", self._writer) and self._turn is not None:
+                    if text.startswith("turn "):  # whose turn it is to write
+                        if text[5:] == self._writer and self._turn is not None:
                             self._turn.set()
                         continue
                     writer, events = shared_events.read_message(text)

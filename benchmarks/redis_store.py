@@ -36,7 +36,10 @@ turn (after two stale answers in a row). Many processes: 4 worker processes
 (this file, ``--worker``) of 100 tasks each share one budget, plain (``group
 commit``) or with an hourly window and tenant caps, every task spending as one
 of 10 tenants (``windows + tenants``, the case of the target); they start at
-one wall-clock instant and measure the same window. Latency: one task, reserve
+one wall-clock instant and measure the same window. The reference for the
+target is the same work with nothing shared (``windows + tenants, a budget
+each``: each process opens a budget of its own on the same server), so the
+cost of sharing one budget is a ratio taken in the same run. Latency: one task, reserve
 then release, one after another; the time ``async with
 budget.reserve(tokens=10)`` takes to enter, against one bare EVALSHA of
 ``return 1`` (alternated with it). Every run checks the books: the spend stored
@@ -88,7 +91,9 @@ LATENCY_RATIO = 2.0  # p50 uncontended reserve / p50 one EVALSHA round trip
 TRIVIAL = "return 1"
 ANSWERS = ("ok", "same", "stale", "done", "state", "wait")  # tags of a batch's calls
 WINDOWS_TENANTS = "windows + tenants"  # group commit, the budget with an hourly window and tenants
-MANY = ("ceiling", "group commit", WINDOWS_TENANTS)  # the cases run by many processes
+# The same work with no budget shared: each process its own budget, so no contention.
+OWN_BUDGETS = "windows + tenants, a budget each"
+MANY = ("ceiling", "group commit", WINDOWS_TENANTS, OWN_BUDGETS)  # cases run by many processes
 # The one-call-per-request reference: ARGV op, amount, then the cap (reserve) or
 # the spend (commit). KEYS[1] is a hash of what is used and what is held.
 PER_REQUEST = """
@@ -437,11 +442,11 @@ async def latency(url: str, plan: Plan) -> dict[str, Any]:
 # -- many processes ----------------------------------------------------------------------
 
 
-def budget_options(store: RedisStore, mode: str) -> dict[str, Any]:
+def budget_options(store: RedisStore, mode: str, name: str = "bench") -> dict[str, Any]:
     """The many-process budget; ``windows + tenants``: an hourly window and tenant
     caps as well (then each task spends as one of 10 tenants)."""
-    options: dict[str, Any] = {"name": "bench", "tokens": CAP, "store": store}
-    if mode == WINDOWS_TENANTS:
+    options: dict[str, Any] = {"name": name, "tokens": CAP, "store": store}
+    if mode in (WINDOWS_TENANTS, OWN_BUDGETS):
         options["windows"] = [treasurer.Window.hour(tokens=CAP)]
         options["tenant_defaults"] = treasurer.TenantCaps(tokens=CAP // 10)
     return options
@@ -506,9 +511,10 @@ async def worker(mode: str, url: str, prefix: str, warmup: float, duration: floa
         return
     store = RedisStore(url, prefix=prefix, retry_for=60.0)
     calls = Calls(store)
-    async with treasurer.open_budget(**budget_options(store, mode)) as budget:
+    name = f"bench-{os.getpid()}" if mode == OWN_BUDGETS else "bench"
+    async with treasurer.open_budget(**budget_options(store, mode, name)) as budget:
         handles = [budget] * TASKS
-        if mode == WINDOWS_TENANTS:
+        if mode in (WINDOWS_TENANTS, OWN_BUDGETS):
             handles = [budget.tenant(f"t{number % 10}") for number in range(TASKS)]
 
         async def pair(number: int) -> None:
@@ -519,6 +525,7 @@ async def worker(mode: str, url: str, prefix: str, warmup: float, duration: floa
         report = await run(pair, local)
     closed = {"made": report["made"], "cpu": time.process_time()}
     report["marks"].append(local() | closed)  # the budget has closed
+    report["budget"] = name
     print(json.dumps(report), flush=True)
 
 
@@ -573,12 +580,12 @@ def many_processes(mode: str, url: str, plan: Plan, backend: str) -> dict[str, A
             "books_ok": True,
         }
 
-    async def books() -> int:
+    async def books(name: str) -> int:
         store = RedisStore(url, prefix=prefix)
-        async with treasurer.open_budget(**budget_options(store, mode)) as budget:
+        async with treasurer.open_budget(**budget_options(store, mode, name)) as budget:
             return (await budget.refresh()).tokens_used
 
-    used = anyio.run(books, backend=backend)
+    used = sum(anyio.run(books, name, backend=backend) for name in {r["budget"] for r in reports})
     made = sum(report["made"] for report in reports)
     return figures | {"books_ok": used == made * COMMIT}
 
@@ -656,6 +663,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "many": many,
             "latency": lat,
             "group_vs_per_request": one["group commit"]["rate"] / one["per request"]["rate"],
+            "shared_vs_own": many[WINDOWS_TENANTS]["rate"] / many[OWN_BUDGETS]["rate"],
         }
     return out
 
@@ -769,6 +777,21 @@ def table(summary: dict[str, Any], server: float | None = None) -> list[str]:
     return lines
 
 
+def sharing(summary: dict[str, Any]) -> list[str]:
+    """What sharing one budget costs: the target's case against a budget each."""
+    figures = "; ".join(
+        f"{backend} {s['many'][WINDOWS_TENANTS]['rate']:,.0f} against "
+        f"{s['many'][OWN_BUDGETS]['rate']:,.0f} pairs/s ({_x(s['shared_vs_own'])})"
+        for backend, s in summary.items()
+    )
+    return [
+        f"Sharing one budget, {PROCESSES} processes x {TASKS} tasks, windows and tenants: "
+        f"one budget shared against a budget each (nothing shared): {figures}. A budget "
+        f"each bounds what the shared budget can reach on this machine with this "
+        "per-batch work."
+    ]
+
+
 def cpu_line(meta: dict[str, Any]) -> str:
     wall, cpu, load = meta["duration_s"], meta["cpu_s"], meta["load_average"]
     line = f"this run (with its server and workers) used {cpu['this_run']:.0f} s of CPU in "
@@ -852,7 +875,7 @@ def write(
         lines.append(f"| {t['target']} | {t['limit']} | {shown} | {verdict} |")
     tool = meta["server"]["tool"] or {}
     server = tool.get("P1")
-    lines += ["", "## Throughput", "", *table(summary, server), ""]
+    lines += ["", "## Throughput", "", *table(summary, server), "", *sharing(summary), ""]
     lines += [
         "Rates are pairs (one reserve and one commit: two requests) per second, the "
         "ceiling's EVALSHA calls per second; `vs ceiling` divides either by the ceiling "
@@ -917,7 +940,8 @@ def write(
     if problems:
         lines += ["", "Problems:", *[f"- {problem}" for problem in problems]]
     (folder / "REDIS.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    printed = [*table(summary, server), "", f"Server ceiling: {tool_line(tool or None)}.", ""]
+    printed = [*table(summary, server), "", *sharing(summary), ""]
+    printed += [f"Server ceiling: {tool_line(tool or None)}.", ""]
     for t in targets:
         verdict = "met" if t["met"] else "MISSED"
         shown = ", ".join(f"{b} {v:,.3f}" for b, v in t["figures"].items())

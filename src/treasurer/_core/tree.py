@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Final
 
-from . import reads
+from . import headroom, reads
 from .axes import ZERO, Vector, add, sub
 from .config import BudgetConfig, Limits
 from .events import Event
@@ -44,6 +44,8 @@ class ScopeTree:
         self._idle_check: list[tuple[datetime, ScopePath]] = []
         self._check_at: dict[ScopePath, datetime] = {}
         self.next_child = 1
+        # Set by a store that needs it: the room each admission left (see headroom).
+        self.room: headroom.Room | None = None
 
     def replace_root(self, root: Scope) -> None:
         """Put in the budget's own scope as a store kept it."""
@@ -131,9 +133,14 @@ class ScopeTree:
         """
         whole = amount if request else ZERO
         if scope.parent is None and scope.fits(amount, whole):
+            if self.room is not None:
+                headroom.note_room(self.room, scope, amount)
             return None  # the budget's own scope, the common case
         parts = self.parts(scope, amount)
         if all(member.fits(part, whole) for member, part in parts):
+            if self.room is not None:
+                for member, part in parts:
+                    headroom.note_room(self.room, member, part)
             return None
         for member, part in parts:
             if (refusal := member.too_large(part, whole)) is not None:

@@ -32,6 +32,7 @@ import treasurer
 import treasurer._handles.settings
 import treasurer._stores.base
 import treasurer._stores.redis_calls
+import treasurer._stores.rows
 import treasurer.sync
 from redis_server import RedisServer, command
 from treasurer import (
@@ -97,10 +98,11 @@ class TestSharing:
                 held.detach()  # an open reservation: the reservations hash exists
         async with client(redis_url, 2.0) as redis:
             stored = sorted(await redis.keys(f"{prefix}:*"))
-        *rows, line = budget_keys(prefix, "shared")
-        assert stored == sorted(rows)  # the line of writers exists only while one waits
-        assert line.endswith(":line")
-        assert all("{shared}" in key for key in [*stored, line])
+        keys = budget_keys(prefix, "shared")
+        line = keys[4]
+        assert line.endswith(":line")  # the line of writers exists only while one waits
+        assert stored == sorted(key for key in keys if key != line)
+        assert all("{shared}" in key for key in keys)
 
     async def test_tenants_windows_and_thresholds_across_openers(
         self, redis_url: str, prefix: str
@@ -359,7 +361,7 @@ async def as_writer(url: str, prefix: str, writer: str, expected: str) -> list[A
 
 async def line_of(url: str, prefix: str) -> list[str]:
     async with client(url, 2.0) as redis:
-        return list(await redis.lrange(budget_keys(prefix, "shared")[-1], 0, -1))
+        return list(await redis.lrange(budget_keys(prefix, "shared")[4], 0, -1))
 
 
 async def line_is(url: str, prefix: str, wanted: Callable[[list[str]], bool]) -> None:
@@ -461,6 +463,150 @@ class TestLine:
                 assert figures.tokens_used == 602
                 assert figures.calls == 4
                 assert await line_of(redis_url, prefix) == []
+
+
+@asynccontextmanager
+async def answered(url: str, prefix: str, **options: Any) -> AsyncIterator[tuple[Any, list[str]]]:
+    """An opener of budget "shared" that records the tag of each write's answer."""
+    options.setdefault("tokens", 1000)
+    store = RedisStore(url, prefix=prefix, timeout=2.0)
+    tags: list[str] = []
+    call = store._call
+
+    async def recording(args: list[str]) -> list[Any]:
+        answer = await call(args)
+        if args[0] != "read":
+            tags.append(answer[0])
+        return answer
+
+    store._call = recording  # type: ignore[method-assign]
+    async with treasurer.open_budget(name="shared", store=store, **options) as budget:
+        yield budget, tags
+
+
+class TestMerge:
+    """A batch that only holds, spends and settles is merged into counters others
+    moved (redis_merge.py), if what its decisions assumed still holds."""
+
+    async def test_writers_of_one_budget_merge_in_one_call_each(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with shared(redis_url, prefix) as first, answered(redis_url, prefix) as opened:
+            second, tags = opened
+            async with first.reserve(tokens=100) as mine:  # the second's copy is behind
+                async with second.reserve(tokens=200) as theirs:
+                    assert tags == ["merged"]  # one call, no rows sent back
+                    assert theirs.id != mine.id  # the id the first issued is skipped
+                    assert second.snapshot().tokens_reserved == 300  # and the first's hold shows
+                    theirs.commit(tokens=150)
+                mine.commit(tokens=50)
+            assert tags == ["merged", "merged"]
+            figures = await second.refresh()
+            assert (figures.tokens_used, figures.tokens_reserved, figures.calls) == (200, 0, 2)
+
+    async def test_the_last_of_a_cap_is_never_spent_twice(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with (
+            shared(redis_url, prefix, tokens=100) as first,
+            answered(redis_url, prefix, tokens=100) as opened,
+        ):
+            second, tags = opened
+            async with first.reserve(tokens=60):
+                with pytest.raises(treasurer.BudgetExceeded):
+                    async with second.reserve(tokens=60):
+                        pass  # pragma: no cover - refused
+                # Its copy said 60 fit; the script found less room and sent the rows.
+                assert tags[0] == "stale"
+                assert (await second.refresh()).tokens_reserved == 60
+
+    async def test_a_threshold_that_merged_usage_crosses_fires_once(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        seen: list[list[treasurer.Event]] = [[], []]
+        async with (
+            shared(
+                redis_url, prefix, tokens=100, thresholds=[50], on_event=seen[0].append
+            ) as first,
+            answered(
+                redis_url, prefix, tokens=100, thresholds=[50], on_event=seen[1].append
+            ) as opened,
+        ):
+            second, tags = opened
+            async with first.reserve(tokens=40) as held:
+                held.commit()  # 40 %: no threshold
+            async with second.reserve(tokens=20) as held:  # a hold crosses nothing
+                held.commit()  # 60 %, which the second's copy (20 %) does not show
+            assert tags[:2] == ["merged", "stale"]  # so the commit is computed on the rows
+            await eventually(lambda: all(len(events) for events in seen))
+            await anyio.sleep(0.1)
+        for events in seen:
+            crossed = [e for e in events if isinstance(e, ThresholdCrossed)]
+            assert [(e.threshold, e.used) for e in crossed] == [(50, 60)]
+
+    async def test_a_reservation_ended_elsewhere_is_not_ended_twice(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with shared(redis_url, prefix) as first, answered(redis_url, prefix) as opened:
+            second, tags = opened
+            async with first.reserve(tokens=300) as held:
+                rid = held.detach()
+            assert await second.consume(1)  # computed on the rows: its copy holds rid
+            await first.settle(rid, tokens=30)
+            tags.clear()
+            await second.settle(rid, release=True)  # its copy still has it open
+            assert tags[0] == "stale"  # the script found it ended: computed on the rows
+            figures = await first.refresh()
+            assert (figures.tokens_used, figures.tokens_reserved) == (31, 0)
+
+    async def test_a_reservation_past_its_deadline_is_not_merged_over(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        clock = ManualClock(datetime(2026, 12, 4, tzinfo=UTC))
+        async with answered(redis_url, prefix, clock=clock) as opened:
+            second, tags = opened
+            async with shared(redis_url, prefix, clock=clock) as first:  # a worker, gone
+                async with first.reserve(tokens=50, ttl=timedelta(seconds=5)) as held:
+                    rid = held.detach()  # the second's copy never sees it
+            clock.advance(timedelta(seconds=6))
+            tags.clear()
+            async with second.reserve(tokens=10) as held:
+                # The script finds a reservation due: the batch is computed on every
+                # row, which ends it.
+                assert tags[0] == "stale"
+                async with client(redis_url, 2.0) as redis:
+                    assert not await redis.hexists(budget_keys(prefix, "shared")[2], str(rid))
+                assert second.snapshot().tokens_reserved == 10
+                held.commit(tokens=10)
+
+    async def test_a_budget_kept_in_the_earlier_layout_is_written_again_at_open(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        options = {"windows": [treasurer.Window.day(tokens=900)], "tokens": 1000}
+        store = RedisStore(redis_url, prefix=prefix)
+        async with treasurer.open_budget(name="shared", store=store, **options) as budget:
+            async with budget.tenant("acme").reserve(tokens=300, model="m") as held:
+                held.commit(tokens=120)
+            async with budget.reserve(tokens=50) as held:
+                rid = held.detach()
+            assert store._ledger is not None
+            earlier = treasurer._stores.rows.every_row(store._ledger)  # records whole
+            meta = treasurer._stores.rows.meta(store._ledger)
+        keys = budget_keys(prefix, "shared")
+        async with client(redis_url, 2.0) as redis:  # the layout before counts existed
+            await redis.hset(keys[1], earlier.scopes)
+            await redis.delete([keys[5], keys[6]])
+            await redis.hdel(keys[0], ["next"])
+            await redis.hset(keys[0], {"meta": meta})
+        async with shared(redis_url, prefix, **options) as budget:
+            figures = budget.snapshot()
+            assert (figures.tokens_used, figures.tokens_reserved) == (120, 50)
+            assert (await budget.tenant("acme").refresh()).tokens_used == 120
+            async with client(redis_url, 2.0) as redis:
+                assert await redis.hget(keys[0], "next") == str(rid + 1)
+                assert await redis.exists([keys[5], keys[6]]) == 2
+            await budget.settle(rid, tokens=10)
+            assert (await budget.refresh()).tokens_used == 130
 
 
 class TestSettleById:

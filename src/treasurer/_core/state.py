@@ -194,16 +194,10 @@ def _load_scope(record: Record, config: BudgetConfig, parent: Scope | None, now:
         parent,
         carve=None if carve is None else tuple(carve),
     )
-    scope.used = tuple(record["used"])
-    scope.reserved = tuple(record["reserved"])
-    scope.contributed = tuple(record["contributed"])
-    scope.calls = record["calls"]
-    scope.open = record["open"]
+    load_counters(scope, record)
     scope.children = record["children"]
     scope.closed = record["closed"]
-    scope.by_model = {model: tuple(amount) for model, amount in record["by_model"].items()}
     scope.fired = list(record["fired"])
-    scope.consumed = {int(estimate): count for estimate, count in record["consumed"].items()}
     scope.since = _parse_time(record["since"])
     states = {state.window.name: state for state in scope.windows}
     for window in record["windows"]:
@@ -226,6 +220,23 @@ def _load_scope(record: Record, config: BudgetConfig, parent: Scope | None, now:
         scope.recompute_limits(index)
     scope.stale_at = scope.next_reset()
     return scope
+
+
+def load_counters(scope: Scope, record: Record) -> None:
+    """Set what a scope counts (usage, holds, calls, by model, in each window) from
+    its record; the rest of the scope stays as it is."""
+    scope.used = tuple(record["used"])
+    scope.reserved = tuple(record["reserved"])
+    scope.contributed = tuple(record["contributed"])
+    scope.calls = record["calls"]
+    scope.open = record["open"]
+    scope.by_model = {model: tuple(amount) for model, amount in record["by_model"].items()}
+    scope.consumed = {int(estimate): count for estimate, count in record["consumed"].items()}
+    windows = {window.window.name: window for window in scope.windows}
+    for saved in record["windows"]:
+        window = windows[saved["name"]]
+        window.used = tuple(saved["used"])
+        window.by_model = {model: tuple(amount) for model, amount in saved["by_model"].items()}
 
 
 def dump_held(held: Held) -> Record:

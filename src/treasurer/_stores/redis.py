@@ -1,11 +1,16 @@
 """The Redis store: one budget shared by every process, on every host, that opens
 its name on the same Redis (or Valkey) server.
 
-Each batch is computed by this process's ledger on the state as of a stored
-version; ONE script call (:mod:`.redis_script`) writes the rows it changed if
-that version still holds, else answers the stored rows and the batch is
-computed again (no lock, no WATCH): every check-and-deduct is applied to the
-state it was checked against. A batch's id, kept ten minutes by the script,
+Each batch is computed by this process's ledger on its copy of the budget,
+and sent as ONE script call (:mod:`.redis_script`). A batch that only holds,
+spends and settles is sent as additions to the stored counters, with the room
+each of its decisions had: the script checks that room on the stored counters
+and adds, so processes writing one budget at once do not exclude each other
+(:mod:`.redis_merge`). Any other batch is a compare-and-set of the rows it
+changed against the version the copy is at. Either way, when what the batch
+assumed no longer holds, the script answers the stored rows and the batch is
+computed again on them (no lock, no WATCH): every check-and-deduct holds on
+the state it is applied to. A batch's id, kept ten minutes by the script,
 makes a batch sent again after a lost answer apply once.
 
 Time is the server's (``TIME``, offset from this host's clock measured at open)
@@ -34,10 +39,11 @@ from .._core.outcomes import ScopeView
 from .._core.reads import view
 from .._core.scopes import ScopePath
 from .._errors import InvalidOption, StoreUnavailable
-from . import rows
+from . import redis_rows, rows
 from .base import BatchResult, Clock, Health, Work, system_clock
 from .redis_calls import ScriptCalls
 from .redis_client import check_url, client, redis_errors
+from .redis_merge import plan
 from .redis_outage import Outage, Unstored, begin, merged, warn
 from .redis_read import READ, StoredBudgets, pairs
 from .redis_script import SCRIPT
@@ -53,7 +59,8 @@ MAX_RETRY_FOR: Final = 300  # seconds; the longest retry_for (below BATCH_IDS_KE
 def budget_keys(prefix: str, name: str) -> list[str]:
     """The keys of budget ``name``: one hash tag, so one Redis Cluster slot."""
     tag = f"{prefix}:{{{name}}}"
-    return [f"{tag}:budget", f"{tag}:scopes", f"{tag}:held", f"{tag}:batches", f"{tag}:line"]
+    kinds = ("budget", "scopes", "held", "batches", "line", "counts", "deadlines")
+    return [f"{tag}:{kind}" for kind in kinds]
 
 
 class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
@@ -112,6 +119,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         self._offset = timedelta(0)  # the server's clock minus this host's
         self._ledger: Ledger | None = None
         self._version = ""  # the stored version the cached ledger is at
+        self._known = redis_rows.Known()  # the stored shapes and counts the copy is built on
         self._outage: Outage | None = None  # failing open: this process's copy
         self._unstored = Unstored()
         self._turn: anyio.Event | None = None  # set when this writer's turn is announced
@@ -176,16 +184,19 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
             raise StoreUnavailable(
                 f"budget {config.name!r} was reconfigured by another process; open it again"
             )
-        ledger = self._ledger_in(answer, config, now)
+        ledger, self._known = self._ledger_in(answer, config, now)
         self._ledger, self._version = ledger, str(answer[1])
         return ledger
 
-    def _ledger_in(self, answer: list[Any], config: BudgetConfig, now: datetime) -> Ledger:
-        """The ledger whose rows a ``state`` or ``stale`` answer holds, under ``config``."""
-        meta, scopes, held = answer[5], answer[6], answer[7]
-        if answer[1] is None or meta is None:
+    def _ledger_in(
+        self, answer: list[Any], config: BudgetConfig, now: datetime
+    ) -> tuple[Ledger, redis_rows.Known]:
+        """The ledger whose rows a ``state`` or ``stale`` answer holds, under ``config``,
+        and what the rows hold."""
+        if answer[1] is None or answer[5] is None:
             raise StoreUnavailable(f"budget {config.name!r} was removed from the {self._where}")
-        return rows.ledger_from_rows(config, meta, scopes[1::2], pairs(held), now)
+        known = redis_rows.Known.of(answer[6], answer[8])
+        return known.ledger(config, answer[5], pairs(answer[7]), now, int(answer[9])), known
 
     # -- the Store protocol -----------------------------------------------------------
 
@@ -219,22 +230,27 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
                 ledger, expected = Ledger(config, clock()), "none"
             else:
                 stored = json.loads(stored_text)
-                if stored == given:
+                if stored == given and answer[9] != "0":
                     return self._take_rows(answer, config, clock())
-                if not reconfigure:
+                if stored != given and not reconfigure:
                     raise state.other_configuration(config.name, self._where, stored, given)
-                old = rows.ledger_from_rows(
-                    config, answer[5], answer[6][1::2], pairs(answer[7]), clock()
-                )
+                # Reconfigured, or kept by an earlier version (no reservation id stored
+                # apart from the meta): every row is written again, in today's layout.
+                old, _ = self._ledger_in(answer, config, clock())
                 ledger = state.reconfigured(
                     config, stored["tenants"], state.dump_ledger(old), clock()
                 )
                 expected = str(version)
-            args = self._args(expected, "", config_text, True, rows.meta(ledger))
+            rows_written = redis_rows.write(
+                redis_rows.Known(), ledger, list(ledger.tree.scopes), set()
+            )
+            args = self._args(expected, "", config_text, True, rows.meta(ledger), (), ledger)
             deadline = anyio.current_time() + max(self.retry_for, self.timeout)
-            written = await self._send(args + _flat(rows.every_row(ledger)), deadline)
+            written = await self._send(args + rows_written.args, deadline)
             if written[0] == "ok":
                 self._ledger, self._version = ledger, str(written[1])
+                self._known = redis_rows.Known()
+                rows_written.done(self._known)
                 return ledger
             # another process created or changed it meanwhile: read it again
 
@@ -276,6 +292,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         batch_id = uuid.uuid4().hex
         deadline = anyio.current_time() + max(self.retry_for, self.timeout)
         losses = 0
+        merging = True  # until a merge is refused on rows nobody changed since
         if self._waited:  # the last batch waited in line: this one asks for a turn first
             self._waited = False
             await self._take_turn(config, clock, deadline)
@@ -287,38 +304,57 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
             self._ledger = None  # it holds what is not stored until the answer says so
             counters = state.dump_meta(ledger)
             held_before = set(ledger.reservations.open)
+            first = ledger.reservations.next_id  # the first id this batch issues
             now = max(clock(), ledger.now)  # hosts' clocks may differ by a round trip
+            ledger.tree.room = {}
             result = work.run(ledger, now)
-            changed = rows.changes(ledger, result.views, held_before)
-            writes = _flat(changed)
-            meta = (
-                rows.meta(ledger) if len(writes) > 4 or state.dump_meta(ledger) != counters else ""
-            )
-            args = self._args(self._version, batch_id, "", False, meta, result.events) + writes
+            room, ledger.tree.room = ledger.tree.room, None
+            merge = plan(self._known, ledger, work, result, room, held_before, first)
+            if merge is not None and merging:
+                mode, meta, written = "merge", self._version, merge.args
+            else:
+                merge = None
+                write = redis_rows.write(self._known, ledger, result.views, held_before)
+                unchanged = write.empty and state.dump_meta(ledger) == counters
+                mode, meta, written = (
+                    self._version,
+                    "" if unchanged else rows.meta(ledger),
+                    write.args,
+                )
+            args = self._args(mode, batch_id, "", False, meta, result.events, ledger) + written
             try:
                 answer = await self._send(args, deadline)
             except StoreUnavailable as failure:
                 if not self.fail_open:
                     raise
                 warn(config.name, "budget store unavailable; failing open", str(failure))
-                first = counters["next_reservation"]  # the first id this batch issued
                 self._outage, result = begin(ledger, result, first, now)
                 self._unstored.note(ledger, result)
                 return result
             tag = answer[0]
+            if merge is not None and tag in ("ok", "merged"):
+                result = merge.done(self._known, ledger, answer, result)
+                # "merged": others wrote too, so the copy is at no stored version.
+                self._ledger, self._version = ledger, str(answer[1]) if tag == "ok" else tag
+                return result
             if tag in ("ok", "same"):
+                if merge is None and tag == "ok":
+                    write.done(self._known)
                 self._ledger, self._version = ledger, str(answer[1])
                 return result
             if tag == "done":  # applied by an attempt whose answer was lost
-                # Later writes are unknown: a version no write has makes the next
-                # batch's call answer the rows (and the copy serves if failing open).
+                # What the rows hold is not known: a version no write has makes the
+                # next call answer them (the copy serves if failing open meanwhile).
                 self._ledger, self._version = ledger, "unknown"
+                self._known = redis_rows.Known()
                 return result
             if anyio.current_time() > deadline:
                 raise StoreUnavailable(
                     f"{self._where}: budget {config.name!r} changed under every attempt "
                     f"for {max(self.retry_for, self.timeout):g} s"
                 )
+            if merge is not None and str(answer[1]) == self._version:
+                merging = False  # (what it assumed did not hold even on an exact copy)
             self._take_rows(answer, config, clock())  # compute it again on these rows
             losses += tag == "stale"  # (not "state": the turn is this writer's)
             if losses >= TURN_AFTER:  # outrun again and again: take turns (redis_script)
@@ -335,7 +371,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         config, clock = self._serving()
         answer = await self._call(READ)
         now = clock()
-        ledger = self._ledger_in(answer, config, now)
+        ledger, _ = self._ledger_in(answer, config, now)
         ledger.advance(max(now, ledger.now))  # as the next batch will see it
         found = ledger.tree.scopes.get(scope)
         return None if found is None else view(found, ledger.now)
@@ -360,16 +396,3 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
-
-
-def _flat(changed: rows.Changes) -> list[str]:
-    """The four groups of rows, as the script's arguments."""
-    args = [str(len(changed.scopes))]
-    for key, record in changed.scopes.items():
-        args += [key, record]
-    args += [str(len(changed.scopes_gone)), *changed.scopes_gone]
-    args.append(str(len(changed.held)))
-    for rid, record in changed.held.items():
-        args += [str(rid), record]
-    args += [str(len(changed.held_gone)), *map(str, changed.held_gone)]
-    return args

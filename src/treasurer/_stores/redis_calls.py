@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from .._core.events import Event
+from .._core.ledger import Ledger
 from .._errors import InvalidOption, StoreUnavailable
 from . import shared_events
 from .redis_client import redis_errors
@@ -65,10 +66,14 @@ class ScriptCalls:
         replace: bool,
         meta: str,
         events: Sequence[Event] = (),
+        copy: Ledger | None = None,
     ) -> list[str]:
+        """The arguments every call starts with (see :mod:`.redis_script`); a write's
+        end with the next reservation id its ``copy`` would issue."""
         said = shared_events.message(self._writer, events)
         flag = "1" if replace else "0"
-        return [expected, batch, config, flag, meta, self._channel, said, self._writer]
+        args = [expected, batch, config, flag, meta, self._channel, said, self._writer]
+        return args if copy is None else [*args, str(copy.reservations.next_id)]
 
     async def _send(self, args: list[str], deadline: float) -> list[Any]:
         """A write's script call. Answered ``wait`` (other writers are in line first),

@@ -38,15 +38,21 @@ def begin(
     """The outage that a batch failing to be stored begins: the copy (``ledger``,
     with the batch applied), its reservations from ``first_id`` on moved to ids of
     this process's own, and the batch's answers with those ids."""
-    moved = ledger.reservations.move_ids(first_id, ID_OFFSET)
-    if moved:
-        result = attrs.evolve(
-            result,
-            replies=[_renumbered(reply, moved) for reply in result.replies],
-            answered=[(index, _renumbered(reply, moved)) for index, reply in result.answered],
-            events=[_event_renumbered(event, moved) for event in result.events],
-        )
-    return Outage(ledger, now), result
+    return Outage(ledger, now), renumbered(ledger, result, first_id, ID_OFFSET)
+
+
+def renumbered(ledger: Ledger, result: BatchResult, first_id: int, offset: int) -> BatchResult:
+    """The reservations of ``ledger`` from ``first_id`` on moved ``offset`` ids up, and
+    ``result`` (the batch that made them) with the moved ids."""
+    moved = ledger.reservations.move_ids(first_id, offset)
+    if not moved:
+        return result
+    return attrs.evolve(
+        result,
+        replies=[_renumbered(reply, moved) for reply in result.replies],
+        answered=[(index, _renumbered(reply, moved)) for index, reply in result.answered],
+        events=[_event_renumbered(event, moved) for event in result.events],
+    )
 
 
 def _renumbered(reply: Reply, moved: dict[int, int]) -> Reply:

@@ -21,6 +21,7 @@ from .._errors import InvalidOption
 from . import rows
 from .base import Clock
 from .redis_client import redis_errors
+from .redis_rows import Known
 from .redis_script import SCRIPT
 
 if TYPE_CHECKING:
@@ -99,8 +100,9 @@ class StoredBudgets:
             server = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=microseconds)
             now = server if clock is None else clock()
             config = _config(answer)
-            scopes, held = answer[6][1::2], pairs(answer[7])
-            return rows.figures(rows.ledger_from_rows(config, answer[5], scopes, held, now), now)
+            known = Known.of(answer[6], answer[8])
+            ledger = known.ledger(config, answer[5], pairs(answer[7]), now, int(answer[9]))
+            return rows.figures(ledger, now)
 
         return self._blocking(figures)
 

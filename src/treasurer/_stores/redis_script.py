@@ -1,27 +1,44 @@
-"""The Redis store's one Lua script: read a budget, or write a batch's rows if
-nobody wrote since the version the batch was computed from.
+"""The Redis store's one Lua script: read a budget; write a batch's rows if
+nobody wrote since the version the batch was computed from; or merge a
+batch's additions into counters others moved, if what it assumed holds.
 
-KEYS: the budget hash (``version``, ``config``, ``meta``), the scopes hash
-(scope key -> record), the reservations hash (id -> record), the sorted set
-of the batch ids applied (scored by the server's time, kept ten minutes), and
-the line: the list of writers waiting for their turn.
+KEYS: the budget hash (``version``, ``config``, ``meta``, ``next``: the next
+reservation id), the scopes hash (scope key -> record without its counters,
+see :mod:`.redis_rows`), the reservations hash (id -> record), the sorted set
+of the batch ids applied (scored by the server's time, kept ten minutes),
+the line: the list of writers waiting for their turn, the counts hash
+(integer counters), and the deadlines (reservation ids scored by deadline, ms).
 
-ARGV: the version the batch was computed from (``none``: the budget must not
-exist yet; ``read``: write nothing, answer the state; ``turn``: take a turn,
-answer the state), the batch's id (``''``: none), the configuration to store
-(``''``: keep it), ``1`` to replace every row, the meta record (``''``: nothing
-to write, only check the version), the channel to announce a write on and the
-message to publish there, the writer's id; then four groups, each a count
-followed by its items: scopes to write (key, record), scopes to delete,
-reservations to write (id, record), reservations to delete.
+ARGV: the mode: the version the batch was computed from (``none``: the budget
+must not exist yet), ``read`` (write nothing, answer the state), ``turn``
+(take a turn, answer the state) or ``merge``; the batch's id (``''``: none),
+the configuration to store (``''``: keep it), ``1`` to replace every row, the
+meta record (``''``: nothing to write, only check the version; for a merge,
+the version of the writer's copy), the channel to announce a write on and the
+message to publish there, the writer's id, the next reservation id its copy
+would issue. Then groups, each a count followed by its items. A write:
+scopes to write (key, shape), scopes to delete, reservations to write (id,
+record), reservations to delete, deadlines to add (ms, id), counts to set
+(field, value), counts to delete. A merge (after the batch's time in ms): the
+scopes it read (key, shape: each must be stored as it is), the reservations
+it ends (each must be open), the conditions (each a count of count fields,
+the fields, and the most their stored sum may be), the additions (field,
+amount), the first id it issued and the reservations it made (id, record),
+their deadlines (ms, id). A merge is refused (``stale``) if a reservation is
+past its deadline: that batch is computed on every row, which ends it.
 
 Answers ``{tag, version, seconds, microseconds}`` with the server's time, and
 for ``state`` and ``stale`` the stored rows as well: ``config, meta, scopes
-(flat key, record pairs), reservations (flat id, record pairs)``. Tags:
-``ok`` (written), ``same`` (the version matched, nothing to write), ``done``
-(this batch id was applied before: its answer was lost), ``stale`` (another
-writer came first), ``state`` (a read, or a turn taken), ``wait`` (other
-writers are in line first: nothing was written).
+(flat key, shape pairs), reservations (flat id, record pairs), counts (flat
+field, value pairs), next``. Tags: ``ok`` (written; for a merge, nobody wrote
+since the writer's copy), ``merged`` (a merge others' writes preceded), ``same``
+(the version matched, nothing to write), ``done`` (this batch id was applied
+before: its answer was lost), ``stale`` (another writer came first, or what
+a merge assumed no longer holds), ``state`` (a read, or a turn taken),
+``wait`` (other writers are in line first: nothing was written). A merge's
+answer goes on with the offset its ids moved by (past ids others issued),
+the earliest deadline stored (``''``: none), and the stored value of each
+counter it added to.
 
 **The line.** Writers that meet contention take turns instead of racing: a
 writer that comes back ``stale`` when nobody is in line takes the turn at
@@ -42,14 +59,16 @@ TURN_LEASE_MS: Final = 500
 
 SCRIPT: Final = """
 local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local version = redis.call('HGET', KEYS[1], 'version')
 local function answer(tag)
   return {tag, version, now[1], now[2]}
 end
 local function rows(tag)
-  local budget = redis.call('HMGET', KEYS[1], 'config', 'meta')
+  local budget = redis.call('HMGET', KEYS[1], 'config', 'meta', 'next')
   return {tag, version, now[1], now[2], budget[1], budget[2],
-          redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+          redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]),
+          redis.call('HGETALL', KEYS[6]), budget[3] or '0'}
 end
 local function each(command, key, from, count, width)
   local last = from + count * width - 1
@@ -57,6 +76,9 @@ local function each(command, key, from, count, width)
     redis.call(command, key, unpack(ARGV, first, math.min(first + 1000 * width - 1, last)))
   end
   return last + 1
+end
+local function group(command, key, at, width)
+  return each(command, key, at + 1, tonumber(ARGV[at]), width)
 end
 
 local expected, batch, writer = ARGV[1], ARGV[2], ARGV[8]
@@ -81,6 +103,20 @@ local function pass_turn()
     redis.call('PUBLISH', ARGV[6], 'turn ' .. next)
   end
 end
+local function stale()
+  if head then take_turn() end
+  return rows('stale')
+end
+local function written()
+  version = tostring((tonumber(version) or 0) + 1)
+  redis.call('HSET', KEYS[1], 'version', version)
+  if batch ~= '' then
+    redis.call('ZADD', KEYS[4], ms, batch)
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms - 600000)
+  end
+  pass_turn()
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+end
 
 if batch ~= '' and redis.call('ZSCORE', KEYS[4], batch) then
   pass_turn()
@@ -91,10 +127,65 @@ if expected == 'turn' then
   take_turn()
   return rows('state')
 end
+
+if expected == 'merge' then
+  if not mine then return wait_in_line() end
+  local stored_next = tonumber(redis.call('HGET', KEYS[1], 'next'))
+  if not version or not stored_next then return stale() end
+  local at = 11
+  local function take()
+    at = at + 1
+    return ARGV[at - 1]
+  end
+  for _ = 1, tonumber(take()) do  -- each scope's record is the one the batch read
+    local key, text = take(), take()
+    if redis.call('HGET', KEYS[2], key) ~= text then return stale() end
+  end
+  local ended = {}
+  for _ = 1, tonumber(take()) do  -- what it ends is still open
+    ended[#ended + 1] = take()
+    if redis.call('HEXISTS', KEYS[3], ended[#ended]) == 0 then return stale() end
+  end
+  -- Reservations past their deadline end in a batch computed on every row.
+  local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ARGV[10], 'LIMIT', 0, 1)
+  if #due > 0 then return stale() end
+  for _ = 1, tonumber(take()) do  -- each decision had room enough for what others did
+    local sum = 0
+    for _ = 1, tonumber(take()) do
+      sum = sum + (tonumber(redis.call('HGET', KEYS[6], take())) or 0)
+    end
+    if sum > tonumber(take()) then return stale() end
+  end
+  local exact = version == ARGV[5]
+  local values = {}
+  for _ = 1, tonumber(take()) do
+    local field = take()
+    values[#values + 1] = redis.call('HINCRBY', KEYS[6], field, take())
+  end
+  for _, id in ipairs(ended) do
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('ZREM', KEYS[7], id)
+  end
+  -- The ids it issued move past those others issued meanwhile.
+  local offset = math.max(0, stored_next - tonumber(take()))
+  for _ = 1, tonumber(take()) do
+    local id = tonumber(take())
+    redis.call('HSET', KEYS[3], string.format('%d', id + offset), take())
+  end
+  for _ = 1, tonumber(take()) do
+    local score = take()
+    redis.call('ZADD', KEYS[7], score, string.format('%d', tonumber(take()) + offset))
+  end
+  local mine_next = tonumber(ARGV[9]) + offset
+  redis.call('HSET', KEYS[1], 'next', string.format('%d', math.max(stored_next, mine_next)))
+  written()
+  local due = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')[2] or ''
+  return {exact and 'ok' or 'merged', version, now[1], now[2], offset, due, values}
+end
+
 if (version or 'none') ~= expected then
   if not mine then return wait_in_line() end
-  if head then take_turn() end
-  return rows('stale')
+  return stale()
 end
 if ARGV[5] == '' then
   pass_turn()
@@ -102,25 +193,18 @@ if ARGV[5] == '' then
 end
 if not mine then return wait_in_line() end
 
-version = tostring((tonumber(version) or 0) + 1)
-if ARGV[4] == '1' then redis.call('DEL', KEYS[2], KEYS[3]) end
-redis.call('HSET', KEYS[1], 'version', version, 'meta', ARGV[5])
+if ARGV[4] == '1' then redis.call('DEL', KEYS[2], KEYS[3], KEYS[6], KEYS[7]) end
+redis.call('HSET', KEYS[1], 'meta', ARGV[5])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'config', ARGV[3]) end
-local at = 9
-local count = tonumber(ARGV[at])
-at = each('HSET', KEYS[2], at + 1, count, 2)
-count = tonumber(ARGV[at])
-at = each('HDEL', KEYS[2], at + 1, count, 1)
-count = tonumber(ARGV[at])
-at = each('HSET', KEYS[3], at + 1, count, 2)
-count = tonumber(ARGV[at])
-each('HDEL', KEYS[3], at + 1, count, 1)
-if batch ~= '' then
-  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  redis.call('ZADD', KEYS[4], ms, batch)
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms - 600000)
-end
-pass_turn()
-redis.call('PUBLISH', ARGV[6], ARGV[7])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'next', ARGV[9]) end
+local at = group('HSET', KEYS[2], 10, 2)
+at = group('HDEL', KEYS[2], at, 1)
+at = group('HSET', KEYS[3], at, 2)
+group('ZREM', KEYS[7], at, 1)
+at = group('HDEL', KEYS[3], at, 1)
+at = group('ZADD', KEYS[7], at, 2)
+at = group('HSET', KEYS[6], at, 2)
+group('HDEL', KEYS[6], at, 1)
+written()
 return answer('ok')
 """.replace("LEASE", str(TURN_LEASE_MS))

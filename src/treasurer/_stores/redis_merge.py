@@ -1,0 +1,155 @@
+"""A batch merged into counters other processes moved (the script's ``merge``).
+
+A batch is computed on this process's copy, which may be behind the stored
+budget. When the batch only holds, spends and settles (no refusal, no
+threshold, nothing time changed, no waiting request, every scope it touched
+still shaped as stored), its effect is a set of additions to integer counters,
+and it is sent as those additions together with what its decisions assumed:
+each scope's shape, each reservation it ends still open, none past its
+deadline, and for each cap the most the stored counters may have grown
+beyond this copy's for every admission still to fit and no threshold to be
+crossed (:mod:`.._core.headroom`). The script checks all of it and adds, or
+answers the rows, and the batch is computed again on them. So writers of one
+budget no longer exclude each other: two batches that both fit are both
+applied, in one round trip each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import attrs
+
+from .._core import state
+from .._core.commands import Commit, Release, Reserve
+from .._core.events import (
+    ReservationCommitted,
+    ReservationCreated,
+    ReservationReleased,
+    UsageRecorded,
+)
+from .._core.headroom import Room, quiet_below
+from .._core.ledger import Ledger
+from .._core.outcomes import Granted, Settled
+from .._core.reads import view
+from .base import BatchResult, Work
+from .redis_outage import renumbered
+from .redis_rows import Known, counters, deadline_ms, now_ms, patch, shape
+from .rows import scope_key
+
+_COMMANDS: Final = (Reserve, Commit, Release)
+_EVENTS: Final = (ReservationCreated, ReservationCommitted, ReservationReleased, UsageRecorded)
+_EXACT: Final = 1 << 52  # the script's numbers are doubles, exact integers up to here
+
+
+def _field(key: str, period: int, name: str, axis: int) -> str:
+    return f"{key}\t{name if period < 0 else f'w{period}.{name}'}\t{axis}"
+
+
+@attrs.frozen
+class Merge:
+    """The script's arguments for a merge, and what to do with its answer."""
+
+    args: list[str]
+    counts: dict[str, dict[str, int]]  # each touched scope's count fields, on this copy
+    deltas: dict[str, int]
+    first_id: int
+
+    def done(
+        self, known: Known, ledger: Ledger, answer: Sequence[Any], result: BatchResult
+    ) -> BatchResult:
+        """The merge was stored: the copy takes the stored value of each counter the
+        batch changed; reservation ids move as the script moved them."""
+        stored = dict(zip(self.deltas, (int(value) for value in answer[6]), strict=True))
+        views = dict(result.views)
+        for key, counts in self.counts.items():
+            merged = counts | {f: v for f, v in stored.items() if f.split("\t", 1)[0] == key}
+            if merged != counts:  # others' spend is in it: the figures shown include it
+                path = tuple(json.loads(key))
+                patch(ledger.tree.scopes[path], merged)
+                views[path] = view(ledger.tree.scopes[path], result.now)
+            known.counts[key] = merged
+        result = attrs.evolve(result, views=views)
+        offset = int(answer[4])
+        if offset:
+            result = renumbered(ledger, result, self.first_id, offset)
+        due = str(answer[5])
+        if due:
+            at = datetime.fromtimestamp(int(due) / 1000, UTC)
+            if result.next_wakeup is None or at < result.next_wakeup:
+                result = attrs.evolve(result, next_wakeup=at)
+        return result
+
+
+def plan(
+    known: Known,
+    ledger: Ledger,
+    work: Work,
+    result: BatchResult,
+    room: Room,
+    held_before: set[int],
+    first_id: int,
+) -> Merge | None:
+    """The merge of a batch just applied to the copy, or ``None`` if it is not one
+    (then it is written by compare-and-set)."""
+    if work.waiting or not all(isinstance(c, _COMMANDS) for c in work.commands):
+        return None
+    for reply in result.replies:
+        if not (isinstance(reply, Granted) or (isinstance(reply, Settled) and not reply.expired)):
+            return None
+    if not all(isinstance(event, _EVENTS) for event in result.events):
+        return None
+    scopes = ledger.tree.scopes
+    shapes: list[str] = []
+    counts: dict[str, dict[str, int]] = {}
+    deltas: dict[str, int] = {}
+    quiet: list[tuple[list[str], int]] = []
+    for path in result.views:
+        scope = scopes.get(path)
+        if scope is None or scope.carve is not None or scope.children:
+            return None  # (a child budget's carve moves its parent's holds: not merged)
+        key = scope_key(path)
+        record = state.dump_scope(scope)
+        text = shape(record)
+        if known.shapes.get(key) != text:
+            return None  # made, rolled over, fired, or stored in the old layout
+        before = known.counts.get(key, {})
+        now = counts[key] = counters(key, record)
+        deltas.update((f, v - before.get(f, 0)) for f, v in now.items() if before.get(f) != v)
+        deltas.update((f, -v) for f, v in before.items() if f not in now and v)
+        shapes += [key, text]
+        if f"{key}\tcalls" not in deltas:
+            continue  # thresholds are checked when usage is charged, and none was here
+        for period, axis, most in quiet_below(scope):
+            field = _field(key, period, "used", axis)
+            quiet.append(([field], most - deltas.get(field, 0)))
+    conditions: list[tuple[list[str], int]] = []
+    for (path, period, axis), left in room.items():
+        key = scope_key(path)
+        fields = [_field(key, period, "used", axis), _field(key, -1, "reserved", axis)]
+        before = known.counts.get(key, {})
+        conditions.append((fields, left + sum(before.get(f, 0) for f in fields)))
+    held = ledger.reservations.open
+    made = sorted(rid for rid in held if rid >= first_id)
+    ended = sorted(held_before - held.keys())
+    args = [str(now_ms(ledger.now)), str(len(shapes) // 2), *shapes]
+    args += [str(len(ended)), *map(str, ended)]
+    args.append(str(len(conditions) + len(quiet)))
+    for fields, limit in conditions + quiet:
+        if not -_EXACT < limit < _EXACT:
+            return None  # beyond what the script compares exactly
+        args += [str(len(fields)), *fields, str(limit)]
+    args.append(str(len(deltas)))
+    for field, delta in deltas.items():
+        args += [field, str(delta)]
+    args += [str(first_id), str(len(made))]
+    for rid in made:
+        args += [str(rid), json.dumps(state.dump_held(held[rid]))]
+    due = [(deadline_ms(d), rid) for rid in made if (d := held[rid].deadline) is not None]
+    args.append(str(len(due)))
+    for ms, rid in due:
+        args += [str(ms), str(rid)]
+    return Merge(args, counts, deltas, first_id)

@@ -29,8 +29,10 @@ warm-up; pairs/s counts the pairs finished inside the measured window. Designs:
 Round trips are the server's own count (INFO commandstats: EVALSHA and EVAL
 calls) from before the first task starts to after the last one stops, so
 nothing is in flight at either end; the client's count is a wrapper around the
-store's ``_call``, which also sorts the answers by tag: ``stale`` ones are
-batches computed on a version another process had replaced, computed again and
+store's ``_call``, which also sorts the answers by tag: ``merged`` ones are
+batches added to counters other processes had moved since this one's copy;
+``stale`` ones are batches whose assumptions no longer held (a version another
+process had replaced, or less room than the copy showed), computed again and
 sent again; ``wait`` and ``state`` are the calls of a batch that waits for its
 turn (after two stale answers in a row). Many processes: 4 worker processes
 (this file, ``--worker``) of 100 tasks each share one budget, plain (``group
@@ -89,7 +91,7 @@ CALLS_PER_BATCH = 1.0  # script calls (round trips) per batch
 LATENCY_RATIO = 2.0  # p50 uncontended reserve / p50 one EVALSHA round trip
 
 TRIVIAL = "return 1"
-ANSWERS = ("ok", "same", "stale", "done", "state", "wait")  # tags of a batch's calls
+ANSWERS = ("ok", "merged", "same", "stale", "done", "state", "wait")  # a batch's calls
 WINDOWS_TENANTS = "windows + tenants"  # group commit, the budget with an hourly window and tenants
 # The same work with no budget shared: each process its own budget, so no contention.
 OWN_BUDGETS = "windows + tenants, a budget each"
@@ -913,10 +915,13 @@ def write(
             )
     lines += [
         "",
-        "A `stale` answer is a batch computed on a version another process had replaced "
-        "meanwhile: the script answers the stored rows and the batch is computed again and "
-        "sent again, one more round trip (`ok`: written; `same`: nothing to write); it "
-        "carries every stored row of the budget (scopes and open reservations). After two "
+        "A `merged` answer is a batch added to counters other processes had moved since "
+        "this one's copy (one round trip, as `ok`). A `stale` answer is a batch whose "
+        "assumptions no longer held (a version another process had replaced, or less room "
+        "than the copy showed): the script answers the stored rows and the batch is computed "
+        "again and sent again, one more round trip (`ok`: written; `same`: nothing to "
+        "write); it carries every stored row of the budget (scopes, counts and open "
+        "reservations). After two "
         "`stale` answers in a row a batch waits for a turn: `wait` (other writers are in "
         "line first), then `state` (the rows, the turn its own). Time in "
         "calls: the share of the measured window each actor spent waiting for the answer "

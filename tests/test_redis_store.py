@@ -383,16 +383,7 @@ class TestLine:
         async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
             taken = await as_writer(redis_url, prefix, "other", "turn")
             assert taken[0] == "state"
-            answers: list[str] = []
-            call = store._call
-
-            async def recording(args: list[str]) -> list[Any]:
-                answer = await call(args)
-                if args[0] != "read":
-                    answers.append(answer[0])
-                return answer
-
-            store._call = recording  # type: ignore[method-assign]
+            answers = record_answers(store)
             with anyio.fail_after(5):
                 async with anyio.create_task_group() as group:
                     group.start_soon(budget.consume, 10)
@@ -470,6 +461,13 @@ async def answered(url: str, prefix: str, **options: Any) -> AsyncIterator[tuple
     """An opener of budget "shared" that records the tag of each write's answer."""
     options.setdefault("tokens", 1000)
     store = RedisStore(url, prefix=prefix, timeout=2.0)
+    tags = record_answers(store)
+    async with treasurer.open_budget(name="shared", store=store, **options) as budget:
+        yield budget, tags
+
+
+def record_answers(store: RedisStore) -> list[str]:
+    """The tags of the answers to ``store``'s script calls from now on (reads aside)."""
     tags: list[str] = []
     call = store._call
 
@@ -480,8 +478,7 @@ async def answered(url: str, prefix: str, **options: Any) -> AsyncIterator[tuple
         return answer
 
     store._call = recording  # type: ignore[method-assign]
-    async with treasurer.open_budget(name="shared", store=store, **options) as budget:
-        yield budget, tags
+    return tags
 
 
 class TestMerge:

@@ -31,6 +31,7 @@ import pytest
 import treasurer
 import treasurer._handles.settings
 import treasurer._stores.base
+import treasurer._stores.redis
 import treasurer._stores.redis_calls
 import treasurer._stores.rows
 import treasurer.sync
@@ -575,6 +576,40 @@ class TestMerge:
                     assert not await redis.hexists(budget_keys(prefix, "shared")[2], str(rid))
                 assert second.snapshot().tokens_reserved == 10
                 held.commit(tokens=10)
+
+    async def test_counters_past_what_the_script_compares_exactly_are_not_merged(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        big = {"usd": 5_000_000, "tokens": None}  # 5e15 nano-dollars: past 2^52
+        async with (
+            shared(redis_url, prefix, **big) as first,
+            answered(redis_url, prefix, **big) as opened,
+        ):
+            second, tags = opened
+            async with first.reserve(usd=1), second.reserve(usd=2):
+                assert tags == ["stale", "ok"]  # a compare-and-set, after the rows
+                assert (await second.refresh()).usd_reserved == 3
+
+    async def test_a_merge_refused_on_rows_nobody_changed_is_written_otherwise(
+        self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Should a merge assume what does not hold even on an exact copy (a bug),
+        the batch is written by compare-and-set, not sent again and again."""
+        planned = treasurer._stores.redis.plan
+
+        def wrong(*args: Any) -> Any:
+            merge = planned(*args)
+            if merge is not None and merge.args[1] == "1":
+                merge.args[3] = merge.args[3].replace('"closed": false', '"closed": true')
+            return merge
+
+        monkeypatch.setattr(treasurer._stores.redis, "plan", wrong)
+        async with answered(redis_url, prefix) as (budget, tags):
+            tags.clear()
+            async with budget.reserve(tokens=10) as held:
+                held.commit(tokens=4)
+            assert tags == ["stale", "ok", "stale", "ok"]
+            assert (await budget.refresh()).tokens_used == 4
 
     async def test_a_budget_kept_in_the_earlier_layout_is_written_again_at_open(
         self, redis_url: str, prefix: str

@@ -147,10 +147,6 @@ def patch(scope: Scope, counts: dict[str, int]) -> None:
     state.load_counters(scope, record)
 
 
-def path_of(key: str) -> ScopePath:
-    return tuple(json.loads(key))
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 

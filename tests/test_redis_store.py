@@ -542,6 +542,61 @@ class TestMerge:
             crossed = [e for e in events if isinstance(e, ThresholdCrossed)]
             assert [(e.threshold, e.used) for e in crossed] == [(50, 60)]
 
+    async def test_a_new_tenant_is_merged_whichever_writer_makes_it(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        caps = treasurer.TenantCaps(tokens=500)
+        async with (
+            answered(redis_url, prefix, tenant_defaults=caps) as (first, first_tags),
+            answered(redis_url, prefix, tenant_defaults=caps) as (second, second_tags),
+        ):
+            first_tags.clear()
+            async with first.tenant("acme").reserve(tokens=100):  # absent: stored by the merge
+                async with second.tenant("acme").reserve(tokens=300):  # its copy lacks it too
+                    assert (first_tags, second_tags) == (["ok"], ["merged"])
+                    with pytest.raises(treasurer.BudgetExceeded):  # 400 of 500 held
+                        async with second.tenant("acme").reserve(tokens=150):
+                            pass  # pragma: no cover - refused
+                    assert (await first.tenant("acme").refresh()).tokens_reserved == 400
+
+    async def test_a_tenant_made_elsewhere_with_caps_of_its_own_is_not_merged_over(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        caps = treasurer.TenantCaps(tokens=500)
+        async with (
+            shared(redis_url, prefix, tenant_defaults=caps) as first,
+            answered(redis_url, prefix, tenant_defaults=caps) as (second, tags),
+        ):
+            await first.set_tenant_caps("acme", treasurer.TenantCaps(tokens=50))
+            # The second's copy lacks acme and makes it with the default caps: the
+            # stored one is not alike, so the batch is computed on the rows.
+            with pytest.raises(treasurer.BudgetExceeded):
+                async with second.tenant("acme").reserve(tokens=100):
+                    pass  # pragma: no cover - refused
+            assert tags[0] == "stale"
+            assert (await first.tenant("acme").refresh()).tokens_reserved == 0
+
+    async def test_a_tenant_made_elsewhere_in_another_window_is_not_merged_over(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        caps = treasurer.TenantCaps(windows=[treasurer.Window.hour(tokens=500)])
+        earlier = ManualClock(datetime(2026, 12, 4, 10, 0, tzinfo=UTC))
+        later = ManualClock(datetime(2026, 12, 4, 11, 30, tzinfo=UTC))  # a skewed host
+        async with (
+            shared(redis_url, prefix, tenant_defaults=caps, clock=earlier) as first,
+            answered(redis_url, prefix, tenant_defaults=caps, clock=later) as (second, tags),
+        ):
+            async with first.tenant("acme").reserve(tokens=100) as held:
+                held.commit()  # made with the window of 10:00, by a merge
+            async with second.tenant("acme").reserve(tokens=30) as held:
+                held.commit()
+            # Its copy made acme with the window of 11:00: not the stored one, so the
+            # batch is computed on the rows (where the window then rolls over).
+            assert tags[0] == "stale"
+            figures = await second.tenant("acme").refresh()
+            (hour,) = figures.windows
+            assert (figures.tokens_used, hour.used.tokens) == (130, 30)
+
     async def test_a_reservation_ended_elsewhere_is_not_ended_twice(
         self, redis_url: str, prefix: str
     ) -> None:
@@ -907,7 +962,8 @@ class TestFaults:
             store._call = lost_then_done  # type: ignore[method-assign]
             assert await budget.consume(20)  # its call answers "done"; nothing is added
             store._call = call  # type: ignore[method-assign]
-            assert await budget.consume(5)  # computed again on the stored rows
+            async with budget.reserve(tokens=5) as held:  # computed again on the stored rows
+                held.commit()  # (not a merge from a copy whose stored rows are unknown)
             assert (await budget.refresh()).tokens_used == 35
 
     async def test_a_paused_server_delays_but_does_not_double(

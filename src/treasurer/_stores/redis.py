@@ -195,7 +195,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         and what the rows hold."""
         if answer[1] is None or answer[5] is None:
             raise StoreUnavailable(f"budget {config.name!r} was removed from the {self._where}")
-        known = redis_rows.Known.of(answer[6], answer[8])
+        known = redis_rows.Known.of(answer[6], answer[8], answer[5])
         return known.ledger(config, answer[5], pairs(answer[7]), now, int(answer[9])), known
 
     # -- the Store protocol -----------------------------------------------------------
@@ -244,13 +244,14 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
             rows_written = redis_rows.write(
                 redis_rows.Known(), ledger, list(ledger.tree.scopes), set()
             )
-            args = self._args(expected, "", config_text, True, rows.meta(ledger), (), ledger)
+            meta = rows.meta(ledger)
+            args = self._args(expected, "", config_text, True, meta, (), ledger)
             deadline = anyio.current_time() + max(self.retry_for, self.timeout)
             written = await self._send(args + rows_written.args, deadline)
             if written[0] == "ok":
                 self._ledger, self._version = ledger, str(written[1])
-                self._known = redis_rows.Known()
-                rows_written.done(self._known)
+                self._known = redis_rows.Known(meta=meta)  # every row was written
+                rows_written.done(self._known, meta)
                 return ledger
             # another process created or changed it meanwhile: read it again
 
@@ -339,7 +340,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
                 return result
             if tag in ("ok", "same"):
                 if merge is None and tag == "ok":
-                    write.done(self._known)
+                    write.done(self._known, meta)
                 self._ledger, self._version = ledger, str(answer[1])
                 return result
             if tag == "done":  # applied by an attempt whose answer was lost

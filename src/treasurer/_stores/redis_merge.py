@@ -3,15 +3,16 @@
 A batch is computed on this process's copy, which may be behind the stored
 budget. When the batch only holds, spends and settles (no refusal, no
 threshold, nothing time changed, no waiting request, every scope it touched
-still shaped as stored), its effect is a set of additions to integer counters,
-and it is sent as those additions together with what its decisions assumed:
-each scope's shape, each reservation it ends still open, none past its
-deadline, and for each cap the most the stored counters may have grown
-beyond this copy's for every admission still to fit and no threshold to be
-crossed (:mod:`.._core.headroom`). The script checks all of it and adds, or
-answers the rows, and the batch is computed again on them. So writers of one
-budget no longer exclude each other: two batches that both fit are both
-applied, in one round trip each.
+still shaped as stored, or new), its effect is a set of additions to integer
+counters, and it is sent as those additions together with what its decisions
+assumed: each scope's shape (a scope it made: absent, or made alike by another
+process meanwhile, under the same stored meta record), each reservation it
+ends still open, none past its deadline, and for each cap the most the stored
+counters may have grown beyond this copy's for every admission still to fit
+and no threshold to be crossed (:mod:`.._core.headroom`). The script checks
+all of it and adds, or answers the rows, and the batch is computed again on
+them. So writers of one budget no longer exclude each other: two batches that
+both fit are both applied, in one round trip each.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Merge:
 
     args: list[str]
     counts: dict[str, dict[str, int]]  # each touched scope's count fields, on this copy
+    new_shapes: dict[str, str]  # the shapes of the scopes the batch made
     deltas: dict[str, int]
     first_id: int
 
@@ -72,6 +74,7 @@ class Merge:
                 patch(ledger.tree.scopes[path], merged)
                 views[path] = view(ledger.tree.scopes[path], result.now)
             known.counts[key] = merged
+        known.shapes.update(self.new_shapes)
         result = attrs.evolve(result, views=views)
         offset = int(answer[4])
         if offset:
@@ -104,6 +107,7 @@ def plan(
         return None
     scopes = ledger.tree.scopes
     shapes: list[str] = []
+    new_shapes: dict[str, str] = {}
     counts: dict[str, dict[str, int]] = {}
     deltas: dict[str, int] = {}
     quiet: list[tuple[list[str], int]] = []
@@ -114,13 +118,16 @@ def plan(
         key = scope_key(path)
         record = state.dump_scope(scope)
         text = shape(record)
-        if known.shapes.get(key) != text:
-            return None  # made, rolled over, fired, or stored in the old layout
+        if key not in known.shapes and known.meta is not None:
+            new_shapes[key] = text  # made by this batch: its counts start from zero
+        elif known.shapes.get(key) != text:
+            return None  # rolled over, fired, or stored in the old layout
+        else:
+            shapes += [key, text]
         before = known.counts.get(key, {})
         now = counts[key] = counters(key, record)
         deltas.update((f, v - before.get(f, 0)) for f, v in now.items() if before.get(f) != v)
         deltas.update((f, -v) for f, v in before.items() if f not in now and v)
-        shapes += [key, text]
         if f"{key}\tcalls" not in deltas:
             continue  # thresholds are checked when usage is charged, and none was here
         for period, axis, most in quiet_below(scope):
@@ -135,7 +142,11 @@ def plan(
     held = ledger.reservations.open
     made = sorted(rid for rid in held if rid >= first_id)
     ended = sorted(held_before - held.keys())
-    args = [str(now_ms(ledger.now)), str(len(shapes) // 2), *shapes]
+    args = [str(now_ms(ledger.now)), str(len(shapes) // 2), *shapes, str(len(new_shapes))]
+    for key, text in new_shapes.items():
+        args += [key, text]
+    if new_shapes:  # made under the tenant caps of the copy's meta record: still stored
+        args.append(str(known.meta))
     args += [str(len(ended)), *map(str, ended)]
     args.append(str(len(conditions) + len(quiet)))
     for fields, limit in conditions + quiet:
@@ -152,4 +163,4 @@ def plan(
     args.append(str(len(due)))
     for ms, rid in due:
         args += [str(ms), str(rid)]
-    return Merge(args, counts, deltas, first_id)
+    return Merge(args, counts, new_shapes, deltas, first_id)

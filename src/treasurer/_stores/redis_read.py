@@ -100,7 +100,7 @@ class StoredBudgets:
             server = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=microseconds)
             now = server if clock is None else clock()
             config = _config(answer)
-            known = Known.of(answer[6], answer[8])
+            known = Known.of(answer[6], answer[8], answer[5])
             ledger = known.ledger(config, answer[5], pairs(answer[7]), now, int(answer[9]))
             return rows.figures(ledger, now)
 

@@ -101,15 +101,20 @@ def grouped(flat: list[str]) -> dict[str, dict[str, int]]:
 @attrs.define
 class Known:
     """What this process knows the stored rows hold: each scope's shape text, and
-    its counts (which the copy's counters equal, scope by scope)."""
+    its counts (which the copy's counters equal, scope by scope), and the meta
+    record's text (the tenant caps set at run time among it). The meta is ``None``
+    unless every scope of the copy is here: then one that is not was made by the
+    batch at hand."""
 
     shapes: dict[str, str] = attrs.Factory(dict)
     counts: dict[str, dict[str, int]] = attrs.Factory(dict)
+    meta: str | None = None
 
     @classmethod
-    def of(cls, scopes: list[str], counts: list[str]) -> Known:
+    def of(cls, scopes: list[str], counts: list[str], meta: str) -> Known:
         """From the flat ``HGETALL`` answers of the scopes and counts hashes."""
-        return cls(dict(zip(scopes[::2], scopes[1::2], strict=True)), grouped(counts))
+        shapes = dict(zip(scopes[::2], scopes[1::2], strict=True))
+        return cls(shapes, grouped(counts), meta)
 
     def ledger(
         self,
@@ -173,12 +178,15 @@ class Write:
     gone: list[str]
     empty: bool  # no row changes
 
-    def done(self, known: Known) -> None:
-        """The write was stored: ``known`` is what the rows hold now."""
+    def done(self, known: Known, meta: str) -> None:
+        """The write was stored, with the meta record ``meta``: ``known`` is what the
+        rows hold now."""
         for key in self.gone:
             known.forget(key)
         known.shapes.update(self.shapes)
         known.counts.update(self.counts)
+        if known.meta is not None:
+            known.meta = meta
 
 
 def write(

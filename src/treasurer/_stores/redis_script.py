@@ -20,7 +20,9 @@ would issue. Then groups, each a count followed by its items. A write:
 scopes to write (key, shape), scopes to delete, reservations to write (id,
 record), reservations to delete, deadlines to add (ms, id), counts to set
 (field, value), counts to delete. A merge (after the batch's time in ms): the
-scopes it read (key, shape: each must be stored as it is), the reservations
+scopes it read (key, shape: each must be stored as it is), the scopes it made
+(key, shape: each must be absent, then it is stored, or stored as it is; if any,
+the meta record its copy holds, which must be the stored one), the reservations
 it ends (each must be open), the conditions (each a count of count fields,
 the fields, and the most their stored sum may be), the additions (field,
 amount), the first id it issued and the reservations it made (id, record),
@@ -80,6 +82,18 @@ end
 local function group(command, key, at, width)
   return each(command, key, at + 1, tonumber(ARGV[at]), width)
 end
+-- One command for many items (a thousand at a time: unpack's stack is
+-- limited); the replies, if any, in one list.
+local function all(command, key, items)
+  local replies = {}
+  for first = 1, #items, 1000 do
+    local part = redis.call(command, key, unpack(items, first, math.min(first + 999, #items)))
+    if type(part) == 'table' then
+      for _, reply in ipairs(part) do replies[#replies + 1] = reply end
+    end
+  end
+  return replies
+end
 
 local expected, batch, writer = ARGV[1], ARGV[2], ARGV[8]
 if expected == 'read' then return rows('state') end
@@ -137,45 +151,64 @@ if expected == 'merge' then
     at = at + 1
     return ARGV[at - 1]
   end
-  for _ = 1, tonumber(take()) do  -- each scope's record is the one the batch read
-    local key, text = take(), take()
-    if redis.call('HGET', KEYS[2], key) ~= text then return stale() end
+  local function items(width)  -- the next group's items, and its first item of each width
+    local taken, firsts = {}, {}
+    for _ = 1, tonumber(take()) do
+      firsts[#firsts + 1] = ARGV[at]
+      for _ = 1, width do taken[#taken + 1] = take() end
+    end
+    return taken, firsts
   end
-  local ended = {}
-  for _ = 1, tonumber(take()) do  -- what it ends is still open
-    ended[#ended + 1] = take()
-    if redis.call('HEXISTS', KEYS[3], ended[#ended]) == 0 then return stale() end
+  local shapes, keys = items(2)  -- each scope's record is the one the batch read
+  local stored = all('HMGET', KEYS[2], keys)
+  for i = 1, #keys do
+    if stored[i] ~= shapes[2 * i] then return stale() end
+  end
+  local made_shapes, made_keys = items(2)  -- what it made is new, or made alike meanwhile
+  -- (under the tenant caps of the same meta record: none set since)
+  if #made_keys > 0 and redis.call('HGET', KEYS[1], 'meta') ~= take() then return stale() end
+  local absent = {}
+  for i, record in ipairs(all('HMGET', KEYS[2], made_keys)) do
+    if not record then
+      absent[#absent + 1] = made_keys[i]
+      absent[#absent + 1] = made_shapes[2 * i]
+    elseif record ~= made_shapes[2 * i] then
+      return stale()
+    end
+  end
+  local ended = items(1)  -- what it ends is still open
+  for _, record in ipairs(all('HMGET', KEYS[3], ended)) do
+    if not record then return stale() end
   end
   -- Reservations past their deadline end in a batch computed on every row.
   local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ARGV[10], 'LIMIT', 0, 1)
   if #due > 0 then return stale() end
   for _ = 1, tonumber(take()) do  -- each decision had room enough for what others did
     local sum = 0
-    for _ = 1, tonumber(take()) do
-      sum = sum + (tonumber(redis.call('HGET', KEYS[6], take())) or 0)
+    for _, value in ipairs(all('HMGET', KEYS[6], (items(1)))) do
+      sum = sum + (tonumber(value) or 0)
     end
     if sum > tonumber(take()) then return stale() end
   end
   local exact = version == ARGV[5]
+  all('HSET', KEYS[2], absent)
   local values = {}
   for _ = 1, tonumber(take()) do
     local field = take()
     values[#values + 1] = redis.call('HINCRBY', KEYS[6], field, take())
   end
-  for _, id in ipairs(ended) do
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('ZREM', KEYS[7], id)
-  end
+  all('HDEL', KEYS[3], ended)
+  all('ZREM', KEYS[7], ended)
   -- The ids it issued move past those others issued meanwhile.
   local offset = math.max(0, stored_next - tonumber(take()))
-  for _ = 1, tonumber(take()) do
-    local id = tonumber(take())
-    redis.call('HSET', KEYS[3], string.format('%d', id + offset), take())
+  local made = items(2)
+  for i = 1, #made, 2 do made[i] = string.format('%d', tonumber(made[i]) + offset) end
+  all('HSET', KEYS[3], made)
+  local deadlines = items(2)
+  for i = 2, #deadlines, 2 do
+    deadlines[i] = string.format('%d', tonumber(deadlines[i]) + offset)
   end
-  for _ = 1, tonumber(take()) do
-    local score = take()
-    redis.call('ZADD', KEYS[7], score, string.format('%d', tonumber(take()) + offset))
-  end
+  all('ZADD', KEYS[7], deadlines)
   local mine_next = tonumber(ARGV[9]) + offset
   redis.call('HSET', KEYS[1], 'next', string.format('%d', math.max(stored_next, mine_next)))
   written()

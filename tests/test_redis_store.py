@@ -1054,10 +1054,11 @@ class TestOtherServers:
 class TestProcesses:
     def test_four_processes_share_one_cap(self, redis_url: str, prefix: str) -> None:
         """4 OS processes (two on asyncio, two on trio) x 100 tasks reserve, commit
-        below their estimates, release and are cancelled on one budget; sampled
-        all along, used plus reserved never passes the cap, and the final usage is
-        exactly what the workers committed."""
-        cap = 200_000
+        below their estimates, release and are cancelled on one budget, as five
+        tenants each process makes as it first meets them; sampled all along, used
+        plus reserved never passes the budget's cap or a tenant's, and the final
+        usage, in all and by tenant, is exactly what the workers committed."""
+        cap, tenant_cap, tenants = 200_000, 45_000, [f"t{n}" for n in range(5)]
         workers = [
             subprocess.Popen(
                 [
@@ -1081,20 +1082,31 @@ class TestProcesses:
 
         async def sample() -> int:
             nonlocal samples
-            async with shared(redis_url, prefix, name="fleet", tokens=cap) as budget:
+            caps = treasurer.TenantCaps(tokens=tenant_cap)
+            options = {"name": "fleet", "tokens": cap, "tenant_defaults": caps}
+            async with shared(redis_url, prefix, **options) as budget:
                 while any(worker.poll() is None for worker in workers):
                     figures = await budget.refresh()
                     assert figures.tokens_used + figures.tokens_reserved <= cap
+                    for name in tenants:
+                        figures = await budget.tenant(name).refresh()
+                        assert figures.tokens_used + figures.tokens_reserved <= tenant_cap
                     samples += 1
                     await anyio.sleep(0.01)
                 final = await budget.refresh()
                 assert final.tokens_reserved == 0
-                return final.tokens_used
+                by_tenant = {name: (await budget.tenant(name).refresh()) for name in tenants}
+                assert not any(figures.tokens_reserved for figures in by_tenant.values())
+                return final.tokens_used, {n: f.tokens_used for n, f in by_tenant.items()}
 
-        used = anyio.run(sample)
+        used, used_by_tenant = anyio.run(sample)
         reports = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
         assert all(worker.returncode == 0 for worker in workers)
         assert used == sum(report["committed"] for report in reports)
+        committed = {
+            name: sum(report["by_tenant"].get(name, 0) for report in reports) for name in tenants
+        }
+        assert used_by_tenant == committed
         assert samples > 10
         assert sum(report["refused"] for report in reports) > 0  # the cap was reached
 

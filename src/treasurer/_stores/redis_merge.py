@@ -34,8 +34,9 @@ from .._core.events import (
 )
 from .._core.headroom import Room, quiet_below
 from .._core.ledger import Ledger
-from .._core.outcomes import Granted, Settled
+from .._core.outcomes import Granted, ScopeView, Settled
 from .._core.reads import view
+from .._core.scopes import ScopePath
 from .base import BatchResult, Work
 from .redis_outage import renumbered
 from .redis_rows import Known, counters, deadline_ms, now_ms, patch, shape
@@ -66,16 +67,22 @@ class Merge:
         """The merge was stored: the copy takes the stored value of each counter the
         batch changed; reservation ids move as the script moved them."""
         stored = dict(zip(self.deltas, (int(value) for value in answer[6]), strict=True))
-        views = dict(result.views)
+        views: dict[ScopePath, ScopeView] = {}
         for key, counts in self.counts.items():
-            merged = counts | {f: v for f, v in stored.items() if f.split("\t", 1)[0] == key}
-            if merged != counts:  # others' spend is in it: the figures shown include it
+            theirs = {
+                field: value
+                for field, value in stored.items()
+                if field.split("\t", 1)[0] == key and counts.get(field, 0) != value
+            }
+            if theirs:  # others' spend is in it: the figures shown include it
+                counts = counts | theirs
                 path = tuple(json.loads(key))
-                patch(ledger.tree.scopes[path], merged)
+                patch(ledger.tree.scopes[path], counts)
                 views[path] = view(ledger.tree.scopes[path], result.now)
-            known.counts[key] = merged
+            known.counts[key] = counts
         known.shapes.update(self.new_shapes)
-        result = attrs.evolve(result, views=views)
+        if views:
+            result = attrs.evolve(result, views={**result.views, **views})
         offset = int(answer[4])
         if offset:
             result = renumbered(ledger, result, self.first_id, offset)

@@ -597,6 +597,46 @@ class TestMerge:
             (hour,) = figures.windows
             assert (figures.tokens_used, hour.used.tokens) == (130, 30)
 
+    async def test_charges_merge_and_report_every_writers_totals(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        quiet: dict[str, Any] = {"thresholds": []}  # a threshold crossed is not merged
+        async with (
+            answered(redis_url, prefix, **quiet) as (first, first_tags),
+            answered(redis_url, prefix, **quiet) as (second, second_tags),
+        ):
+            first_tags.clear()
+            await first.record(tokens=100)
+            totals = await second.record(tokens=50, usd=0.5)  # its copy has 0 tokens used
+            assert (totals.tokens, totals.usd, totals.calls) == (150, Decimal("0.5"), 2)
+            assert await second.consume(30)
+            totals = await first.charge(input_tokens=5, output_tokens=5)  # its copy: 100
+            assert (totals.tokens, totals.calls) == (190, 4)
+            assert (first_tags, second_tags) == (["ok", "merged"], ["merged", "merged"])
+            # The last of the cap: each copy says it fits, the stored counters do not.
+            await first.record(tokens=800)  # 990 of 1000 stored
+            with pytest.raises(treasurer.BudgetExceeded):
+                await second.record(tokens=50)  # its copy: 180 used
+            # Computed again on the rows, and refused (a refusal is written, not merged).
+            assert (first_tags[-1], second_tags[-2:]) == ("merged", ["stale", "ok"])
+            assert (await second.refresh()).tokens_used == 990
+
+    async def test_a_charge_is_not_merged_past_a_reset_it_did_not_see(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with (
+            shared(redis_url, prefix) as first,
+            answered(redis_url, prefix) as (second, tags),
+        ):
+            await first.tenant("acme").record(tokens=100)
+            await first.tenant("acme").reset()  # the budget's own counters stay
+            tags.clear()
+            # Its copy knows of no reset: its reply would carry a count of resets
+            # that a take-back of this charge checks. So it is computed on the rows.
+            totals = await second.record(tokens=10)
+            assert tags == ["stale", "ok"]
+            assert (totals.tokens, totals.calls) == (110, 2)
+
     async def test_a_reservation_ended_elsewhere_is_not_ended_twice(
         self, redis_url: str, prefix: str
     ) -> None:

@@ -25,7 +25,8 @@ from typing import Any, Final
 import attrs
 
 from .._core import state
-from .._core.commands import Commit, Release, Reserve
+from .._core.axes import AXES
+from .._core.commands import Charge, Commit, Consume, Record, Release, Reserve
 from .._core.events import (
     ReservationCommitted,
     ReservationCreated,
@@ -34,7 +35,7 @@ from .._core.events import (
 )
 from .._core.headroom import Room, quiet_below
 from .._core.ledger import Ledger
-from .._core.outcomes import Granted, ScopeView, Settled
+from .._core.outcomes import Charged, Granted, Reply, ScopeView, Settled
 from .._core.reads import view
 from .._core.scopes import ScopePath
 from .base import BatchResult, Work
@@ -42,7 +43,7 @@ from .redis_outage import renumbered
 from .redis_rows import Known, counters, deadline_ms, now_ms, patch, shape
 from .rows import scope_key
 
-_COMMANDS: Final = (Reserve, Commit, Release)
+_COMMANDS: Final = (Reserve, Commit, Release, Record, Consume, Charge)
 _EVENTS: Final = (ReservationCreated, ReservationCommitted, ReservationReleased, UsageRecorded)
 _EXACT: Final = 1 << 52  # the script's numbers are doubles, exact integers up to here
 
@@ -60,6 +61,7 @@ class Merge:
     new_shapes: dict[str, str]  # the shapes of the scopes the batch made
     deltas: dict[str, int]
     first_id: int
+    charged: list[tuple[int, str]]  # each Charged reply's index, and its scope's key
 
     def done(
         self, known: Known, ledger: Ledger, answer: Sequence[Any], result: BatchResult
@@ -83,6 +85,8 @@ class Merge:
         known.shapes.update(self.new_shapes)
         if views:
             result = attrs.evolve(result, views={**result.views, **views})
+        if self.charged:
+            result = attrs.evolve(result, replies=self._totals(result.replies, stored))
         offset = int(answer[4])
         if offset:
             result = renumbered(ledger, result, self.first_id, offset)
@@ -92,6 +96,21 @@ class Merge:
             if result.next_wakeup is None or at < result.next_wakeup:
                 result = attrs.evolve(result, next_wakeup=at)
         return result
+
+    def _totals(self, replies: Sequence[Reply], stored: dict[str, int]) -> list[Reply]:
+        """The replies, each total a charge reports moved by what others spent in its
+        scope before this batch (the script answered every such counter)."""
+        others = {
+            field: value - self.counts[field.split("\t", 1)[0]].get(field, 0)
+            for field, value in stored.items()
+        }
+        replies = list(replies)
+        for index, key in self.charged:
+            reply = replies[index]
+            assert isinstance(reply, Charged)
+            used = tuple(v + others[f"{key}\tused\t{axis}"] for axis, v in enumerate(reply.used))
+            replies[index] = reply._replace(used=used, calls=reply.calls + others[f"{key}\tcalls"])
+        return replies
 
 
 def plan(
@@ -107,8 +126,13 @@ def plan(
     (then it is written by compare-and-set)."""
     if work.waiting or not all(isinstance(c, _COMMANDS) for c in work.commands):
         return None
-    for reply in result.replies:
-        if not (isinstance(reply, Granted) or (isinstance(reply, Settled) and not reply.expired)):
+    charged: list[tuple[int, str]] = []
+    for index, reply in enumerate(result.replies):
+        if isinstance(reply, Charged):
+            command = work.commands[index]
+            assert isinstance(command, Record | Consume | Charge)
+            charged.append((index, scope_key(command.scope)))
+        elif not (isinstance(reply, Granted) or (isinstance(reply, Settled) and not reply.expired)):
             return None
     if not all(isinstance(event, _EVENTS) for event in result.events):
         return None
@@ -140,6 +164,11 @@ def plan(
         for period, axis, most in quiet_below(scope):
             field = _field(key, period, "used", axis)
             quiet.append(([field], most - deltas.get(field, 0)))
+    for _, key in charged:
+        if key not in counts:
+            return None  # (charged above its own scope: a child budget that is gone)
+        for field in (f"{key}\tcalls", *(f"{key}\tused\t{axis}" for axis in range(len(AXES)))):
+            deltas.setdefault(field, 0)  # adding 0 answers the stored total: the reply's
     conditions: list[tuple[list[str], int]] = []
     for (path, period, axis), left in room.items():
         key = scope_key(path)
@@ -152,8 +181,9 @@ def plan(
     args = [str(now_ms(ledger.now)), str(len(shapes) // 2), *shapes, str(len(new_shapes))]
     for key, text in new_shapes.items():
         args += [key, text]
-    if new_shapes:  # made under the tenant caps of the copy's meta record: still stored
-        args.append(str(known.meta))
+    # A scope made under the tenant caps of the copy's meta record, or a charge
+    # reporting the resets it knows (TakeBack): that record must still be stored.
+    args.append(str(known.meta) if new_shapes or charged else "")
     args += [str(len(ended)), *map(str, ended)]
     args.append(str(len(conditions) + len(quiet)))
     for fields, limit in conditions + quiet:
@@ -170,4 +200,4 @@ def plan(
     args.append(str(len(due)))
     for ms, rid in due:
         args += [str(ms), str(rid)]
-    return Merge(args, counts, new_shapes, deltas, first_id)
+    return Merge(args, counts, new_shapes, deltas, first_id, charged)

@@ -21,8 +21,8 @@ scopes to write (key, shape), scopes to delete, reservations to write (id,
 record), reservations to delete, deadlines to add (ms, id), counts to set
 (field, value), counts to delete. A merge (after the batch's time in ms): the
 scopes it read (key, shape: each must be stored as it is), the scopes it made
-(key, shape: each must be absent, then it is stored, or stored as it is; if any,
-the meta record its copy holds, which must be the stored one), the reservations
+(key, shape: each must be absent, then it is stored, or stored as it is), the
+meta record its copy holds (``''``: no matter; else it must be the stored one), the reservations
 it ends (each must be open), the conditions (each a count of count fields,
 the fields, and the most their stored sum may be), the additions (field,
 amount), the first id it issued and the reservations it made (id, record),
@@ -166,7 +166,8 @@ if expected == 'merge' then
   end
   local made_shapes, made_keys = items(2)  -- what it made is new, or made alike meanwhile
   -- (under the tenant caps of the same meta record: none set since)
-  if #made_keys > 0 and redis.call('HGET', KEYS[1], 'meta') ~= take() then return stale() end
+  local meta = take()
+  if meta ~= '' and redis.call('HGET', KEYS[1], 'meta') ~= meta then return stale() end
   local absent = {}
   for i, record in ipairs(all('HMGET', KEYS[2], made_keys)) do
     if not record then

@@ -29,6 +29,7 @@ import anyio
 import pytest
 
 import treasurer
+import treasurer._core.tree
 import treasurer._handles.settings
 import treasurer._stores.base
 import treasurer._stores.redis
@@ -43,6 +44,10 @@ from treasurer import (
     StoreUnavailable,
     ThresholdCrossed,
 )
+from treasurer._core.axes import INDEX, on_axis
+from treasurer._core.commands import Commit, Record, Release, Reserve
+from treasurer._core.outcomes import Charged, Granted, Settled
+from treasurer._core.scopes import tenant_path
 from treasurer._stores import shared_events
 from treasurer._stores.redis_client import client
 from treasurer._stores.redis_script import SCRIPT
@@ -568,8 +573,9 @@ class TestMerge:
             answered(redis_url, prefix, tenant_defaults=caps) as (second, tags),
         ):
             await first.set_tenant_caps("acme", treasurer.TenantCaps(tokens=50))
-            # The second's copy lacks acme and makes it with the default caps: the
-            # stored one is not alike, so the batch is computed on the rows.
+            # The second's copy lacks acme and makes it with the default caps, but the
+            # caps set at run time (kept in the meta record) changed: the batch is
+            # computed on the rows.
             with pytest.raises(treasurer.BudgetExceeded):
                 async with second.tenant("acme").reserve(tokens=100):
                     pass  # pragma: no cover - refused
@@ -636,6 +642,95 @@ class TestMerge:
             totals = await second.record(tokens=10)
             assert tags == ["stale", "ok"]
             assert (totals.tokens, totals.calls) == (110, 2)
+
+    async def test_a_tenant_made_alike_keeps_to_the_spend_stored_in_it(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        caps = treasurer.TenantCaps(tokens=500)
+        async with (
+            shared(redis_url, prefix, tenant_defaults=caps) as first,
+            answered(redis_url, prefix, tenant_defaults=caps) as (second, tags),
+        ):
+            await first.tenant("acme").record(tokens=300)
+            with pytest.raises(treasurer.BudgetExceeded):  # its copy lacks acme: 0 of 500
+                await second.tenant("acme").record(tokens=300)
+            assert tags[0] == "stale"
+            assert (await second.tenant("acme").record(tokens=100)).tokens == 400
+
+    async def test_a_write_elsewhere_that_sets_no_caps_leaves_charges_merging(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        quiet: dict[str, Any] = {"thresholds": []}
+        async with (
+            shared(redis_url, prefix, **quiet) as first,
+            answered(redis_url, prefix, **quiet) as (second, tags),
+        ):
+            with pytest.raises(treasurer.BudgetExceeded):
+                await first.record(tokens=5000)  # a refusal: a compare-and-set
+            tags.clear()
+            await second.record(tokens=1)
+            await second.tenant("new").record(tokens=1)
+            assert tags == ["merged", "merged"]
+
+    async def test_a_budget_reconfigured_elsewhere_is_not_merged_over(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with answered(redis_url, prefix, thresholds=[]) as (old, tags):
+            async with shared(redis_url, prefix, thresholds=[50], reconfigure=True):
+                tags.clear()
+                # Only the thresholds changed, so every stored record is as it was;
+                # the configuration is checked too, and the old opener learns of it.
+                with pytest.raises(treasurer.StoreUnavailable, match="reconfigured"):
+                    async with old.reserve(tokens=600):
+                        pass  # pragma: no cover - refused
+                assert tags == ["stale"]
+
+    async def test_a_tenant_forgotten_after_merges_leaves_no_count_fields(
+        self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(treasurer._core.tree, "IDLE_TENANTS_KEPT", 1)
+        async with answered(redis_url, prefix, thresholds=[]) as (budget, tags):
+            tags.clear()
+            await budget.tenant("a").record(tokens=10)
+            async with budget.tenant("a").reserve(tokens=5) as held:  # its hold goes back
+                held.commit()  # to zero
+            for name in ("b", "c"):  # a, the oldest idle tenant, is forgotten
+                await budget.tenant(name).record(tokens=10)
+            assert "merged" not in tags
+        async with client(redis_url, 2.0) as redis:
+            keys = budget_keys(prefix, "shared")
+            fields = [str(f) for f in await redis.hkeys(keys[5])]
+            scopes = [str(f) for f in await redis.hkeys(keys[1])]
+        assert not any("tenant:a" in text for text in fields + scopes)
+
+    async def test_batches_of_more_than_a_thousand_items_merge(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        store = RedisStore(redis_url, prefix=prefix, timeout=5)
+        options: dict[str, Any] = {"name": "big", "tokens": 10**9, "thresholds": []}
+        async with (
+            treasurer.open_budget(store=store, **options),
+            shared(redis_url, prefix, **options) as other,
+        ):
+            tags = record_answers(store)
+            tokens = on_axis(INDEX["tokens"], 2)
+            await other.consume(1)  # before each batch: so each is merged, not written
+            made = await store.apply([Reserve((), tokens) for _ in range(1500)])
+            assert all(isinstance(reply, Granted) for reply in made.replies)
+            ids = [reply.reservation for reply in made.replies]  # type: ignore[union-attr]
+            await other.consume(1)
+            ended = [Release((), rid) for rid in ids[:1200]]
+            ended += [Commit((), rid, None) for rid in ids[1200:]]
+            assert all(isinstance(reply, Settled) for reply in (await store.apply(ended)).replies)
+            await other.consume(1)
+            records = [Record(tenant_path(f"x{n}"), tokens) for n in range(1020)]
+            recorded = await store.apply(records)
+            assert all(isinstance(reply, Charged) for reply in recorded.replies)
+            assert tags == ["merged"] * 3
+            figures = await other.refresh()
+            assert (figures.tokens_used, figures.tokens_reserved) == (3 + 300 * 2 + 1020 * 2, 0)
+            async with client(redis_url, 2.0) as redis:
+                assert await redis.hlen(budget_keys(prefix, "big")[1]) == 1 + 1020  # scopes
 
     async def test_a_reservation_ended_elsewhere_is_not_ended_twice(
         self, redis_url: str, prefix: str
@@ -1002,8 +1097,7 @@ class TestFaults:
             store._call = lost_then_done  # type: ignore[method-assign]
             assert await budget.consume(20)  # its call answers "done"; nothing is added
             store._call = call  # type: ignore[method-assign]
-            async with budget.reserve(tokens=5) as held:  # computed again on the stored rows
-                held.commit()  # (not a merge from a copy whose stored rows are unknown)
+            assert await budget.consume(5)  # computed again on the stored rows
             assert (await budget.refresh()).tokens_used == 35
 
     async def test_a_paused_server_delays_but_does_not_double(

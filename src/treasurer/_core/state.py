@@ -274,7 +274,8 @@ def load_held(record: Record) -> Held:
 
 
 def dump_meta(ledger: Ledger) -> Record:
-    """The ledger's counters and the tenant caps set at run time."""
+    """The ledger's counters and the tenant caps set at run time. The resets and the
+    tenant caps come last: the Redis store compares that part of the text alone."""
     return {
         "next_reservation": ledger.reservations.next_id,
         "next_override": ledger.overrides.next_id,

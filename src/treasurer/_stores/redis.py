@@ -120,6 +120,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         self._ledger: Ledger | None = None
         self._version = ""  # the stored version the cached ledger is at
         self._known = redis_rows.Known()  # the stored shapes and counts the copy is built on
+        self._config_text = ""  # the configuration as stored (a merge checks it still is)
         self._outage: Outage | None = None  # failing open: this process's copy
         self._unstored = Unstored()
         self._turn: anyio.Event | None = None  # set when this writer's turn is announced
@@ -231,6 +232,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
             else:
                 stored = json.loads(stored_text)
                 if stored == given and answer[9] != "0":
+                    self._config_text = stored_text
                     return self._take_rows(answer, config, clock())
                 if stored != given and not reconfigure:
                     raise state.other_configuration(config.name, self._where, stored, given)
@@ -249,6 +251,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
             deadline = anyio.current_time() + max(self.retry_for, self.timeout)
             written = await self._send(args + rows_written.args, deadline)
             if written[0] == "ok":
+                self._config_text = config_text
                 self._ledger, self._version = ledger, str(written[1])
                 self._known = redis_rows.Known(meta=meta)  # every row was written
                 rows_written.done(self._known, meta)
@@ -312,17 +315,14 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
             room, ledger.tree.room = ledger.tree.room, None
             merge = plan(self._known, ledger, work, result, room, held_before, first)
             if merge is not None and merging:
-                mode, meta, written = "merge", self._version, merge.args
+                mode, checked, meta, written = "merge", self._config_text, self._version, merge.args
             else:
                 merge = None
                 write = redis_rows.write(self._known, ledger, result.views, held_before)
                 unchanged = write.empty and state.dump_meta(ledger) == counters
-                mode, meta, written = (
-                    self._version,
-                    "" if unchanged else rows.meta(ledger),
-                    write.args,
-                )
-            args = self._args(mode, batch_id, "", False, meta, result.events, ledger) + written
+                mode, checked, written = self._version, "", write.args
+                meta = "" if unchanged else rows.meta(ledger)
+            args = self._args(mode, batch_id, checked, False, meta, result.events, ledger) + written
             try:
                 answer = await self._send(args, deadline)
             except StoreUnavailable as failure:

@@ -6,7 +6,7 @@ threshold, nothing time changed, no waiting request, every scope it touched
 still shaped as stored, or new), its effect is a set of additions to integer
 counters, and it is sent as those additions together with what its decisions
 assumed: each scope's shape (a scope it made: absent, or made alike by another
-process meanwhile, under the same stored meta record), each reservation it
+process meanwhile, under the same tenant caps), each reservation it
 ends still open, none past its deadline, and for each cap the most the stored
 counters may have grown beyond this copy's for every admission still to fit
 and no threshold to be crossed (:mod:`.._core.headroom`). The script checks
@@ -40,7 +40,7 @@ from .._core.reads import view
 from .._core.scopes import ScopePath
 from .base import BatchResult, Work
 from .redis_outage import renumbered
-from .redis_rows import Known, counters, deadline_ms, now_ms, patch, shape
+from .redis_rows import Known, caps_part, counters, deadline_ms, now_ms, patch, shape
 from .rows import scope_key
 
 _COMMANDS: Final = (Reserve, Commit, Release, Record, Consume, Charge)
@@ -71,17 +71,14 @@ class Merge:
         stored = dict(zip(self.deltas, (int(value) for value in answer[6]), strict=True))
         views: dict[ScopePath, ScopeView] = {}
         for key, counts in self.counts.items():
-            theirs = {
-                field: value
-                for field, value in stored.items()
-                if field.split("\t", 1)[0] == key and counts.get(field, 0) != value
-            }
-            if theirs:  # others' spend is in it: the figures shown include it
-                counts = counts | theirs
-                path = tuple(json.loads(key))
-                patch(ledger.tree.scopes[path], counts)
+            here = {f: v for f, v in stored.items() if f.split("\t", 1)[0] == key}
+            # What is stored, zero fields too (a write of the scope deletes them).
+            merged = known.counts.get(key, {}) | counts | here
+            if any(counts.get(field, 0) != value for field, value in here.items()):
+                path = tuple(json.loads(key))  # others' spend is in it: the figures show it
+                patch(ledger.tree.scopes[path], merged)
                 views[path] = view(ledger.tree.scopes[path], result.now)
-            known.counts[key] = counts
+            known.counts[key] = merged
         known.shapes.update(self.new_shapes)
         if views:
             result = attrs.evolve(result, views={**result.views, **views})
@@ -182,8 +179,9 @@ def plan(
     for key, text in new_shapes.items():
         args += [key, text]
     # A scope made under the tenant caps of the copy's meta record, or a charge
-    # reporting the resets it knows (TakeBack): that record must still be stored.
-    args.append(str(known.meta) if new_shapes or charged else "")
+    # reporting the resets it knows (TakeBack): those must still be stored.
+    assert known.meta is not None or not (new_shapes or charged)
+    args.append(caps_part(known.meta) if known.meta and (new_shapes or charged) else "")
     args += [str(len(ended)), *map(str, ended)]
     args.append(str(len(conditions) + len(quiet)))
     for fields, limit in conditions + quiet:

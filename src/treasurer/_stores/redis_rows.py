@@ -70,6 +70,16 @@ def shape(record: Record) -> str:
     return json.dumps(bare)
 
 
+CAPS_PART = '"resets": '  # where the part of a meta record caps_part() gives begins
+
+
+def caps_part(meta_text: str) -> str:
+    """The part of a meta record a merge that makes a tenant or reports totals
+    depends on: the count of resets and the tenant caps set at run time, which
+    :func:`.._core.state.dump_meta` puts last (the script compares this tail)."""
+    return meta_text[meta_text.index(CAPS_PART) :]
+
+
 def put(record: Record, field: str, value: int) -> None:
     """Add the count ``field`` holds to a record (whose counter is zero in a shape)."""
     _, name, *rest = field.split("\t", 3)

@@ -12,7 +12,8 @@ the line: the list of writers waiting for their turn, the counts hash
 ARGV: the mode: the version the batch was computed from (``none``: the budget
 must not exist yet), ``read`` (write nothing, answer the state), ``turn``
 (take a turn, answer the state) or ``merge``; the batch's id (``''``: none),
-the configuration to store (``''``: keep it), ``1`` to replace every row, the
+the configuration to store (``''``: keep it; for a merge, the one its copy was
+computed under, which must be the stored one), ``1`` to replace every row, the
 meta record (``''``: nothing to write, only check the version; for a merge,
 the version of the writer's copy), the channel to announce a write on and the
 message to publish there, the writer's id, the next reservation id its copy
@@ -22,7 +23,8 @@ record), reservations to delete, deadlines to add (ms, id), counts to set
 (field, value), counts to delete. A merge (after the batch's time in ms): the
 scopes it read (key, shape: each must be stored as it is), the scopes it made
 (key, shape: each must be absent, then it is stored, or stored as it is), the
-meta record its copy holds (``''``: no matter; else it must be the stored one), the reservations
+tail of the meta record from ``"resets"`` on (the resets and the tenant caps set
+at run time: ``''``, no matter; else the stored one must end so), the reservations
 it ends (each must be open), the conditions (each a count of count fields,
 the fields, and the most their stored sum may be), the additions (field,
 amount), the first id it issued and the reservations it made (id, record),
@@ -56,6 +58,8 @@ no longer than that, try again.
 from __future__ import annotations
 
 from typing import Final
+
+from .redis_rows import CAPS_PART
 
 TURN_LEASE_MS: Final = 500
 
@@ -146,6 +150,8 @@ if expected == 'merge' then
   if not mine then return wait_in_line() end
   local stored_next = tonumber(redis.call('HGET', KEYS[1], 'next'))
   if not version or not stored_next then return stale() end
+  -- computed under the stored configuration (else its opener learns it was reconfigured)
+  if redis.call('HGET', KEYS[1], 'config') ~= ARGV[3] then return stale() end
   local at = 11
   local function take()
     at = at + 1
@@ -166,8 +172,12 @@ if expected == 'merge' then
   end
   local made_shapes, made_keys = items(2)  -- what it made is new, or made alike meanwhile
   -- (under the tenant caps of the same meta record: none set since)
-  local meta = take()
-  if meta ~= '' and redis.call('HGET', KEYS[1], 'meta') ~= meta then return stale() end
+  local caps = take()
+  if caps ~= '' then
+    local meta = redis.call('HGET', KEYS[1], 'meta') or ''
+    local from = string.find(meta, CAPS_PART, 1, true)
+    if not from or string.sub(meta, from) ~= caps then return stale() end
+  end
   local absent = {}
   for i, record in ipairs(all('HMGET', KEYS[2], made_keys)) do
     if not record then
@@ -241,4 +251,4 @@ at = group('HSET', KEYS[6], at, 2)
 group('HDEL', KEYS[6], at, 1)
 written()
 return answer('ok')
-""".replace("LEASE", str(TURN_LEASE_MS))
+""".replace("LEASE", str(TURN_LEASE_MS)).replace("CAPS_PART", repr(CAPS_PART))

@@ -487,6 +487,19 @@ def record_answers(store: RedisStore) -> list[str]:
     return tags
 
 
+@asynccontextmanager
+async def two_openers(
+    url: str, prefix: str, **options: Any
+) -> AsyncIterator[tuple[treasurer.Budget, treasurer.Budget, list[str]]]:
+    """Two openers of budget "shared" with the same options, and the tags of the
+    second's answers."""
+    async with (
+        shared(url, prefix, **options) as first,
+        answered(url, prefix, **options) as (second, tags),
+    ):
+        yield first, second, tags
+
+
 class TestMerge:
     """A batch that only holds, spends and settles is merged into counters others
     moved (redis_merge.py), if what its decisions assumed still holds."""
@@ -568,10 +581,7 @@ class TestMerge:
         self, redis_url: str, prefix: str
     ) -> None:
         caps = treasurer.TenantCaps(tokens=500)
-        async with (
-            shared(redis_url, prefix, tenant_defaults=caps) as first,
-            answered(redis_url, prefix, tenant_defaults=caps) as (second, tags),
-        ):
+        async with two_openers(redis_url, prefix, tenant_defaults=caps) as (first, second, tags):
             await first.set_tenant_caps("acme", treasurer.TenantCaps(tokens=50))
             # The second's copy lacks acme and makes it with the default caps, but the
             # caps set at run time (kept in the meta record) changed: the batch is
@@ -630,10 +640,7 @@ class TestMerge:
     async def test_a_charge_is_not_merged_past_a_reset_it_did_not_see(
         self, redis_url: str, prefix: str
     ) -> None:
-        async with (
-            shared(redis_url, prefix) as first,
-            answered(redis_url, prefix) as (second, tags),
-        ):
+        async with two_openers(redis_url, prefix) as (first, second, tags):
             await first.tenant("acme").record(tokens=100)
             await first.tenant("acme").reset()  # the budget's own counters stay
             tags.clear()
@@ -647,10 +654,7 @@ class TestMerge:
         self, redis_url: str, prefix: str
     ) -> None:
         caps = treasurer.TenantCaps(tokens=500)
-        async with (
-            shared(redis_url, prefix, tenant_defaults=caps) as first,
-            answered(redis_url, prefix, tenant_defaults=caps) as (second, tags),
-        ):
+        async with two_openers(redis_url, prefix, tenant_defaults=caps) as (first, second, tags):
             await first.tenant("acme").record(tokens=300)
             with pytest.raises(treasurer.BudgetExceeded):  # its copy lacks acme: 0 of 500
                 await second.tenant("acme").record(tokens=300)
@@ -661,10 +665,7 @@ class TestMerge:
         self, redis_url: str, prefix: str
     ) -> None:
         quiet: dict[str, Any] = {"thresholds": []}
-        async with (
-            shared(redis_url, prefix, **quiet) as first,
-            answered(redis_url, prefix, **quiet) as (second, tags),
-        ):
+        async with two_openers(redis_url, prefix, **quiet) as (first, second, tags):
             with pytest.raises(treasurer.BudgetExceeded):
                 await first.record(tokens=5000)  # a refusal: a compare-and-set
             tags.clear()

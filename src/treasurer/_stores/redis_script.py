@@ -171,7 +171,7 @@ if expected == 'merge' then
     if stored[i] ~= shapes[2 * i] then return stale() end
   end
   local made_shapes, made_keys = items(2)  -- what it made is new, or made alike meanwhile
-  -- (under the tenant caps of the same meta record: none set since)
+  -- (the resets and the run-time tenant caps it saw are the stored ones)
   local caps = take()
   if caps ~= '' then
     local meta = redis.call('HGET', KEYS[1], 'meta') or ''

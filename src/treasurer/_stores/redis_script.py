@@ -66,7 +66,8 @@ TURN_LEASE_MS: Final = 500
 SCRIPT: Final = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local version = redis.call('HGET', KEYS[1], 'version')
+local budget_hash = redis.call('HMGET', KEYS[1], 'version', 'next', 'config')
+local version = budget_hash[1]
 local function answer(tag)
   return {tag, version, now[1], now[2]}
 end
@@ -125,9 +126,9 @@ local function stale()
   if head then take_turn() end
   return rows('stale')
 end
-local function written()
+local function written(fields)  -- fields of the budget hash to set with the version
   version = tostring((tonumber(version) or 0) + 1)
-  redis.call('HSET', KEYS[1], 'version', version)
+  redis.call('HSET', KEYS[1], 'version', version, unpack(fields))
   if batch ~= '' then
     redis.call('ZADD', KEYS[4], ms, batch)
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms - 600000)
@@ -148,10 +149,10 @@ end
 
 if expected == 'merge' then
   if not mine then return wait_in_line() end
-  local stored_next = tonumber(redis.call('HGET', KEYS[1], 'next'))
+  local stored_next = tonumber(budget_hash[2])
   if not version or not stored_next then return stale() end
   -- computed under the stored configuration (else its opener learns it was reconfigured)
-  if redis.call('HGET', KEYS[1], 'config') ~= ARGV[3] then return stale() end
+  if budget_hash[3] ~= ARGV[3] then return stale() end
   local at = 11
   local function take()
     at = at + 1
@@ -221,8 +222,7 @@ if expected == 'merge' then
   end
   all('ZADD', KEYS[7], deadlines)
   local mine_next = tonumber(ARGV[9]) + offset
-  redis.call('HSET', KEYS[1], 'next', string.format('%d', math.max(stored_next, mine_next)))
-  written()
+  written({'next', string.format('%d', math.max(stored_next, mine_next))})
   local due = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')[2] or ''
   return {exact and 'ok' or 'merged', version, now[1], now[2], offset, due, values}
 end
@@ -238,9 +238,9 @@ end
 if not mine then return wait_in_line() end
 
 if ARGV[4] == '1' then redis.call('DEL', KEYS[2], KEYS[3], KEYS[6], KEYS[7]) end
-redis.call('HSET', KEYS[1], 'meta', ARGV[5])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'config', ARGV[3]) end
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'next', ARGV[9]) end
+local fields = {'meta', ARGV[5]}
+if ARGV[3] ~= '' then fields[#fields + 1] = 'config'; fields[#fields + 1] = ARGV[3] end
+if ARGV[9] ~= '' then fields[#fields + 1] = 'next'; fields[#fields + 1] = ARGV[9] end
 local at = group('HSET', KEYS[2], 10, 2)
 at = group('HDEL', KEYS[2], at, 1)
 at = group('HSET', KEYS[3], at, 2)
@@ -249,6 +249,6 @@ at = group('HDEL', KEYS[3], at, 1)
 at = group('ZADD', KEYS[7], at, 2)
 at = group('HSET', KEYS[6], at, 2)
 group('HDEL', KEYS[6], at, 1)
-written()
+written(fields)
 return answer('ok')
 """.replace("LEASE", str(TURN_LEASE_MS)).replace("CAPS_PART", repr(CAPS_PART))

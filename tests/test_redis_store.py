@@ -383,25 +383,52 @@ class TestLine:
     async def test_a_writer_waits_for_the_turn_then_is_told_it_is_its_own(
         self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        """A compare-and-set (a refund) joins the line and takes its turn."""
         # Woken by the announcement alone: the lease would take a minute.
         monkeypatch.setattr(treasurer._stores.redis_calls, "TURN_LEASE_MS", 60_000)
         store = RedisStore(redis_url, prefix=prefix)
         async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
+            for _ in range(3):
+                assert await budget.consume(100)
             taken = await as_writer(redis_url, prefix, "other", "turn")
             assert taken[0] == "state"
             answers = record_answers(store)
             with anyio.fail_after(5):
                 async with anyio.create_task_group() as group:
-                    group.start_soon(budget.consume, 10)
+                    group.start_soon(budget.refund, 50, 100)
                     await line_is(redis_url, prefix, lambda line: line == ["other", store._writer])
-                    assert (await budget.refresh()).tokens_used == 0  # not written meanwhile
+                    assert (await budget.refresh()).tokens_used == 300  # not written meanwhile
                     ended = await as_writer(redis_url, prefix, "other", taken[1])
                     assert ended[0] == "same"
             assert answers == ["wait", "state", "ok"]  # waited, took the turn, wrote
-            assert await budget.consume(1)  # having waited, it asks for a turn first
-            assert await budget.consume(1)  # the line was empty: no longer
+            await budget.refund(50, 100)  # having waited, it asks for a turn first
+            await budget.refund(50, 100)  # the line was empty: no longer
             assert answers[3:] == ["state", "ok", "ok"]
-            assert (await budget.refresh()).tokens_used == 12
+            assert (await budget.refresh()).tokens_used == 150
+            assert await line_of(redis_url, prefix) == []
+
+    async def test_a_merge_waits_for_the_turn_to_pass_out_of_line(
+        self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A merge answered ``wait`` does not join the line (merges would queue behind
+        each other for as long as they kept coming): it is sent again as it is when
+        the turn passes, and the batch after it merges at once."""
+        monkeypatch.setattr(treasurer._stores.redis_calls, "TURN_LEASE_MS", 60_000)
+        store = RedisStore(redis_url, prefix=prefix)
+        async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
+            taken = await as_writer(redis_url, prefix, "other", "turn")
+            answers = record_answers(store)
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(budget.consume, 10)
+                    while answers != ["wait"]:  # noqa: ASYNC110
+                        await anyio.sleep(0.005)
+                    assert await line_of(redis_url, prefix) == ["other"]
+                    assert (await budget.refresh()).tokens_used == 0  # not written meanwhile
+                    assert (await as_writer(redis_url, prefix, "other", taken[1]))[0] == "same"
+            assert await budget.consume(1)
+            assert answers == ["wait", "ok", "ok"]  # sent again, then no turn asked for
+            assert (await budget.refresh()).tokens_used == 11
             assert await line_of(redis_url, prefix) == []
 
     async def test_a_turn_not_taken_up_lapses(self, redis_url: str, prefix: str) -> None:
@@ -447,9 +474,9 @@ class TestLine:
                     if len(sent) <= 2:
                         await other.consume(1)
                         return await call(args)
-                    # The turn is this opener's: the other's write waits in line.
+                    # The turn is this opener's: the other's write waits for it.
                     async with anyio.create_task_group() as group:
-                        group.start_soon(other.consume, 100)
+                        group.start_soon(other.refund, 0, 1)  # (a compare-and-set)
                         await line_is(redis_url, prefix, lambda line: len(line) == 2)
                         return await call(args)
 
@@ -457,8 +484,8 @@ class TestLine:
                 assert await budget.consume(500)
                 assert sent[2] == "turn"
                 figures = await budget.refresh()
-                assert figures.tokens_used == 602
-                assert figures.calls == 4
+                assert figures.tokens_used == 501  # 1 + 1 + 500, one of the 1s refunded
+                assert figures.calls == 3
                 assert await line_of(redis_url, prefix) == []
 
 

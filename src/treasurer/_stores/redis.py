@@ -123,7 +123,8 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         self._config_text = ""  # the configuration as stored (a merge checks it still is)
         self._outage: Outage | None = None  # failing open: this process's copy
         self._unstored = Unstored()
-        self._turn: anyio.Event | None = None  # set when this writer's turn is announced
+        self._turn: anyio.Event | None = None  # set when the turn awaited is announced
+        self._turn_of = ""  # the writer whose turn is awaited ("": any turn passing)
         self._waited = False  # the last batch waited in line for its turn
 
     @classmethod

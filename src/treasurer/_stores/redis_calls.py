@@ -32,6 +32,7 @@ class ScriptCalls:
         _channel: str
         _writer: str
         _turn: anyio.Event | None
+        _turn_of: str
         _waited: bool
 
         @property
@@ -76,17 +77,19 @@ class ScriptCalls:
         return args if copy is None else [*args, str(copy.reservations.next_id)]
 
     async def _send(self, args: list[str], deadline: float) -> list[Any]:
-        """A write's script call. Answered ``wait`` (other writers are in line first),
-        it waits for this writer's turn, announced on the channel (or a turn's
-        lease, should the announcement be lost), then asks for the turn: the
-        answer is ``state``, the rows to compute the batch again on (a batch
-        answered ``wait`` was not applied)."""
+        """A write's script call. Answered ``wait`` (other writers are in line first;
+        nothing was applied), a compare-and-set waits for this writer's turn,
+        announced on the channel (or a turn's lease, should the announcement be
+        lost), then asks for the turn: the answer is ``state``, the rows to
+        compute the batch again on. A merge waits for the turn to pass."""
         while True:
-            self._turn = anyio.Event()
+            # A merge waits for the turn to pass (any announcement), and is sent
+            # again as it is: what it assumed is checked on the rows then stored.
+            merge = args[0] == "merge"
+            self._turn, self._turn_of = anyio.Event(), "" if merge else self._writer
             answer = await self._call(args)
             if answer[0] != "wait":
                 return answer
-            self._waited = True
             if anyio.current_time() > deadline:
                 raise StoreUnavailable(
                     f"{self._where}: budget {self._keys[0]!r} had other writers in line "
@@ -94,5 +97,8 @@ class ScriptCalls:
                 )
             with anyio.move_on_after(TURN_LEASE_MS / 1000):
                 await self._turn.wait()
-            # The write was computed on rows others have since changed: not sent again.
-            args = self._args("turn", "", "", False, "")
+            if not merge:
+                # Computed on rows others have since changed: not sent again, and
+                # the next batch asks for a turn first (a convoy computes each once).
+                self._waited = True
+                args = self._args("turn", "", "", False, "")

@@ -44,15 +44,17 @@ answer goes on with the offset its ids moved by (past ids others issued),
 the earliest deadline stored (``''``: none), and the stored value of each
 counter it added to.
 
-**The line.** Writers that meet contention take turns instead of racing: a
-writer that comes back ``stale`` when nobody is in line takes the turn at
-once (so its next attempt cannot be outrun); while the line holds anyone,
-every other write is answered ``wait`` and its writer joins the end of the
-line. When the writer whose turn it is writes (or finds nothing to write),
-the turn passes to the next, and ``turn <writer>`` is published on the
-channel. A turn lasts TURN_LEASE_MS: the line is dropped if its first writer
-has not acted by then (a process gone, or stalled), and the others, waiting
-no longer than that, try again.
+**The line.** Writers of compare-and-set batches that meet contention take
+turns instead of racing: one asks for a turn (``turn``) after its batch came
+back ``stale`` twice. While the line holds anyone, every other write is
+answered ``wait``; a compare-and-set writer joins the end of the line, a
+merge does not (it is sent again as it is once the turn passes: its
+conditions are checked on the rows then stored, so merges never queue behind
+each other). When the writer whose turn it is writes (or finds nothing to
+write), the turn passes to the next, and ``turn <writer>`` (``turn `` if the
+line is empty) is published on the channel. A turn lasts TURN_LEASE_MS: the
+line is dropped if its first writer has not acted by then (a process gone,
+or stalled), and the others, waiting no longer than that, try again.
 """
 
 from __future__ import annotations
@@ -113,14 +115,12 @@ local function wait_in_line()
   if not redis.call('LPOS', KEYS[5], writer) then redis.call('RPUSH', KEYS[5], writer) end
   return answer('wait')
 end
-local function pass_turn()
+local function pass_turn()  -- announced to the next in line, and to merges waiting
   if head ~= writer then return end
   redis.call('LPOP', KEYS[5])
   local next = redis.call('LINDEX', KEYS[5], 0)
-  if next then
-    redis.call('PEXPIRE', KEYS[5], LEASE)
-    redis.call('PUBLISH', ARGV[6], 'turn ' .. next)
-  end
+  if next then redis.call('PEXPIRE', KEYS[5], LEASE) end
+  redis.call('PUBLISH', ARGV[6], 'turn ' .. (next or ''))
 end
 local function stale()
   if head then take_turn() end
@@ -148,7 +148,7 @@ if expected == 'turn' then
 end
 
 if expected == 'merge' then
-  if not mine then return wait_in_line() end
+  if not mine then return answer('wait') end  -- (sent again once the turn passes)
   local stored_next = tonumber(budget_hash[2])
   if not version or not stored_next then return stale() end
   -- computed under the stored configuration (else its opener learns it was reconfigured)

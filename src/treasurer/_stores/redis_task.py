@@ -30,6 +30,7 @@ class StoreTask:
         _channel: str
         _writer: str
         _turn: anyio.Event | None
+        _turn_of: str
         _redis: Any
         _script: Any
 
@@ -86,7 +87,7 @@ class StoreTask:
                 async for message in pubsub:
                     text = str(message["data"])
                     if text.startswith("turn "):  # whose turn it is to write
-                        if text[5:] == self._writer and self._turn is not None:
+                        if self._turn is not None and self._turn_of in ("", text[5:]):
                             self._turn.set()
                         continue
                     writer, events = shared_events.read_message(text)

@@ -94,12 +94,14 @@ def bench(session: nox.Session) -> None:
     `nox -s bench -- --quick` is a smoke run (under 2 minutes) that writes all
     of it to build/bench/; `-- --profile` profiles treasurer; `-- --help`.
     `nox -s bench -- --redis [--quick]` measures the Redis store instead (about
-    2 minutes; benchmarks/REDIS.md).
+    2 minutes; benchmarks/REDIS.md), `-- --rollover` its throughput across a
+    window rolling over (under a minute; benchmarks/ROLLOVER.md).
     """
     install_group(session, "bench")
     session.install(".")
-    if "--redis" in session.posargs:
-        rest = [arg for arg in session.posargs if arg != "--redis"]
-        session.run("python", "benchmarks/redis_store.py", *rest)
-        return
+    for flag, script in (("--redis", "redis_store.py"), ("--rollover", "redis_rollover.py")):
+        if flag in session.posargs:
+            rest = [arg for arg in session.posargs if arg != flag]
+            session.run("python", f"benchmarks/{script}", *rest)
+            return
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -527,6 +527,20 @@ async def two_openers(
         yield first, second, tags
 
 
+class HandClock:
+    """A clock moved by hand that, unlike ManualClock, wakes no budget when it moves:
+    the first batch of a new period is then the one a test sends."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 4, 10, 30, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
 class TestMerge:
     """A batch that only holds, spends and settles is merged into counters others
     moved (redis_merge.py), if what its decisions assumed still holds."""
@@ -639,6 +653,75 @@ class TestMerge:
             figures = await second.tenant("acme").refresh()
             (hour,) = figures.windows
             assert (figures.tokens_used, hour.used.tokens) == (130, 30)
+
+    async def test_a_window_rolling_over_is_merged(self, redis_url: str, prefix: str) -> None:
+        """The first batch of a new period rolls the window over in a merge: the
+        count fields of the last period go (a model only the other writer used
+        among them), lifetime totals keep every writer's spend, and the rollover
+        is announced once. A writer whose copy is behind rolls it again: that is
+        refused (``stale``) and computed on the rows."""
+        clock = HandClock()
+        rolls: list[treasurer.Event] = []
+
+        def heard(event: treasurer.Event) -> None:
+            if isinstance(event, treasurer.WindowRolledOver):
+                rolls.append(event)
+
+        options: dict[str, Any] = {
+            "clock": clock,
+            "windows": [treasurer.Window.hour(tokens=100)],
+            "thresholds": [95],  # (none crossed: a batch that crosses one is not merged)
+            "on_event": heard,
+        }
+
+        async def fields_of_b() -> tuple[list[str], list[str]]:  # the hour's, the lifetime's
+            async with client(redis_url, 2.0) as redis:
+                fields = await redis.hkeys(budget_keys(prefix, "shared")[5])
+            of_b = [field for field in fields if field.endswith("\tb")]
+            return [f for f in of_b if "\tw0." in f], [f for f in of_b if "\tby_model\t" in f]
+
+        async with two_openers(redis_url, prefix, **options) as (first, second, tags):
+            await second.record(input_tokens=30, model="a")
+            await first.record(tokens=60, model="b")  # unknown to the second's copy
+            hour_b, lifetime_b = await fields_of_b()
+            assert hour_b
+            assert lifetime_b
+            clock.advance(timedelta(hours=1))
+            assert (await second.record(output_tokens=80, model="a")).tokens == 170  # a new hour
+            assert tags == ["ok", "merged"]  # the roll-over merged
+            assert await fields_of_b() == ([], lifetime_b)
+            (hour,) = second.snapshot().windows  # the copy holds the new hour alone
+            assert (hour.used.input_tokens, hour.used.output_tokens) == (0, 80)
+            assert (await first.record(tokens=10)).tokens == 180  # (stale, then merged)
+            figures = await first.refresh()
+            (hour,) = figures.windows
+            assert (figures.tokens_used, hour.used.tokens) == (180, 90)
+            await eventually(lambda: len(rolls) >= 2)  # each opener heard of it once
+            await anyio.sleep(0.1)
+            assert len(rolls) == 2
+
+    async def test_a_rolled_windows_room_is_its_new_periods(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """The room of a window that rolled over is the cap less what is held: the
+        last period's spend is not counted, what is held elsewhere is."""
+        clock = HandClock()
+        options: dict[str, Any] = {"clock": clock, "windows": [treasurer.Window.hour(tokens=100)]}
+        async with two_openers(redis_url, prefix, thresholds=[], **options) as opened:
+            first, second, tags = opened
+            assert await first.consume(90)
+            clock.advance(timedelta(hours=1))
+            async with second.reserve(tokens=100) as held:  # the whole new hour
+                assert tags == ["merged"]
+                held.commit(tokens=70)
+            async with first.reserve(tokens=20):  # unknown to the second's copy
+                with pytest.raises(treasurer.BudgetExceeded):
+                    async with second.reserve(tokens=20):
+                        pass
+            assert tags[-2:] == ["stale", "ok"]  # refused on the rows, not merged
+            figures = await second.refresh()
+            (hour,) = figures.windows
+            assert (figures.tokens_used, hour.used.tokens) == (160, 70)
 
     async def test_charges_merge_and_report_every_writers_totals(
         self, redis_url: str, prefix: str

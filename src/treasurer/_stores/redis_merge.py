@@ -32,6 +32,7 @@ from .._core.events import (
     ReservationCreated,
     ReservationReleased,
     UsageRecorded,
+    WindowRolledOver,
 )
 from .._core.headroom import Room, quiet_below
 from .._core.ledger import Ledger
@@ -40,11 +41,27 @@ from .._core.reads import view
 from .._core.scopes import ScopePath
 from .base import BatchResult, Work
 from .redis_outage import renumbered
-from .redis_rows import Known, caps_part, counters, deadline_ms, now_ms, patch, shape
+from .redis_rows import (
+    Known,
+    caps_part,
+    counters,
+    deadline_ms,
+    in_windows,
+    now_ms,
+    patch,
+    rolled,
+    shape,
+)
 from .rows import scope_key
 
 _COMMANDS: Final = (Reserve, Commit, Release, Record, Consume, Charge)
-_EVENTS: Final = (ReservationCreated, ReservationCommitted, ReservationReleased, UsageRecorded)
+_EVENTS: Final = (
+    ReservationCreated,
+    ReservationCommitted,
+    ReservationReleased,
+    UsageRecorded,
+    WindowRolledOver,
+)
 _EXACT: Final = 1 << 52  # the script's numbers are doubles, exact integers up to here
 
 
@@ -58,7 +75,8 @@ class Merge:
 
     args: list[str]
     counts: dict[str, dict[str, int]]  # each touched scope's count fields, on this copy
-    new_shapes: dict[str, str]  # the shapes of the scopes the batch made
+    new_shapes: dict[str, str]  # the shapes of the scopes the batch made or rolled over
+    bases: dict[str, dict[str, int]]  # what is stored of a rolled scope but its old windows
     deltas: dict[str, int]
     first_id: int
     charged: list[tuple[int, str]]  # each Charged reply's index, and its scope's key
@@ -73,7 +91,7 @@ class Merge:
         for key, counts in self.counts.items():
             here = {f: v for f, v in stored.items() if f.split("\t", 1)[0] == key}
             # What is stored, zero fields too (a write of the scope deletes them).
-            merged = known.counts.get(key, {}) | counts | here
+            merged = self.bases.get(key, known.counts.get(key, {})) | counts | here
             if any(counts.get(field, 0) != value for field, value in here.items()):
                 path = tuple(json.loads(key))  # others' spend is in it: the figures show it
                 patch(ledger.tree.scopes[path], merged)
@@ -136,6 +154,9 @@ def plan(
     scopes = ledger.tree.scopes
     shapes: list[str] = []
     new_shapes: dict[str, str] = {}
+    rolls: list[str] = []  # each rolled scope's key, shapes before and after, windows
+    bases: dict[str, dict[str, int]] = {}
+    fresh: dict[str, list[int]] = {}  # each rolled scope's windows
     counts: dict[str, dict[str, int]] = {}
     deltas: dict[str, int] = {}
     quiet: list[tuple[list[str], int]] = []
@@ -146,21 +167,29 @@ def plan(
         key = scope_key(path)
         record = state.dump_scope(scope)
         text = shape(record)
-        if key not in known.shapes and known.meta is not None:
-            new_shapes[key] = text  # made by this batch: its counts start from zero
-        elif known.shapes.get(key) != text:
-            return None  # rolled over, fired, or stored in the old layout
-        else:
-            shapes += [key, text]
+        stored = known.shapes.get(key)
         before = known.counts.get(key, {})
+        if stored is None and known.meta is not None:
+            new_shapes[key] = text  # made by this batch: its counts start from zero
+        elif stored == text:
+            shapes += [key, text]
+        elif stored is not None and (windows := rolled(stored, text)):
+            # Windows that began a new period: their stored fields go, and the
+            # counts in them start from zero.
+            fresh[key] = windows
+            rolls += [key, stored, text, ",".join(map(str, windows))]
+            before = bases[key] = {f: v for f, v in before.items() if not in_windows(f, windows)}
+        else:
+            return None  # fired, changed by hand, or stored in the old layout
         now = counts[key] = counters(key, record)
         deltas.update((f, v - before.get(f, 0)) for f, v in now.items() if before.get(f) != v)
         deltas.update((f, -v) for f, v in before.items() if f not in now and v)
         if f"{key}\tcalls" not in deltas:
             continue  # thresholds are checked when usage is charged, and none was here
         for period, axis, most in quiet_below(scope):
-            field = _field(key, period, "used", axis)
-            quiet.append(([field], most - deltas.get(field, 0)))
+            if period not in fresh.get(key, ()):  # (a new period holds only this batch)
+                field = _field(key, period, "used", axis)
+                quiet.append(([field], most - deltas.get(field, 0)))
     for _, key in charged:
         if key not in counts:
             return None  # (charged above its own scope: a child budget that is gone)
@@ -170,12 +199,15 @@ def plan(
     for (path, period, axis), left in room.items():
         key = scope_key(path)
         fields = [_field(key, period, "used", axis), _field(key, -1, "reserved", axis)]
-        before = known.counts.get(key, {})
+        if period in fresh.get(key, ()):
+            del fields[0]  # the stored one is of the window's last period: it goes
+        before = bases.get(key, known.counts.get(key, {}))
         conditions.append((fields, left + sum(before.get(f, 0) for f in fields)))
     held = ledger.reservations.open
     made = sorted(rid for rid in held if rid >= first_id)
     ended = sorted(held_before - held.keys())
-    args = [str(now_ms(ledger.now)), str(len(shapes) // 2), *shapes, str(len(new_shapes))]
+    args = [str(now_ms(ledger.now)), str(len(shapes) // 2), *shapes, str(len(rolls) // 4)]
+    args += [*rolls, str(len(new_shapes))]
     for key, text in new_shapes.items():
         args += [key, text]
     # A scope made under the tenant caps of the copy's meta record, or a charge
@@ -198,4 +230,5 @@ def plan(
     args.append(str(len(due)))
     for ms, rid in due:
         args += [str(ms), str(rid)]
-    return Merge(args, counts, new_shapes, deltas, first_id, charged)
+    new_shapes.update(zip(rolls[::4], rolls[2::4], strict=True))
+    return Merge(args, counts, new_shapes, bases, deltas, first_id, charged)

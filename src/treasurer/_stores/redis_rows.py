@@ -70,6 +70,34 @@ def shape(record: Record) -> str:
     return json.dumps(bare)
 
 
+def rolled(stored: str, text: str) -> list[int]:
+    """The calendar windows a scope stored as ``stored`` began a new period of to be
+    shaped as ``text`` (``[]``: it changed in some other way, or not at all)."""
+    before, after = json.loads(stored), json.loads(text)
+    old, new = before.pop("windows"), after.pop("windows")
+    if before != after or len(old) != len(new):
+        return []
+    windows = []
+    for index, (was, now) in enumerate(zip(old, new, strict=True)):
+        if was == now:
+            continue
+        fresh = dict(was, start=now["start"], end=now["end"], fired=[0] * len(was["fired"]))
+        if was["entries"] or now != fresh or _at(now["start"]) < _at(was["end"]):
+            return []
+        windows.append(index)
+    return windows
+
+
+def _at(text: str | None) -> datetime:
+    return datetime.max.replace(tzinfo=UTC) if text is None else datetime.fromisoformat(text)
+
+
+def in_windows(field: str, windows: Iterable[int]) -> bool:
+    """Whether a count field is one of those of the scope's ``windows``."""
+    name = field.split("\t", 2)[1]
+    return name.startswith("w") and int(name[1 : name.index(".")]) in windows
+
+
 CAPS_PART = '"resets": '  # where the part of a meta record caps_part() gives begins
 
 

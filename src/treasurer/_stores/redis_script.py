@@ -21,15 +21,18 @@ would issue. Then groups, each a count followed by its items. A write:
 scopes to write (key, shape), scopes to delete, reservations to write (id,
 record), reservations to delete, deadlines to add (ms, id), counts to set
 (field, value), counts to delete. A merge (after the batch's time in ms): the
-scopes it read (key, shape: each must be stored as it is), the scopes it made
-(key, shape: each must be absent, then it is stored, or stored as it is), the
-tail of the meta record from ``"resets"`` on (the resets and the tenant caps set
-at run time: ``''``, no matter; else the stored one must end so), the reservations
-it ends (each must be open), the conditions (each a count of count fields,
-the fields, and the most their stored sum may be), the additions (field,
-amount), the first id it issued and the reservations it made (id, record),
-their deadlines (ms, id). A merge is refused (``stale``) if a reservation is
-past its deadline: that batch is computed on every row, which ends it.
+scopes it read (key, shape: each must be stored as it is), the scopes it
+rolled over (key, shape before: it must be stored so, shape after, the indexes
+of the windows that began a new period, comma-separated: their count fields
+go), the scopes it made (key, shape: each must be absent, then it is stored,
+or stored as it is), the tail of the meta record from ``"resets"`` on (the
+resets and the tenant caps set at run time: ``''``, no matter; else the stored
+one must end so), the reservations it ends (each must be open), the conditions
+(each a count of count fields, the fields, and the most their stored sum may
+be), the additions (field, amount), the first id it issued and the
+reservations it made (id, record), their deadlines (ms, id). A merge is
+refused (``stale``) if a reservation is past its deadline: that batch is
+computed on every row, which ends it.
 
 Answers ``{tag, version, seconds, microseconds}`` with the server's time, and
 for ``state`` and ``stale`` the stored rows as well: ``config, meta, scopes
@@ -171,6 +174,17 @@ if expected == 'merge' then
   for i = 1, #keys do
     if stored[i] ~= shapes[2 * i] then return stale() end
   end
+  -- What it rolled over is as it read it: nobody rolled it over before.
+  local rolls, rolled_keys = items(4)
+  local windows, rolled_shapes = {}, {}
+  for i, record in ipairs(all('HMGET', KEYS[2], rolled_keys)) do
+    if record ~= rolls[4 * i - 2] then return stale() end
+    local names = {}
+    for index in string.gmatch(rolls[4 * i], '%d+') do names['w' .. index .. '.'] = true end
+    windows[rolled_keys[i]] = names
+    rolled_shapes[#rolled_shapes + 1] = rolled_keys[i]
+    rolled_shapes[#rolled_shapes + 1] = rolls[4 * i - 1]
+  end
   local made_shapes, made_keys = items(2)  -- what it made is new, or made alike meanwhile
   -- (the resets and the run-time tenant caps it saw are the stored ones)
   local caps = take()
@@ -204,6 +218,18 @@ if expected == 'merge' then
   end
   local exact = version == ARGV[5]
   all('HSET', KEYS[2], absent)
+  if #rolled_keys > 0 then  -- the fields of the windows' last periods go
+    all('HSET', KEYS[2], rolled_shapes)
+    local gone = {}
+    for _, field in ipairs(redis.call('HKEYS', KEYS[6])) do
+      local tab = string.find(field, '\t', 1, true)
+      local names = windows[string.sub(field, 1, tab - 1)]
+      if names and names[string.match(field, '^w%d+%.', tab + 1) or ''] then
+        gone[#gone + 1] = field
+      end
+    end
+    all('HDEL', KEYS[6], gone)
+  end
   local values = {}
   for _ = 1, tonumber(take()) do
     local field = take()

@@ -654,6 +654,36 @@ class TestMerge:
             (hour,) = figures.windows
             assert (figures.tokens_used, hour.used.tokens) == (130, 30)
 
+    async def test_only_writes_that_may_make_room_are_announced(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """A merge that ends no reservation and makes no event others hear of (a
+        reserve, a record) makes no room a waiter elsewhere wants: it is not
+        published on the channel, which every process sharing the budget reads."""
+        heard: list[Any] = []
+        async with (
+            answered(redis_url, prefix) as (budget, tags),
+            client(redis_url, 2.0) as redis,
+            redis.pubsub(
+                channels=[budget_keys(prefix, "shared")[0] + ":changes"],
+                ignore_subscribe_messages=True,
+            ) as pubsub,
+            anyio.create_task_group() as group,
+        ):
+
+            async def listen() -> None:
+                async for message in pubsub:
+                    heard.append(json.loads(message["data"]))
+
+            group.start_soon(listen)
+            async with budget.reserve(tokens=10) as held:
+                await budget.record(tokens=5)
+                held.commit(tokens=5)  # ends a reservation: announced
+            await eventually(lambda: bool(heard))  # (in order: the others would be first)
+            group.cancel_scope.cancel()
+        assert tags[-3:] == ["ok", "ok", "ok"]  # (after the open's writes)
+        assert heard == [{"writer": heard[0]["writer"], "events": []}]
+
     async def test_a_window_rolling_over_is_merged(self, redis_url: str, prefix: str) -> None:
         """The first batch of a new period rolls the window over in a merge: the
         count fields of the last period go (a model only the other writer used
@@ -1044,7 +1074,7 @@ class TestClock:
             def now(cls, tz: Any = None) -> Any:
                 return real.now(tz) + skew
 
-        monkeypatch.setattr("treasurer._stores.redis.datetime", Skewed)
+        monkeypatch.setattr("treasurer._stores.redis_task.datetime", Skewed)
         async with treasurer.open_budget(name="skew", tokens=10, store=store) as budget:
             await budget.consume(1)
             # Off by a round trip at most, not by the host's three hours (a loose bound:

@@ -14,8 +14,9 @@ the state it is applied to. A batch's id, kept ten minutes by the script,
 makes a batch sent again after a lost answer apply once.
 
 Time is the server's (``TIME``, offset from this host's clock measured at open)
-unless ``open_budget`` was given a clock. Writes are announced on a channel;
-requests waiting for budget in other processes are served again when one comes.
+unless ``open_budget`` was given a clock. Writes that may make room, or make
+events other processes hear of, are announced on a channel; requests waiting
+for budget in other processes are served again when one comes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import anyio
@@ -154,29 +155,6 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
     async def _talk_through(self, redis: Any) -> None:
         self._redis = redis
         self._script = redis.register_script(SCRIPT)
-
-    async def _measure_offset(self) -> timedelta:
-        """The server's clock minus this host's, from the quickest of three ``TIME``
-        calls (through a script: coredis's ``time()`` drops the microseconds)."""
-        server_time = self._redis.register_script("return redis.call('TIME')")
-        best: tuple[float, timedelta] | None = None
-        for _ in range(3):
-            start = time.perf_counter()
-            before = datetime.now(UTC)
-            seconds, microseconds = await server_time()
-            took = time.perf_counter() - start
-            server = datetime.fromtimestamp(int(seconds), UTC) + timedelta(
-                microseconds=int(microseconds)
-            )
-            offset = server - (before + timedelta(seconds=took / 2))
-            if best is None or took < best[0]:
-                best = (took, offset)
-        assert best is not None
-        return best[1]
-
-    def server_clock(self) -> datetime:
-        """The server's time now, as this host reckons it."""
-        return datetime.now(UTC) + self._offset
 
     def _take_rows(self, answer: list[Any], config: BudgetConfig, now: datetime) -> Ledger:
         """The ledger in a ``state`` or ``stale`` answer, which becomes the cached one."""
@@ -323,7 +301,10 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
                 unchanged = write.empty and state.dump_meta(ledger) == counters
                 mode, checked, written = self._version, "", write.args
                 meta = "" if unchanged else rows.meta(ledger)
-            args = self._args(mode, batch_id, checked, False, meta, result.events, ledger) + written
+            # A merge that ended no reservation made no room a waiter elsewhere wants.
+            frees = merge is None or not held_before <= ledger.reservations.open.keys()
+            args = self._args(mode, batch_id, checked, False, meta, result.events, ledger, frees)
+            args += written
             try:
                 answer = await self._send(args, deadline)
             except StoreUnavailable as failure:

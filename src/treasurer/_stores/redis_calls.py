@@ -68,10 +68,15 @@ class ScriptCalls:
         meta: str,
         events: Sequence[Event] = (),
         copy: Ledger | None = None,
+        announce: bool = True,
     ) -> list[str]:
         """The arguments every call starts with (see :mod:`.redis_script`); a write's
-        end with the next reservation id its ``copy`` would issue."""
-        said = shared_events.message(self._writer, events)
+        end with the next reservation id its ``copy`` would issue. A write is
+        announced on the channel unless ``announce`` is false and it made no
+        event other processes are told of."""
+        said = ""
+        if announce or shared_events.shared(events):
+            said = shared_events.message(self._writer, events)
         flag = "1" if replace else "0"
         args = [expected, batch, config, flag, meta, self._channel, said, self._writer]
         return args if copy is None else [*args, str(copy.reservations.next_id)]

@@ -16,7 +16,7 @@ the configuration to store (``''``: keep it; for a merge, the one its copy was
 computed under, which must be the stored one), ``1`` to replace every row, the
 meta record (``''``: nothing to write, only check the version; for a merge,
 the version of the writer's copy), the channel to announce a write on and the
-message to publish there, the writer's id, the next reservation id its copy
+message to publish there (``''``: none), the writer's id, the next reservation id its copy
 would issue. Then groups, each a count followed by its items. A write:
 scopes to write (key, shape), scopes to delete, reservations to write (id,
 record), reservations to delete, deadlines to add (ms, id), counts to set
@@ -137,7 +137,7 @@ local function written(fields)  -- fields of the budget hash to set with the ver
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms - 600000)
   end
   pass_turn()
-  redis.call('PUBLISH', ARGV[6], ARGV[7])
+  if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 end
 
 if batch ~= '' and redis.call('ZSCORE', KEYS[4], batch) then

@@ -431,6 +431,45 @@ class TestLine:
             assert (await budget.refresh()).tokens_used == 11
             assert await line_of(redis_url, prefix) == []
 
+    async def test_merges_are_not_held_off_by_writers_taking_turns(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """Two openers write compare-and-set batches back to back (a rolling window's
+        charges), so the line never empties: a third opener's merges, waiting out
+        of line, join it after a turn's lease and are written within their
+        timeout (found by review: they were refused until it ran out)."""
+        rolling = treasurer.Window.rolling(timedelta(hours=1), tokens=10**12)
+        options: dict[str, Any] = {
+            "name": "shared",
+            "tokens": 10**12,
+            "thresholds": [],
+            "tenants": {"x": treasurer.TenantCaps(windows=[rolling])},
+        }
+        writers = [RedisStore(redis_url, prefix=prefix, timeout=2.0) for _ in range(2)]
+        merger = RedisStore(redis_url, prefix=prefix, timeout=2.0, retry_for=2.0)
+        answers = record_answers(merger)
+        stop = False
+        async with (
+            treasurer.open_budget(store=writers[0], **options) as first,
+            treasurer.open_budget(store=writers[1], **options) as second,
+            treasurer.open_budget(store=merger, **options) as third,
+        ):
+
+            async def charge(budget: treasurer.Budget) -> None:
+                while not stop:
+                    await budget.tenant("x").record(tokens=1)
+
+            async with anyio.create_task_group() as group:
+                for budget in (first, second) * 4:
+                    group.start_soon(charge, budget)
+                while await line_of(redis_url, prefix) == []:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                for _ in range(5):
+                    assert await third.tenant("y").consume(1)
+                stop = True
+            assert (await third.tenant("y").refresh()).tokens_used == 5
+        assert "wait" in answers  # (it did meet the line)
+
     async def test_a_turn_not_taken_up_lapses(self, redis_url: str, prefix: str) -> None:
         async with shared(redis_url, prefix) as budget:
             assert (await as_writer(redis_url, prefix, "gone", "turn"))[0] == "state"
@@ -1174,6 +1213,31 @@ class TestFaults:
                 assert after < 2**48
                 await budget.settle(after, tokens=20)
                 assert (await budget.refresh()).tokens_used == 200
+        finally:
+            server.close()
+
+    async def test_failing_open_when_the_turn_cannot_be_had(
+        self, prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A batch after one that waited in line asks for a turn first: the server
+        gone by then, it fails open as any other call would (found by review)."""
+        monkeypatch.setattr(treasurer._stores.redis_calls, "TURN_LEASE_MS", 60_000)
+        server = RedisServer(persist=True)
+        server.start()
+        try:
+            store = RedisStore(
+                server.url, prefix=prefix, timeout=0.3, retry_for=0.2, fail_open=True
+            )
+            async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
+                assert await budget.consume(100)
+                taken = await as_writer(server.url, prefix, "other", "turn")
+                async with anyio.create_task_group() as group:
+                    group.start_soon(budget.refund, 50, 100)  # waits in line
+                    await line_is(server.url, prefix, lambda line: len(line) == 2)
+                    await as_writer(server.url, prefix, "other", taken[1])  # its turn ends
+                server.stop()
+                assert await budget.consume(10)  # admitted on the copy
+                assert budget.snapshot().tokens_used == 60
         finally:
             server.close()
 

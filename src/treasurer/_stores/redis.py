@@ -346,8 +346,14 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
 
     async def _take_turn(self, config: BudgetConfig, clock: Clock, deadline: float) -> None:
         """Waits for this writer's turn in the line; the rows it is answered with
-        become the copy, and no other writer writes until this one has."""
-        answer = await self._send(self._args("turn", "", "", False, ""), deadline)
+        become the copy, and no other writer writes until this one has. (Failing
+        open, a turn not had leaves the copy: the batch's own call decides.)"""
+        try:
+            answer = await self._send(self._args("turn", "", "", False, ""), deadline)
+        except StoreUnavailable:
+            if not self.fail_open:
+                raise
+            return
         self._take_rows(answer, config, clock())
 
     async def refresh(self, scope: ScopePath) -> ScopeView | None:

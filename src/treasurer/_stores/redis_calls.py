@@ -86,12 +86,15 @@ class ScriptCalls:
         nothing was applied), a compare-and-set waits for this writer's turn,
         announced on the channel (or a turn's lease, should the announcement be
         lost), then asks for the turn: the answer is ``state``, the rows to
-        compute the batch again on. A merge waits for the turn to pass."""
+        compute the batch again on. A merge is sent again as it is (what it
+        assumed is checked on the rows then stored) each time the turn passes;
+        once it has waited a turn's lease, it joins the line and waits for its
+        own turn, so writers taking turns cannot hold it off for longer."""
+        joins_at = anyio.current_time() + TURN_LEASE_MS / 1000
         while True:
-            # A merge waits for the turn to pass (any announcement), and is sent
-            # again as it is: what it assumed is checked on the rows then stored.
             merge = args[0] == "merge"
-            self._turn, self._turn_of = anyio.Event(), "" if merge else self._writer
+            in_line = not merge or args[3] == "1"
+            self._turn, self._turn_of = anyio.Event(), self._writer if in_line else ""
             answer = await self._call(args)
             if answer[0] != "wait":
                 return answer
@@ -102,7 +105,9 @@ class ScriptCalls:
                 )
             with anyio.move_on_after(TURN_LEASE_MS / 1000):
                 await self._turn.wait()
-            if not merge:
+            if merge and anyio.current_time() >= joins_at:
+                args = [*args[:3], "1", *args[4:]]  # (answered wait again: it joins)
+            elif not merge:
                 # Computed on rows others have since changed: not sent again, and
                 # the next batch asks for a turn first (a convoy computes each once).
                 self._waited = True

@@ -13,7 +13,8 @@ ARGV: the mode: the version the batch was computed from (``none``: the budget
 must not exist yet), ``read`` (write nothing, answer the state), ``turn``
 (take a turn, answer the state) or ``merge``; the batch's id (``''``: none),
 the configuration to store (``''``: keep it; for a merge, the one its copy was
-computed under, which must be the stored one), ``1`` to replace every row, the
+computed under, which must be the stored one), ``1`` to replace every row (for
+a merge: to join the line if it must wait), the
 meta record (``''``: nothing to write, only check the version; for a merge,
 the version of the writer's copy), the channel to announce a write on and the
 message to publish there (``''``: none), the writer's id, the next reservation id its copy
@@ -52,12 +53,13 @@ turns instead of racing: one asks for a turn (``turn``) after its batch came
 back ``stale`` twice. While the line holds anyone, every other write is
 answered ``wait``; a compare-and-set writer joins the end of the line, a
 merge does not (it is sent again as it is once the turn passes: its
-conditions are checked on the rows then stored, so merges never queue behind
-each other). When the writer whose turn it is writes (or finds nothing to
-write), the turn passes to the next, and ``turn <writer>`` (``turn `` if the
-line is empty) is published on the channel. A turn lasts TURN_LEASE_MS: the
-line is dropped if its first writer has not acted by then (a process gone,
-or stalled), and the others, waiting no longer than that, try again.
+conditions are checked on the rows then stored, so merges do not queue
+behind each other) until it has waited a turn's lease: then it joins. When
+the writer whose turn it is writes (or finds nothing to write), the turn
+passes to the next, and ``turn <writer>`` (``turn `` if the line is empty)
+is published on the channel. A turn lasts TURN_LEASE_MS: the line is dropped
+if its first writer has not acted by then (a process gone, or stalled), and
+the others, waiting no longer than that, try again.
 """
 
 from __future__ import annotations
@@ -151,7 +153,10 @@ if expected == 'turn' then
 end
 
 if expected == 'merge' then
-  if not mine then return answer('wait') end  -- (sent again once the turn passes)
+  if not mine then  -- sent again once the turn passes; after a lease, it joins
+    if ARGV[4] == '1' then return wait_in_line() end
+    return answer('wait')
+  end
   local stored_next = tonumber(budget_hash[2])
   if not version or not stored_next then return stale() end
   -- computed under the stored configuration (else its opener learns it was reconfigured)

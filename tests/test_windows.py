@@ -188,6 +188,24 @@ class TestWindowAccounting:
             assert hour.used.tokens == 70
             assert hour.remaining.tokens == 30
 
+    async def test_a_tenants_commit_after_its_hour_ended_counts_in_the_new_hour(self) -> None:
+        """A tenant not used since its hour ended is charged in the new hour: not in
+        the old one, which its next use drops (its cap then let 160 into an hour of
+        100). The clock wakes no budget when it moves, as the system clock does not:
+        the commit is the first batch of the new hour."""
+        now = [utc(2026, 11, 22, 10, 59, 59)]
+        caps = treasurer.TenantCaps(windows=[Window.hour(tokens=100)])
+        async with treasurer.open_budget(
+            tokens=1000, tenant_defaults=caps, clock=lambda: now[0], thresholds=[]
+        ) as b:
+            acme = b.tenant("acme")
+            async with acme.reserve(tokens=100) as r:
+                now[0] = utc(2026, 11, 22, 11, 0, 1)
+                r.commit(tokens=60)
+            assert acme.snapshot().window("hour").used.tokens == 60
+            assert not await acme.consume(100)
+            assert await acme.consume(40)
+
     async def test_refunds_do_not_free_window_usage(self) -> None:
         """A refund frees lifetime budget at once but windows keep counting until they roll."""
         clock = ManualClock(utc(2026, 11, 22, 10))

@@ -174,8 +174,12 @@ class ScopeTree:
         events: list[Event],
         calls: int = 1,
     ) -> None:
-        """Count usage that happened in ``scope`` and every scope above it."""
+        """Count usage that happened in ``scope`` and every scope above it, each in
+        the periods holding ``now`` (a commit's scope may not have been used since
+        its windows' last period ended: counted in that one, it would be dropped)."""
         for member in self.chain(scope):
+            if now >= member.stale_at:
+                self.advance(member, now, events)
             member.charge(amount, now, model, events, calls)
             self.touched.add(member.path)
             self.spent(member)

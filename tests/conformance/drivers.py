@@ -336,6 +336,9 @@ class ProtocolDriver(Driver):
         self.now = when
         self.batch([])  # what the timer does: time alone changes something
 
+    def set_clock_quietly(self, when: datetime) -> None:
+        self.now = when
+
     def reserve(
         self, path: ScopePath, amount: Vector, ttl: timedelta | None, model: str | None
     ) -> Result:
@@ -532,6 +535,9 @@ class ApiDriver(Driver):
         self.clock.set(when)  # from another thread: the budget sees it at its next call
         assert self.budget is not None
         self.budget.check()  # a call, so time acts now
+
+    def set_clock_quietly(self, when: datetime) -> None:
+        self.clock.set(when)
 
     def reserve(
         self, path: ScopePath, amount: Vector, ttl: timedelta | None, model: str | None

@@ -84,6 +84,20 @@ async def shared(url: str, prefix: str, **options: Any) -> AsyncIterator[treasur
         yield budget
 
 
+@asynccontextmanager
+async def failing_open(prefix: str, name: str) -> AsyncIterator[tuple[RedisServer, Any]]:
+    """A server of the test's own (kept across a restart), and a budget on it that
+    fails open: 0.3 s to connect or answer, a call tried again for 0.2 s."""
+    server = RedisServer(persist=True)
+    server.start()
+    try:
+        store = RedisStore(server.url, prefix=prefix, timeout=0.3, retry_for=0.2, fail_open=True)
+        async with treasurer.open_budget(name=name, tokens=1000, store=store) as budget:
+            yield server, budget
+    finally:
+        server.close()
+
+
 class TestSharing:
     async def test_two_openers_share_one_budget(self, redis_url: str, prefix: str) -> None:
         async with shared(redis_url, prefix) as first, shared(redis_url, prefix) as second:
@@ -1179,42 +1193,34 @@ class TestFaults:
             server.close()
 
     async def test_failing_open_admits_on_the_copy_and_stores_nothing(self, prefix: str) -> None:
-        server = RedisServer(persist=True)
-        server.start()
-        try:
-            store = RedisStore(
-                server.url, prefix=prefix, timeout=0.3, retry_for=0.2, fail_open=True
-            )
-            async with treasurer.open_budget(name="fo", tokens=1000, store=store) as budget:
-                assert await budget.consume(100)
-                async with budget.reserve(tokens=300) as held:
-                    before = held.detach()  # stored
-                server.stop()
-                assert await budget.consume(50)  # admitted on this process's copy
-                async with budget.reserve(tokens=200) as held:
-                    held.commit(tokens=120)
-                async with budget.reserve(tokens=100) as held:
-                    during = held.detach()  # an id the server never issued
-                assert during > 2**48
-                async with budget.reserve(tokens=10) as held:
-                    held.release()  # granted and settled while failing open
-                assert not await budget.consume(500)  # the copy has 230 left
-                assert budget.snapshot().tokens_used == 270
-                assert not await budget.health()
-                server.start()
-                await until_healthy(budget)
-                await budget.settle(during, tokens=80)  # the usage happened: charged
-                await budget.settle(before, release=True)
-                figures = await budget.refresh()
-                # 100 stored before; 50 and 120 spent while failing open were not.
-                assert (figures.tokens_used, figures.tokens_reserved) == (180, 0)
-                async with budget.reserve(tokens=100) as held:
-                    after = held.detach()  # the server's numbering goes on
-                assert after < 2**48
-                await budget.settle(after, tokens=20)
-                assert (await budget.refresh()).tokens_used == 200
-        finally:
-            server.close()
+        async with failing_open(prefix, "fo") as (server, budget):
+            assert await budget.consume(100)
+            async with budget.reserve(tokens=300) as held:
+                before = held.detach()  # stored
+            server.stop()
+            assert await budget.consume(50)  # admitted on this process's copy
+            async with budget.reserve(tokens=200) as held:
+                held.commit(tokens=120)
+            async with budget.reserve(tokens=100) as held:
+                during = held.detach()  # an id the server never issued
+            assert during > 2**48
+            async with budget.reserve(tokens=10) as held:
+                held.release()  # granted and settled while failing open
+            assert not await budget.consume(500)  # the copy has 230 left
+            assert budget.snapshot().tokens_used == 270
+            assert not await budget.health()
+            server.start()
+            await until_healthy(budget)
+            await budget.settle(during, tokens=80)  # the usage happened: charged
+            await budget.settle(before, release=True)
+            figures = await budget.refresh()
+            # 100 stored before; 50 and 120 spent while failing open were not.
+            assert (figures.tokens_used, figures.tokens_reserved) == (180, 0)
+            async with budget.reserve(tokens=100) as held:
+                after = held.detach()  # the server's numbering goes on
+            assert after < 2**48
+            await budget.settle(after, tokens=20)
+            assert (await budget.refresh()).tokens_used == 200
 
     async def test_failing_open_when_the_turn_cannot_be_had(
         self, prefix: str, monkeypatch: pytest.MonkeyPatch
@@ -1222,24 +1228,16 @@ class TestFaults:
         """A batch after one that waited in line asks for a turn first: the server
         gone by then, it fails open as any other call would (found by review)."""
         monkeypatch.setattr(treasurer._stores.redis_calls, "TURN_LEASE_MS", 60_000)
-        server = RedisServer(persist=True)
-        server.start()
-        try:
-            store = RedisStore(
-                server.url, prefix=prefix, timeout=0.3, retry_for=0.2, fail_open=True
-            )
-            async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
-                assert await budget.consume(100)
-                taken = await as_writer(server.url, prefix, "other", "turn")
-                async with anyio.create_task_group() as group:
-                    group.start_soon(budget.refund, 50, 100)  # waits in line
-                    await line_is(server.url, prefix, lambda line: len(line) == 2)
-                    await as_writer(server.url, prefix, "other", taken[1])  # its turn ends
-                server.stop()
-                assert await budget.consume(10)  # admitted on the copy
-                assert budget.snapshot().tokens_used == 60
-        finally:
-            server.close()
+        async with failing_open(prefix, "shared") as (server, budget):
+            assert await budget.consume(100)
+            taken = await as_writer(server.url, prefix, "other", "turn")
+            async with anyio.create_task_group() as group:
+                group.start_soon(budget.refund, 50, 100)  # waits in line
+                await line_is(server.url, prefix, lambda line: len(line) == 2)
+                await as_writer(server.url, prefix, "other", taken[1])  # its turn ends
+            server.stop()
+            assert await budget.consume(10)  # admitted on the copy
+            assert budget.snapshot().tokens_used == 60
 
     async def test_a_release_of_an_unstored_reservation(self, prefix: str) -> None:
         """The batch that finds the server away (a reservation and a charge) is

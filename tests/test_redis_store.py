@@ -710,9 +710,9 @@ class TestMerge:
     async def test_only_writes_that_may_make_room_are_announced(
         self, redis_url: str, prefix: str
     ) -> None:
-        """A merge that ends no reservation and makes no event others hear of (a
-        reserve, a record) makes no room a waiter elsewhere wants: it is not
-        published on the channel, which every process sharing the budget reads."""
+        """A merge of reservations alone changes no waiter's answer elsewhere (it
+        makes no room, and leaves none that can never fit): it is not published on
+        the channel, which every process sharing the budget reads."""
         heard: list[Any] = []
         async with (
             answered(redis_url, prefix) as (budget, tags),
@@ -730,12 +730,13 @@ class TestMerge:
 
             group.start_soon(listen)
             async with budget.reserve(tokens=10) as held:
-                await budget.record(tokens=5)
+                await budget.record(tokens=5)  # a spend: announced
                 held.commit(tokens=5)  # ends a reservation: announced
-            await eventually(lambda: bool(heard))  # (in order: the others would be first)
+            await eventually(lambda: len(heard) >= 2)
+            await anyio.sleep(0.2)  # and nothing more comes
             group.cancel_scope.cancel()
         assert tags[-3:] == ["ok", "ok", "ok"]  # (after the open's writes)
-        assert heard == [{"writer": heard[0]["writer"], "events": []}]
+        assert heard == [{"writer": heard[0]["writer"], "events": []}] * 2  # record, commit
 
     async def test_a_window_rolling_over_is_merged(self, redis_url: str, prefix: str) -> None:
         """The first batch of a new period rolls the window over in a merge: the
@@ -1103,6 +1104,36 @@ class TestWaiting:
                 assert not granted.is_set()
                 await first.settle(rid, release=True)  # first's store announces it
             # Woken by that word (within 5 s), not by any timer.
+
+    async def test_a_spend_elsewhere_that_leaves_a_waiter_no_hope_is_announced(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """A record in another process makes a waiter never fit: the waiter is refused
+        at once, and the one queued behind it, which fits, is granted (found by
+        review: when spends were not announced, both waited on)."""
+        options: dict[str, Any] = {"tokens": 100, "thresholds": []}
+        answers: dict[str, str] = {}
+
+        async def waits(budget: treasurer.Budget, name: str, tokens: int) -> None:
+            try:
+                async with budget.reserve(tokens=tokens, wait=True):
+                    answers[name] = "granted"
+            except treasurer.BudgetExceeded:
+                answers[name] = "refused"
+
+        async with (
+            shared(redis_url, prefix, **options) as first,
+            shared(redis_url, prefix, **options) as second,
+        ):
+            async with second.reserve(tokens=20), anyio.create_task_group() as group:
+                group.start_soon(waits, first, "big", 85)  # fits once the 20 go
+                await anyio.sleep(0.1)
+                group.start_soon(waits, first, "small", 5)  # fits, behind the big one
+                await anyio.sleep(0.1)
+                await second.record(tokens=20)  # a merge: 20 spent + 85 > 100 for good
+                with anyio.fail_after(5):
+                    await eventually(lambda: len(answers) == 2)
+            assert answers == {"big": "refused", "small": "granted"}
 
 
 class TestClock:

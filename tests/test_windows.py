@@ -195,8 +195,13 @@ class TestWindowAccounting:
         the commit is the first batch of the new hour."""
         now = [utc(2026, 11, 22, 10, 59, 59)]
         caps = treasurer.TenantCaps(windows=[Window.hour(tokens=100)])
+        seen: list[str] = []
         async with treasurer.open_budget(
-            tokens=1000, tenant_defaults=caps, clock=lambda: now[0], thresholds=[]
+            tokens=1000,
+            tenant_defaults=caps,
+            clock=lambda: now[0],
+            thresholds=[],
+            on_event=lambda event: seen.append(type(event).__name__),
         ) as b:
             acme = b.tenant("acme")
             async with acme.reserve(tokens=100) as r:
@@ -205,6 +210,9 @@ class TestWindowAccounting:
             assert acme.snapshot().window("hour").used.tokens == 60
             assert not await acme.consume(100)
             assert await acme.consume(40)
+        # The new hour began before the usage it counts (a reader that starts a
+        # new total at each roll-over counts the 60 in it).
+        assert seen.index("WindowRolledOver") < seen.index("UsageRecorded")
 
     async def test_refunds_do_not_free_window_usage(self) -> None:
         """A refund frees lifetime budget at once but windows keep counting until they roll."""

@@ -178,6 +178,7 @@ class Ledger:
         calls: int = 1,
     ) -> Charged:
         """Count usage that happened in ``scope`` (and every scope above it)."""
+        self.tree.catch_up(scope, self.now, self.events)  # (windows rolling over first)
         if self.verbose:  # first the usage, then what it caused (thresholds crossed)
             self.emit(
                 UsageRecorded,

@@ -83,6 +83,14 @@ class ScopeTree:
             member = member.parent
         return scope
 
+    def catch_up(self, scope: Scope, now: datetime, events: list[Event]) -> None:
+        """Move the windows of ``scope`` and every scope above it to ``now``, as
+        :meth:`get` does: a commit's scope may not have been used since a window's
+        period ended, and usage counted in that period would be dropped."""
+        for member in self.chain(scope):
+            if now >= member.stale_at:
+                self.advance(member, now, events)
+
     def advance(self, scope: Scope, now: datetime, events: list[Event]) -> None:
         """Move a scope's windows to ``now``."""
         if scope.advance(now, events):
@@ -174,12 +182,9 @@ class ScopeTree:
         events: list[Event],
         calls: int = 1,
     ) -> None:
-        """Count usage that happened in ``scope`` and every scope above it, each in
-        the periods holding ``now`` (a commit's scope may not have been used since
-        its windows' last period ended: counted in that one, it would be dropped)."""
+        """Count usage that happened in ``scope`` and every scope above it (each in
+        the periods holding ``now``: see :meth:`catch_up`)."""
         for member in self.chain(scope):
-            if now >= member.stale_at:
-                self.advance(member, now, events)
             member.charge(amount, now, model, events, calls)
             self.touched.add(member.path)
             self.spent(member)

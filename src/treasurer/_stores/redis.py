@@ -14,9 +14,9 @@ the state it is applied to. A batch's id, kept ten minutes by the script,
 makes a batch sent again after a lost answer apply once.
 
 Time is the server's (``TIME``, offset from this host's clock measured at open)
-unless ``open_budget`` was given a clock. Writes that may make room, or make
-events other processes hear of, are announced on a channel; requests waiting
-for budget in other processes are served again when one comes.
+unless ``open_budget`` was given a clock. Writes (but merges of reservations
+alone) are announced on a channel; requests waiting for budget in other
+processes are served again when one comes.
 """
 
 from __future__ import annotations
@@ -301,9 +301,10 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
                 unchanged = write.empty and state.dump_meta(ledger) == counters
                 mode, checked, written = self._version, "", write.args
                 meta = "" if unchanged else rows.meta(ledger)
-            # A merge that ended no reservation made no room a waiter elsewhere wants.
-            frees = merge is None or not held_before <= ledger.reservations.open.keys()
-            args = self._args(mode, batch_id, checked, False, meta, result.events, ledger, frees)
+            # Reserving alone changes no waiter's answer elsewhere: a spend may (it
+            # can leave one that never fits, which is then refused at once).
+            told = merge is None or not all(isinstance(c, Reserve) for c in work.commands)
+            args = self._args(mode, batch_id, checked, False, meta, result.events, ledger, told)
             args += written
             try:
                 answer = await self._send(args, deadline)

@@ -513,8 +513,37 @@ class ConformanceMachine(RuleBasedStateMachine):
         """Commit what the call used (or, without amounts, what was reserved); after
         expiry it is recorded all the same, late."""
         reservation = self.settleable(data)
-        if reservation is None:
+        if reservation is not None:
+            self.commit_one(data, reservation, model, as_reserved)
+
+    @rule(data=st.data(), nudge=st.integers(0, 1))
+    def commit_first_after_a_period_ends(self, data: st.DataObject, nudge: int) -> None:
+        """A reservation still open when a calendar window of its scope begins a new
+        period is committed in the first batch after (none ran in between): the
+        usage counts in the new period, as in every scope above."""
+        model = self.model
+        candidates = []
+        for reservation, path in sorted(self.handles.items()):
+            held, scope = model.reservations.get(reservation), model.scopes.get(path)
+            if held is None or scope is None:
+                continue
+            ends = [scope.resets_at(i, model.now) for i in range(len(scope.windows))]
+            soonest = min((end for end in ends if end is not None), default=None)
+            if soonest is None:
+                continue
+            when = soonest + nudge * MICROSECOND
+            if held.deadline is None or when < held.deadline:
+                candidates.append((reservation, when))
+        if not candidates:
             return
+        reservation, when = pick(data, candidates, "reservation")
+        model.move_to(when)
+        self.driver.set_clock_quietly(when)
+        self.commit_one(data, reservation, None, False)
+
+    def commit_one(
+        self, data: st.DataObject, reservation: int, model: str | None, as_reserved: bool
+    ) -> None:
         path = self.handles.pop(reservation)
         reserve_model, held = self.recorded.pop(reservation)
         actual = held if as_reserved else data.draw(actuals(held), label="actual")

@@ -111,17 +111,24 @@ async def books(url: str, prefix: str, edge_at: float) -> tuple[int, int]:
 
 
 async def tenants_hours(url: str, prefix: str) -> tuple[int, int]:
-    """The tokens in the tenants' lifetimes and in their hours, summed from the
-    stored counters (one read, where a refresh per tenant would read them all)."""
+    """The tokens in the tenants' lifetimes and in their hours begun at the edge,
+    summed from the stored rows (one read, where a refresh per tenant would read
+    them all). A tenant not used since the edge still holds the hour before."""
+    keys = budget_keys(prefix, "bench")
     async with client(url, 5.0) as redis:
-        counts = await redis.hgetall(budget_keys(prefix, "bench")[5])
+        shapes, counts = await redis.hgetall(keys[1]), await redis.hgetall(keys[5])
+    current = {
+        key
+        for key, text in shapes.items()
+        if datetime.fromisoformat(json.loads(text)["windows"][0]["start"]) >= EDGE
+    }
     lifetime = hours = 0
     tokens = str(INDEX["tokens"])
     for field, value in counts.items():
         key, name, *rest = field.split("\t")
         if json.loads(key) and rest == [tokens]:
             lifetime += int(value) if name == "used" else 0
-            hours += int(value) if name == "w0.used" else 0
+            hours += int(value) if name == "w0.used" and key in current else 0
     return lifetime, hours
 
 

@@ -511,6 +511,29 @@ class TestLine:
                 group.cancel_scope.cancel()
             assert (await budget.refresh()).tokens_used == 0
 
+    async def test_a_writer_that_gives_up_in_line_leaves_it(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """A compare-and-set (a refund) kept in line past its time fails closed and
+        takes its place out of the line, where it would hold up those behind it."""
+        store = RedisStore(redis_url, prefix=prefix, timeout=0.2, retry_for=0)
+        async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
+            assert await budget.consume(100)
+            async with anyio.create_task_group() as group:
+
+                async def hold_the_turn() -> None:  # another writer, renewing its turn
+                    while True:
+                        await as_writer(redis_url, prefix, "other", "turn")
+                        await anyio.sleep(0.05)
+
+                group.start_soon(hold_the_turn)
+                await line_is(redis_url, prefix, lambda line: line == ["other"])
+                with pytest.raises(StoreUnavailable, match="other writers in line"):
+                    await budget.refund(50, 100)
+                assert await line_of(redis_url, prefix) == ["other"]
+                group.cancel_scope.cancel()
+            assert (await budget.refresh()).tokens_used == 100
+
     async def test_a_writer_outrun_twice_takes_a_turn(self, redis_url: str, prefix: str) -> None:
         """Another opener writes before each of its first two attempts: the third
         is computed once the turn is its own, and the other's write waits for it."""

@@ -28,6 +28,7 @@ class ScriptCalls:
         def _where(self) -> str: ...
 
         _script: Any
+        _redis: Any
         _keys: list[str]
         _channel: str
         _writer: str
@@ -37,6 +38,9 @@ class ScriptCalls:
 
         @property
         def retry_for(self) -> float: ...
+
+        @property
+        def timeout(self) -> float: ...
 
     async def _call(self, args: list[str]) -> list[Any]:
         """One script call, tried again (with the same arguments, so the same batch
@@ -81,6 +85,16 @@ class ScriptCalls:
         args = [expected, batch, config, flag, meta, self._channel, said, self._writer]
         return args if copy is None else [*args, str(copy.reservations.next_id)]
 
+    async def _leave_line(self) -> None:
+        """Take this writer out of the line it gave up waiting in (if the server
+        answers: else its place lapses with the turn's lease)."""
+        with anyio.move_on_after(self.timeout):
+            try:
+                async with redis_errors(self._where):
+                    await self._redis.lrem(self._keys[4], 0, self._writer)
+            except StoreUnavailable:
+                pass
+
     async def _send(self, args: list[str], deadline: float) -> list[Any]:
         """A write's script call. Answered ``wait`` (other writers are in line first;
         nothing was applied), a compare-and-set waits for this writer's turn,
@@ -99,6 +113,8 @@ class ScriptCalls:
             if answer[0] != "wait":
                 return answer
             if anyio.current_time() > deadline:
+                if in_line:  # (else the others would wait a lease for it at the front)
+                    await self._leave_line()
                 raise StoreUnavailable(
                     f"{self._where}: budget {self._keys[0]!r} had other writers in line "
                     "before this one for longer than the timeout"

@@ -85,13 +85,17 @@ async def shared(url: str, prefix: str, **options: Any) -> AsyncIterator[treasur
 
 
 @asynccontextmanager
-async def failing_open(prefix: str, name: str) -> AsyncIterator[tuple[RedisServer, Any]]:
-    """A server of the test's own (kept across a restart), and a budget on it that
-    fails open: 0.3 s to connect or answer, a call tried again for 0.2 s."""
+async def own_server(
+    prefix: str, name: str, *, fail_open: bool = True
+) -> AsyncIterator[tuple[RedisServer, Any]]:
+    """A server of the test's own (kept across a restart), and a budget on it (by
+    default failing open): 0.3 s to connect or answer, a call tried again for 0.2 s."""
     server = RedisServer(persist=True)
     server.start()
     try:
-        store = RedisStore(server.url, prefix=prefix, timeout=0.3, retry_for=0.2, fail_open=True)
+        store = RedisStore(
+            server.url, prefix=prefix, timeout=0.3, retry_for=0.2, fail_open=fail_open
+        )
         async with treasurer.open_budget(name=name, tokens=1000, store=store) as budget:
             yield server, budget
     finally:
@@ -1247,7 +1251,7 @@ class TestFaults:
             server.close()
 
     async def test_failing_open_admits_on_the_copy_and_stores_nothing(self, prefix: str) -> None:
-        async with failing_open(prefix, "fo") as (server, budget):
+        async with own_server(prefix, "fo") as (server, budget):
             assert await budget.consume(100)
             async with budget.reserve(tokens=300) as held:
                 before = held.detach()  # stored
@@ -1276,13 +1280,15 @@ class TestFaults:
             await budget.settle(after, tokens=20)
             assert (await budget.refresh()).tokens_used == 200
 
-    async def test_failing_open_when_the_turn_cannot_be_had(
-        self, prefix: str, monkeypatch: pytest.MonkeyPatch
+    @pytest.mark.parametrize("fail_open", [True, False])
+    async def test_a_turn_that_cannot_be_had(
+        self, prefix: str, monkeypatch: pytest.MonkeyPatch, fail_open: bool
     ) -> None:
         """A batch after one that waited in line asks for a turn first: the server
-        gone by then, it fails open as any other call would (found by review)."""
+        gone by then, it fails open or closed as any other call would (it raised,
+        failing open too: found by review)."""
         monkeypatch.setattr(treasurer._stores.redis_calls, "TURN_LEASE_MS", 60_000)
-        async with failing_open(prefix, "shared") as (server, budget):
+        async with own_server(prefix, "shared", fail_open=fail_open) as (server, budget):
             assert await budget.consume(100)
             taken = await as_writer(server.url, prefix, "other", "turn")
             async with anyio.create_task_group() as group:
@@ -1290,6 +1296,10 @@ class TestFaults:
                 await line_is(server.url, prefix, lambda line: len(line) == 2)
                 await as_writer(server.url, prefix, "other", taken[1])  # its turn ends
             server.stop()
+            if not fail_open:
+                with pytest.raises(StoreUnavailable):
+                    await budget.consume(10)
+                return
             assert await budget.consume(10)  # admitted on the copy
             assert budget.snapshot().tokens_used == 60
 

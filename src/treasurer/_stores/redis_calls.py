@@ -86,14 +86,11 @@ class ScriptCalls:
         return args if copy is None else [*args, str(copy.reservations.next_id)]
 
     async def _leave_line(self) -> None:
-        """Take this writer out of the line it gave up waiting in (if the server
-        answers: else its place lapses with the turn's lease)."""
+        """Take this writer out of the line it gave up waiting in (unanswered, its
+        place lapses with the turn's lease)."""
         with anyio.move_on_after(self.timeout):
-            try:
-                async with redis_errors(self._where):
-                    await self._redis.lrem(self._keys[4], 0, self._writer)
-            except StoreUnavailable:
-                pass
+            async with redis_errors(self._where):
+                await self._redis.lrem(self._keys[4], 0, self._writer)
 
     async def _send(self, args: list[str], deadline: float) -> list[Any]:
         """A write's script call. Answered ``wait`` (other writers are in line first;

@@ -496,30 +496,13 @@ class TestLine:
             assert await line_of(redis_url, prefix) == []
             assert (await budget.refresh()).tokens_used == 10
 
+    @pytest.mark.parametrize("refund", [False, True])
     async def test_a_writer_kept_in_line_past_its_time_fails_closed(
-        self, redis_url: str, prefix: str
+        self, redis_url: str, prefix: str, refund: bool
     ) -> None:
-        store = RedisStore(redis_url, prefix=prefix, timeout=0.2, retry_for=0)
-        async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
-            async with anyio.create_task_group() as group:
-
-                async def hold_the_turn() -> None:  # another writer, renewing its turn
-                    while True:
-                        await as_writer(redis_url, prefix, "other", "turn")
-                        await anyio.sleep(0.05)
-
-                group.start_soon(hold_the_turn)
-                await line_is(redis_url, prefix, lambda line: line == ["other"])
-                with pytest.raises(StoreUnavailable, match="other writers in line"):
-                    await budget.consume(10)
-                group.cancel_scope.cancel()
-            assert (await budget.refresh()).tokens_used == 0
-
-    async def test_a_writer_that_gives_up_in_line_leaves_it(
-        self, redis_url: str, prefix: str
-    ) -> None:
-        """A compare-and-set (a refund) kept in line past its time fails closed and
-        takes its place out of the line, where it would hold up those behind it."""
+        """A merge (a consume) or a compare-and-set (a refund, which joins the line)
+        kept waiting past its time fails closed, and leaves no place in the line,
+        where it would hold up those behind it."""
         store = RedisStore(redis_url, prefix=prefix, timeout=0.2, retry_for=0)
         async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
             assert await budget.consume(100)
@@ -533,10 +516,10 @@ class TestLine:
                 group.start_soon(hold_the_turn)
                 await line_is(redis_url, prefix, lambda line: line == ["other"])
                 with pytest.raises(StoreUnavailable, match="other writers in line"):
-                    await budget.refund(50, 100)
+                    await (budget.refund(50, 100) if refund else budget.consume(10))
                 assert await line_of(redis_url, prefix) == ["other"]
                 group.cancel_scope.cancel()
-            assert (await budget.refresh()).tokens_used == 100
+            assert (await budget.refresh()).tokens_used == 100  # nothing written
 
     async def test_a_writer_outrun_twice_takes_a_turn(self, redis_url: str, prefix: str) -> None:
         """Another opener writes before each of its first two attempts: the third

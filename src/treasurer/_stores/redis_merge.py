@@ -46,6 +46,7 @@ from .redis_rows import (
     caps_part,
     counters,
     deadline_ms,
+    grouped,
     in_windows,
     now_ms,
     patch,
@@ -87,9 +88,10 @@ class Merge:
         """The merge was stored: the copy takes the stored value of each counter the
         batch changed; reservation ids move as the script moved them."""
         stored = dict(zip(self.deltas, (int(value) for value in answer[6]), strict=True))
+        by_scope = grouped(stored.items())
         views: dict[ScopePath, ScopeView] = {}
         for key, counts in self.counts.items():
-            here = {f: v for f, v in stored.items() if f.split("\t", 1)[0] == key}
+            here = by_scope.get(key, {})
             # What is stored, zero fields too (a write of the scope deletes them).
             merged = self.bases.get(key, known.counts.get(key, {})) | counts | here
             if any(counts.get(field, 0) != value for field, value in here.items()):

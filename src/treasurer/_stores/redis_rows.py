@@ -128,10 +128,10 @@ def put(record: Record, field: str, value: int) -> None:
         target[name][int(rest[0])] += value
 
 
-def grouped(flat: list[str]) -> dict[str, dict[str, int]]:
-    """An ``HGETALL`` of the counts hash, by scope key."""
+def grouped(fields: Iterable[tuple[str, Any]]) -> dict[str, dict[str, int]]:
+    """Count fields and their values (an ``HGETALL`` of the counts hash), by scope key."""
     counts: dict[str, dict[str, int]] = {}
-    for field, value in zip(flat[::2], flat[1::2], strict=True):
+    for field, value in fields:
         counts.setdefault(field.split("\t", 1)[0], {})[field] = int(value)
     return counts
 
@@ -152,7 +152,7 @@ class Known:
     def of(cls, scopes: list[str], counts: list[str], meta: str) -> Known:
         """From the flat ``HGETALL`` answers of the scopes and counts hashes."""
         shapes = dict(zip(scopes[::2], scopes[1::2], strict=True))
-        return cls(shapes, grouped(counts), meta)
+        return cls(shapes, grouped(zip(counts[::2], counts[1::2], strict=True)), meta)
 
     def ledger(
         self,

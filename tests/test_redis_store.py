@@ -752,8 +752,8 @@ class TestMerge:
         """The first batch of a new period rolls the window over in a merge: the
         count fields of the last period go (a model only the other writer used
         among them), lifetime totals keep every writer's spend, and the rollover
-        is announced once. A writer whose copy is behind rolls it again: that is
-        refused (``stale``) and computed on the rows."""
+        is announced once. A writer whose copy is behind rolls it over too: alike,
+        so it is merged, and its event is not told again (see below)."""
         clock = HandClock()
         rolls: list[treasurer.Event] = []
 
@@ -786,7 +786,7 @@ class TestMerge:
             assert await fields_of_b() == ([], lifetime_b)
             (hour,) = second.snapshot().windows  # the copy holds the new hour alone
             assert (hour.used.input_tokens, hour.used.output_tokens) == (0, 80)
-            assert (await first.record(tokens=10)).tokens == 180  # (stale, then merged)
+            assert (await first.record(tokens=10)).tokens == 180
             figures = await first.refresh()
             (hour,) = figures.windows
             assert (figures.tokens_used, hour.used.tokens) == (180, 90)
@@ -816,6 +816,86 @@ class TestMerge:
             figures = await second.refresh()
             (hour,) = figures.windows
             assert (figures.tokens_used, hour.used.tokens) == (160, 70)
+
+    async def test_a_scope_rolled_over_alike_by_another_writer_is_merged_into(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """Two writers both roll a window over, from copies of the last period: the
+        second finds it rolled over alike and merges into it. Its conditions count
+        what the first stored in the new period (else it would overspend it), and
+        each roll-over is heard once by each opener, though both made it."""
+        clock = HandClock()
+        heard: dict[str, list[treasurer.Event]] = {"first": [], "second": []}
+
+        def hearing(name: str) -> dict[str, Any]:
+            def on_event(event: treasurer.Event) -> None:
+                if isinstance(event, treasurer.WindowRolledOver):
+                    heard[name].append(event)
+
+            return {"on_event": on_event}
+
+        options: dict[str, Any] = {
+            "clock": clock,
+            "windows": [treasurer.Window.hour(tokens=100)],
+            "thresholds": [],
+        }
+        async with (
+            answered(redis_url, prefix, **options, **hearing("first")) as (first, first_tags),
+            answered(redis_url, prefix, **options, **hearing("second")) as (second, _),
+        ):
+            await first.record(tokens=10, model="a")
+            await second.record(tokens=10, model="b")
+            clock.advance(timedelta(hours=1))
+            await second.record(tokens=30)  # rolls the hour over
+            first_tags.clear()
+            assert (await first.record(tokens=50)).tokens == 100  # rolls it over alike
+            assert first_tags == ["merged"]
+            (hour,) = (await first.refresh()).windows
+            assert hour.used.tokens == 80
+            clock.advance(timedelta(hours=1))
+            await second.record(tokens=30)
+            # The first's copy has room for 80 in the new hour; 30 of it are stored.
+            with pytest.raises(treasurer.BudgetExceeded):
+                async with first.reserve(tokens=80):
+                    pass
+            assert first_tags[-2:] == ["stale", "ok"]  # refused on the rows
+            await eventually(lambda: len(heard["first"]) >= 2 and len(heard["second"]) >= 2)
+            await anyio.sleep(0.2)  # and nothing more comes
+        for events in heard.values():
+            assert [event.resets_at.hour for event in events] == [12, 13]  # type: ignore[union-attr]
+
+    async def test_a_threshold_crossed_in_a_period_rolled_over_alike_fires(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """Each writer's copy of the new period holds its own spend alone, below the
+        threshold; together they cross it. The second roll-over is alike, and its
+        merge is refused: computed on the rows, the crossing fires."""
+        clock = HandClock()
+        crossed: list[treasurer.Event] = []
+
+        def on_event(event: treasurer.Event) -> None:
+            if isinstance(event, treasurer.ThresholdCrossed):
+                crossed.append(event)
+
+        options: dict[str, Any] = {
+            "clock": clock,
+            "windows": [treasurer.Window.hour(tokens=100)],
+            "thresholds": [50],
+            "tokens": 10**6,
+        }
+        async with (
+            answered(redis_url, prefix, **options, on_event=on_event) as (first, first_tags),
+            shared(redis_url, prefix, **options) as second,
+        ):
+            await first.record(tokens=10)
+            await second.record(tokens=10)
+            clock.advance(timedelta(hours=1))
+            await second.record(tokens=30)
+            first_tags.clear()
+            await first.record(tokens=30)
+            assert first_tags == ["stale", "ok"]
+            await eventually(lambda: len(crossed) >= 1)
+        assert [(event.window, event.threshold) for event in crossed] == [("hour", 50)]  # type: ignore[attr-defined]
 
     async def test_charges_merge_and_report_every_writers_totals(
         self, redis_url: str, prefix: str

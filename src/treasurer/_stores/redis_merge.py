@@ -28,6 +28,7 @@ from .._core import state
 from .._core.axes import AXES
 from .._core.commands import Charge, Commit, Consume, Record, Release, Reserve
 from .._core.events import (
+    Event,
     ReservationCommitted,
     ReservationCreated,
     ReservationReleased,
@@ -38,7 +39,8 @@ from .._core.headroom import Room, quiet_below
 from .._core.ledger import Ledger
 from .._core.outcomes import Charged, Granted, Reply, ScopeView, Settled
 from .._core.reads import view
-from .._core.scopes import ScopePath
+from .._core.scopes import ROOT, ScopePath, tenant_path
+from . import shared_events
 from .base import BatchResult, Work
 from .redis_outage import renumbered
 from .redis_rows import (
@@ -68,6 +70,25 @@ _EXACT: Final = 1 << 52  # the script's numbers are doubles, exact integers up t
 
 def _field(key: str, period: int, name: str, axis: int) -> str:
     return f"{key}\t{name if period < 0 else f'w{period}.{name}'}\t{axis}"
+
+
+def _rolled_key(event: Event) -> str | None:
+    """The key of the scope a window rolled over in (merged scopes are the
+    budget's own and tenants'), or ``None`` for any other event."""
+    if not isinstance(event, WindowRolledOver) or event.child is not None:
+        return None
+    return scope_key(ROOT if event.tenant is None else tenant_path(event.tenant))
+
+
+def _told_of_rolls(events: Sequence[Event]) -> dict[str, str]:
+    """For each scope, the indexes of its roll-overs among the events told to the
+    other processes (comma-separated): untold if another writer rolled it first."""
+    told: dict[str, list[str]] = {}
+    for index, event in enumerate(shared_events.shared(events)):
+        key = _rolled_key(event)
+        if key is not None:
+            told.setdefault(key, []).append(str(index))
+    return {key: ",".join(indexes) for key, indexes in told.items()}
 
 
 @attrs.frozen
@@ -100,6 +121,10 @@ class Merge:
                 views[path] = view(ledger.tree.scopes[path], result.now)
             known.counts[key] = merged
         known.shapes.update(self.new_shapes)
+        alike = set(answer[7])  # rolled over by another writer, which told of it
+        if alike:
+            events = [e for e in result.events if _rolled_key(e) not in alike]
+            result = attrs.evolve(result, events=events)
         if views:
             result = attrs.evolve(result, views={**result.views, **views})
         if self.charged:
@@ -154,11 +179,11 @@ def plan(
     if not all(isinstance(event, _EVENTS) for event in result.events):
         return None
     scopes = ledger.tree.scopes
+    told = _told_of_rolls(result.events)
     shapes: list[str] = []
     new_shapes: dict[str, str] = {}
     rolls: list[str] = []  # each rolled scope's key, shapes before and after, windows
     bases: dict[str, dict[str, int]] = {}
-    fresh: dict[str, list[int]] = {}  # each rolled scope's windows
     counts: dict[str, dict[str, int]] = {}
     deltas: dict[str, int] = {}
     quiet: list[tuple[list[str], int]] = []
@@ -178,8 +203,7 @@ def plan(
         elif stored is not None and (windows := rolled(stored, text)):
             # Windows that began a new period: their stored fields go, and the
             # counts in them start from zero.
-            fresh[key] = windows
-            rolls += [key, stored, text, ",".join(map(str, windows))]
+            rolls += [key, stored, text, ",".join(map(str, windows)), told.get(key, "")]
             before = bases[key] = {f: v for f, v in before.items() if not in_windows(f, windows)}
         else:
             return None  # fired, changed by hand, or stored in the old layout
@@ -189,9 +213,8 @@ def plan(
         if f"{key}\tcalls" not in deltas:
             continue  # thresholds are checked when usage is charged, and none was here
         for period, axis, most in quiet_below(scope):
-            if period not in fresh.get(key, ()):  # (a new period holds only this batch)
-                field = _field(key, period, "used", axis)
-                quiet.append(([field], most - deltas.get(field, 0)))
+            field = _field(key, period, "used", axis)
+            quiet.append(([field], most - deltas.get(field, 0)))
     for _, key in charged:
         if key not in counts:
             return None  # (charged above its own scope: a child budget that is gone)
@@ -200,15 +223,15 @@ def plan(
     conditions: list[tuple[list[str], int]] = []
     for (path, period, axis), left in room.items():
         key = scope_key(path)
+        # (in a window this batch rolls over, the script counts the stored used
+        # as zero; it is the new period's if another writer rolled it over alike)
         fields = [_field(key, period, "used", axis), _field(key, -1, "reserved", axis)]
-        if period in fresh.get(key, ()):
-            del fields[0]  # the stored one is of the window's last period: it goes
         before = bases.get(key, known.counts.get(key, {}))
         conditions.append((fields, left + sum(before.get(f, 0) for f in fields)))
     held = ledger.reservations.open
     made = sorted(rid for rid in held if rid >= first_id)
     ended = sorted(held_before - held.keys())
-    args = [str(now_ms(ledger.now)), str(len(shapes) // 2), *shapes, str(len(rolls) // 4)]
+    args = [str(now_ms(ledger.now)), str(len(shapes) // 2), *shapes, str(len(rolls) // 5)]
     args += [*rolls, str(len(new_shapes))]
     for key, text in new_shapes.items():
         args += [key, text]
@@ -232,5 +255,5 @@ def plan(
     args.append(str(len(due)))
     for ms, rid in due:
         args += [str(ms), str(rid)]
-    new_shapes.update(zip(rolls[::4], rolls[2::4], strict=True))
+    new_shapes.update(zip(rolls[::5], rolls[2::5], strict=True))
     return Merge(args, counts, new_shapes, bases, deltas, first_id, charged)

@@ -23,17 +23,23 @@ scopes to write (key, shape), scopes to delete, reservations to write (id,
 record), reservations to delete, deadlines to add (ms, id), counts to set
 (field, value), counts to delete. A merge (after the batch's time in ms): the
 scopes it read (key, shape: each must be stored as it is), the scopes it
-rolled over (key, shape before: it must be stored so, shape after, the indexes
-of the windows that began a new period, comma-separated: their count fields
-go), the scopes it made (key, shape: each must be absent, then it is stored,
-or stored as it is), the tail of the meta record from ``"resets"`` on (the
+rolled over (key; shape before; shape after; the indexes of the windows that
+began a new period, comma-separated; the indexes of its events about the
+scope in the message published, comma-separated: stored as before, the scope
+is rolled over now and those windows' count fields go; stored as after,
+another writer rolled it over alike, its conditions count what that writer
+stored in the new periods, and the message goes out with ``"unsaid"``, the
+indexes of those events, which that writer told already), the scopes it
+made (key, shape: each must be absent, then it is stored, or stored as it
+is), the tail of the meta record from ``"resets"`` on (the
 resets and the tenant caps set at run time: ``''``, no matter; else the stored
 one must end so), the reservations it ends (each must be open), the conditions
 (each a count of count fields, the fields, and the most their stored sum may
-be), the additions (field, amount), the first id it issued and the
-reservations it made (id, record), their deadlines (ms, id). A merge is
-refused (``stale``) if a reservation is past its deadline: that batch is
-computed on every row, which ends it.
+be; a field of a period the batch ends counts as zero), the additions
+(field, amount), the first id it issued and the reservations it made (id,
+record), their deadlines (ms, id). A merge is refused (``stale``) if a
+reservation is past its deadline: that batch is computed on every row,
+which ends it.
 
 Answers ``{tag, version, seconds, microseconds}`` with the server's time, and
 for ``state`` and ``stale`` the stored rows as well: ``config, meta, scopes
@@ -45,8 +51,8 @@ before: its answer was lost), ``stale`` (another writer came first, or what
 a merge assumed no longer holds), ``state`` (a read, or a turn taken),
 ``wait`` (other writers are in line first: nothing was written). A merge's
 answer goes on with the offset its ids moved by (past ids others issued),
-the earliest deadline stored (``''``: none), and the stored value of each
-counter it added to.
+the earliest deadline stored (``''``: none), the stored value of each
+counter it added to, and the keys of the scopes it found rolled over alike.
 
 **The line.** Writers of compare-and-set batches that meet contention take
 turns instead of racing: one asks for a turn (``turn``) after its batch came
@@ -107,7 +113,7 @@ local function all(command, key, items)
   return replies
 end
 
-local expected, batch, writer = ARGV[1], ARGV[2], ARGV[8]
+local expected, batch, writer, said = ARGV[1], ARGV[2], ARGV[8], ARGV[7]
 if expected == 'read' then return rows('state') end
 
 local head = redis.call('LINDEX', KEYS[5], 0)
@@ -139,7 +145,7 @@ local function written(fields)  -- fields of the budget hash to set with the ver
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms - 600000)
   end
   pass_turn()
-  if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+  if said ~= '' then redis.call('PUBLISH', ARGV[6], said) end
 end
 
 if batch ~= '' and redis.call('ZSCORE', KEYS[4], batch) then
@@ -179,16 +185,28 @@ if expected == 'merge' then
   for i = 1, #keys do
     if stored[i] ~= shapes[2 * i] then return stale() end
   end
-  -- What it rolled over is as it read it: nobody rolled it over before.
-  local rolls, rolled_keys = items(4)
-  local windows, rolled_shapes = {}, {}
+  -- What it rolled over is stored as it read it (it rolls it over now), or as
+  -- it made it: another writer rolled it over alike, and told its events.
+  local rolls, rolled_keys = items(5)
+  local windows, rolled_shapes, alike, unsaid = {}, {}, {}, {}
   for i, record in ipairs(all('HMGET', KEYS[2], rolled_keys)) do
-    if record ~= rolls[4 * i - 2] then return stale() end
-    local names = {}
-    for index in string.gmatch(rolls[4 * i], '%d+') do names['w' .. index .. '.'] = true end
-    windows[rolled_keys[i]] = names
-    rolled_shapes[#rolled_shapes + 1] = rolled_keys[i]
-    rolled_shapes[#rolled_shapes + 1] = rolls[4 * i - 1]
+    if record == rolls[5 * i - 3] then
+      local names = {}
+      for index in string.gmatch(rolls[5 * i - 1], '%d+') do names['w' .. index .. '.'] = true end
+      windows[rolled_keys[i]] = names
+      rolled_shapes[#rolled_shapes + 1] = rolled_keys[i]
+      rolled_shapes[#rolled_shapes + 1] = rolls[5 * i - 2]
+    elseif record == rolls[5 * i - 2] then
+      alike[#alike + 1] = rolled_keys[i]
+      for index in string.gmatch(rolls[5 * i], '%d+') do unsaid[#unsaid + 1] = index end
+    else
+      return stale()
+    end
+  end
+  local function rolling(field)  -- a count of a period that this batch ends
+    local tab = string.find(field, '\t', 1, true)
+    local names = windows[string.sub(field, 1, tab - 1)]
+    return names ~= nil and names[string.match(field, '^w%d+%.', tab + 1) or ''] ~= nil
   end
   local made_shapes, made_keys = items(2)  -- what it made is new, or made alike meanwhile
   -- (the resets and the run-time tenant caps it saw are the stored ones)
@@ -215,23 +233,19 @@ if expected == 'merge' then
   local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ARGV[10], 'LIMIT', 0, 1)
   if #due > 0 then return stale() end
   for _ = 1, tonumber(take()) do  -- each decision had room enough for what others did
-    local sum = 0
-    for _, value in ipairs(all('HMGET', KEYS[6], (items(1)))) do
-      sum = sum + (tonumber(value) or 0)
+    local sum, fields = 0, items(1)
+    for i, value in ipairs(all('HMGET', KEYS[6], fields)) do
+      if not rolling(fields[i]) then sum = sum + (tonumber(value) or 0) end
     end
     if sum > tonumber(take()) then return stale() end
   end
   local exact = version == ARGV[5]
   all('HSET', KEYS[2], absent)
-  if #rolled_keys > 0 then  -- the fields of the windows' last periods go
+  if #rolled_shapes > 0 then  -- the fields of the windows' last periods go
     all('HSET', KEYS[2], rolled_shapes)
     local gone = {}
     for _, field in ipairs(redis.call('HKEYS', KEYS[6])) do
-      local tab = string.find(field, '\t', 1, true)
-      local names = windows[string.sub(field, 1, tab - 1)]
-      if names and names[string.match(field, '^w%d+%.', tab + 1) or ''] then
-        gone[#gone + 1] = field
-      end
+      if rolling(field) then gone[#gone + 1] = field end
     end
     all('HDEL', KEYS[6], gone)
   end
@@ -253,9 +267,12 @@ if expected == 'merge' then
   end
   all('ZADD', KEYS[7], deadlines)
   local mine_next = tonumber(ARGV[9]) + offset
+  if #unsaid > 0 and said ~= '' then  -- (a JSON object: its first member goes first)
+    said = '{"unsaid": [' .. table.concat(unsaid, ', ') .. '], ' .. string.sub(said, 2)
+  end
   written({'next', string.format('%d', math.max(stored_next, mine_next))})
   local due = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')[2] or ''
-  return {exact and 'ok' or 'merged', version, now[1], now[2], offset, due, values}
+  return {exact and 'ok' or 'merged', version, now[1], now[2], offset, due, values, alike}
 end
 
 if (version or 'none') ~= expected then

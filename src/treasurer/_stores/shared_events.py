@@ -92,10 +92,14 @@ def message(writer: str, events: Sequence[Event]) -> str:
 
 
 def read_message(text: object) -> tuple[str | None, list[Event]]:
-    """Who wrote and the shared events of a :func:`message`; for anything else
-    published on the channel, ``(None, [])``: someone wrote, nothing to hand on."""
+    """Who wrote and the shared events of a :func:`message`, but those the script
+    marked ``"unsaid"`` (another writer told them: a scope rolled over alike); for
+    anything else published on the channel, ``(None, [])``: someone wrote,
+    nothing to hand on."""
     try:
         said = json.loads(str(text))
-        return str(said["writer"]), decode(said["events"])
+        unsaid = set(said.get("unsaid", ()))
+        events = [record for index, record in enumerate(said["events"]) if index not in unsaid]
+        return str(said["writer"]), decode(events)
     except (ValueError, TypeError, KeyError, AttributeError):
         return None, []

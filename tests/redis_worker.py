@@ -5,7 +5,8 @@ TASKS tasks that each, as one of TENANTS tenants (each capped at TENANT_CAP),
 ROUNDS times, reserve an estimate (refused past a cap) and commit at most that,
 release it, or are cancelled while they reserve or hold; it prints the tokens it
 committed, in all and by tenant, as JSON. ``hold URL PREFIX NAME N`` reserves N times 10
-tokens (a 1 s TTL), prints ``held``, and sleeps until killed.
+tokens (a 1 s TTL), prints ``held``, and sleeps until killed. ``edge URL PREFIX
+EDGE_AT BACKEND TASKS SEED`` spends across the end of an hour (see :func:`edge`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import json
 import random
 import sys
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 
@@ -66,6 +69,67 @@ async def spend(url: str, prefix: str, name: str, tasks: int, rounds: int, seed:
     print(json.dumps(report), flush=True)
 
 
+EDGE = datetime(2026, 12, 4, 11, 0, tzinfo=UTC)  # the hour that ends in an ``edge`` run
+EDGE_TENANTS = 20
+EDGE_HOUR_CAP = 10**7  # a tenant's, an hour: not reached (a refusal is no merge)
+AFTER_EDGE = 1.5  # seconds the workers go on after the hour ends
+
+
+def edge_options(edge_at: float) -> dict[str, Any]:
+    """The budget of an ``edge`` run: the host's clock moved so that the hour ends
+    at ``edge_at`` (seconds since the epoch), an hourly window for the budget and
+    one for each tenant."""
+
+    def clock() -> datetime:
+        return EDGE + timedelta(seconds=time.time() - edge_at)
+
+    hourly = treasurer.TenantCaps(windows=[treasurer.Window.hour(tokens=EDGE_HOUR_CAP)])
+    return {
+        "name": "edge",
+        "tokens": 10**9,
+        "clock": clock,
+        "windows": [treasurer.Window.hour(tokens=EDGE_TENANTS * EDGE_HOUR_CAP)],
+        "tenant_defaults": hourly,
+    }
+
+
+async def edge(url: str, prefix: str, tasks: int, seed: int, edge_at: float) -> None:
+    """Spends as EDGE_TENANTS tenants across the end of an hour; prints each commit
+    (tenant, when its reservation was asked for and when the commit returned, in
+    host seconds, tokens), the refusals before and after the end, and the
+    roll-overs it heard of."""
+    commits: list[tuple[str, float, float, int]] = []
+    refused = {"before": 0, "after": 0}
+    rolled: dict[str, int] = {}  # roll-overs heard, by tenant ("": the budget's own)
+
+    def heard(event: treasurer.Event) -> None:
+        if isinstance(event, treasurer.WindowRolledOver):
+            rolled[event.tenant or ""] = rolled.get(event.tenant or "", 0) + 1
+
+    async def one(number: int, rng: random.Random) -> None:
+        while time.time() < edge_at + AFTER_EDGE:
+            tenant = budget.tenant(f"t{rng.randrange(EDGE_TENANTS)}")
+            estimate = rng.randint(50, 400)
+            begun = time.time()
+            try:
+                async with tenant.reserve(tokens=estimate) as held:
+                    await anyio.sleep(rng.random() / 1000)
+                    used = rng.randint(estimate // 2, estimate)
+                    held.commit(tokens=used)
+                commits.append((tenant.tenant_name or "", begun, time.time(), used))
+            except treasurer.BudgetExceeded:
+                refused["before" if time.time() < edge_at else "after"] += 1
+                await anyio.sleep(rng.random() / 100)
+
+    store = RedisStore(url, prefix=prefix)
+    options = edge_options(edge_at)
+    async with treasurer.open_budget(store=store, on_event=heard, **options) as budget:
+        async with anyio.create_task_group() as group:
+            for number in range(tasks):
+                group.start_soon(one, number, random.Random(seed * 1000 + number))
+    print(json.dumps({"commits": commits, "refused": refused, "rolled": rolled}), flush=True)
+
+
 async def hold(url: str, prefix: str, name: str, count: int) -> None:
     store = RedisStore(url, prefix=prefix)
     async with treasurer.open_budget(name=name, tokens=CAP, store=store) as budget:
@@ -81,5 +145,8 @@ if __name__ == "__main__":
     if what == "spend":
         backend, tasks, rounds, seed = rest
         anyio.run(spend, url, prefix, name, int(tasks), int(rounds), int(seed), backend=backend)
+    elif what == "edge":  # (NAME is the edge: seconds since the epoch)
+        backend, tasks, seed = rest
+        anyio.run(edge, url, prefix, int(tasks), int(seed), float(name), backend=backend)
     else:
         anyio.run(hold, url, prefix, name, int(rest[0]))

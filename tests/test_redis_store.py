@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import anyio
 import pytest
 
+import redis_worker
 import treasurer
 import treasurer._core.tree
 import treasurer._handles.settings
@@ -1573,6 +1574,68 @@ class TestProcesses:
         assert used_by_tenant == committed
         assert samples > 10
         assert sum(report["refused"] for report in reports) > 0  # the cap was reached
+
+    def test_four_processes_across_the_end_of_an_hour(self, redis_url: str, prefix: str) -> None:
+        """4 OS processes (two on asyncio, two on trio) x 100 tasks spend as 20
+        tenants, each with an hourly cap, while the hour ends: every process rolls
+        the tenants over, most finding them rolled over alike by another already
+        (the caps are not reached: batches are merged, as the roll-overs).
+        Sampled all along, no tenant's hour holds more than its cap. After it, each
+        tenant's new hour holds the commits of every pair begun after the hour ended
+        and of none that returned before it; the tenants' hours add up to the
+        budget's; lifetime usage is every commit; each process heard of each scope's
+        roll-over once."""
+        edge_at = time.time() + 3.0  # (the workers start, then spend for a second or more)
+        command = [sys.executable, WORKER, "edge", redis_url, prefix, repr(edge_at)]
+        workers = [
+            subprocess.Popen(
+                [*command, backend, "100", str(seed)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for seed, backend in enumerate(["asyncio", "trio", "asyncio", "trio"])
+        ]
+        tenants = [f"t{n}" for n in range(redis_worker.EDGE_TENANTS)]
+        samples = {"before": 0, "after": 0}
+        options = redis_worker.edge_options(edge_at)
+
+        async def sample() -> None:  # (until the workers stop spending: they print then)
+            async with shared(redis_url, prefix, **options) as budget:
+                while time.time() < edge_at + redis_worker.AFTER_EDGE:
+                    for name in tenants:
+                        figures = await budget.tenant(name).refresh()
+                        (hour,) = figures.windows
+                        cap = redis_worker.EDGE_HOUR_CAP
+                        assert hour.used.tokens + figures.tokens_reserved <= cap
+                    samples["before" if time.time() < edge_at else "after"] += 1
+                    await anyio.sleep(0.01)
+
+        async def books() -> tuple[int, int, dict[str, int]]:
+            async with shared(redis_url, prefix, **options) as budget:
+                figures = await budget.refresh()
+                (hour,) = figures.windows
+                hours = {}
+                for name in tenants:
+                    (tenant_hour,) = (await budget.tenant(name).refresh()).windows
+                    hours[name] = tenant_hour.used.tokens
+                return figures.tokens_used, hour.used.tokens, hours
+
+        anyio.run(sample)
+        reports = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
+        used, hour, hours = anyio.run(books)
+        assert all(worker.returncode == 0 for worker in workers)
+        commits = [commit for report in reports for commit in report["commits"]]
+        assert used == sum(commit[3] for commit in commits)
+        for name in tenants:
+            own = [(begun, ended, used) for tenant, begun, ended, used in commits if tenant == name]
+            begun_after = sum(used for begun, _, used in own if begun >= edge_at)
+            ended_after = sum(used for _, ended, used in own if ended >= edge_at)
+            assert begun_after <= hours[name] <= ended_after, name
+            assert begun_after > 0
+        assert sum(hours.values()) == hour
+        for report in reports:
+            assert report["rolled"] == dict.fromkeys(["", *tenants], 1)
+        assert min(samples.values()) > 2
 
 
 def store_clock(budget: treasurer.Budget) -> datetime:

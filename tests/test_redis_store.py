@@ -1431,6 +1431,40 @@ class TestFaults:
             assert await budget.consume(5)  # computed again on the stored rows
             assert (await budget.refresh()).tokens_used == 35
 
+    async def test_a_merge_sent_again_keeps_the_ids_the_script_gave(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """A merge moves the reservation ids it issues past those other processes
+        issued. If its answer is lost and the call made again (answered ``done``),
+        the caller still gets the id that was stored: settling it settles its own
+        reservation, not another process's."""
+        async with two_openers(redis_url, prefix, thresholds=[]) as (first, second, _):
+            others = []
+            for _ in range(3):
+                async with second.reserve(tokens=10, ttl=timedelta(hours=1)) as held:
+                    others.append(held.detach())
+            store = first._core.settings.store
+            assert isinstance(store, RedisStore)
+            call, answers = store._call, []
+
+            async def lost_once(args: list[str]) -> list[Any]:
+                if args[0] == "merge" and not answers:
+                    await call(args)  # applied; its answer lost
+                answers.append(await call(args))
+                return answers[-1]
+
+            store._call = lost_once  # type: ignore[method-assign]
+            async with first.reserve(tokens=100, ttl=timedelta(hours=1)) as held:
+                mine = held.detach()
+            store._call = call  # type: ignore[method-assign]
+            assert answers[0][0] == "done"
+            assert mine not in others
+            await first.settle(mine, tokens=60)
+            for rid in others:
+                await second.settle(rid, tokens=5)  # each still open
+            figures = await first.refresh()
+            assert (figures.tokens_used, figures.tokens_reserved) == (75, 0)
+
     async def test_a_paused_server_delays_but_does_not_double(
         self, redis_server: RedisServer, prefix: str
     ) -> None:

@@ -45,7 +45,7 @@ from .base import BatchResult, Clock, Health, Work, system_clock
 from .redis_calls import ScriptCalls
 from .redis_client import check_url, client, redis_errors
 from .redis_merge import plan
-from .redis_outage import Outage, Unstored, begin, merged, warn
+from .redis_outage import Outage, Unstored, begin, merged, renumbered, warn
 from .redis_read import READ, StoredBudgets, pairs
 from .redis_script import SCRIPT
 from .redis_task import StoreTask
@@ -327,6 +327,8 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
                 self._ledger, self._version = ledger, str(answer[1])
                 return result
             if tag == "done":  # applied by an attempt whose answer was lost
+                if merge is not None:  # (its ids moved as the script moved them)
+                    result = renumbered(ledger, result, first, int(answer[4]))
                 # What the rows hold is not known: a version no write has makes the
                 # next call answer them (the copy serves if failing open meanwhile).
                 self._ledger, self._version = ledger, "unknown"

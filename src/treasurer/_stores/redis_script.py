@@ -47,7 +47,8 @@ for ``state`` and ``stale`` the stored rows as well: ``config, meta, scopes
 field, value pairs), next``. Tags: ``ok`` (written; for a merge, nobody wrote
 since the writer's copy), ``merged`` (a merge others' writes preceded), ``same``
 (the version matched, nothing to write), ``done`` (this batch id was applied
-before: its answer was lost), ``stale`` (another writer came first, or what
+before: its answer was lost; the answer goes on with the offset the ids of a
+merge moved by), ``stale`` (another writer came first, or what
 a merge assumed no longer holds), ``state`` (a read, or a turn taken),
 ``wait`` (other writers are in line first: nothing was written). A merge's
 answer goes on with the offset its ids moved by (past ids others issued),
@@ -137,20 +138,32 @@ local function stale()
   if head then take_turn() end
   return rows('stale')
 end
-local function written(fields)  -- fields of the budget hash to set with the version
+-- Fields of the budget hash to set with the version; a merge's offset is kept
+-- with its batch id (a member "<id>+<offset>" of the same score), for ``done``.
+local function written(fields, offset)
   version = tostring((tonumber(version) or 0) + 1)
   redis.call('HSET', KEYS[1], 'version', version, unpack(fields))
   if batch ~= '' then
     redis.call('ZADD', KEYS[4], ms, batch)
+    if offset then redis.call('ZADD', KEYS[4], ms, batch .. '+' .. string.format('%d', offset)) end
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ms - 600000)
   end
   pass_turn()
   if said ~= '' then redis.call('PUBLISH', ARGV[6], said) end
 end
 
-if batch ~= '' and redis.call('ZSCORE', KEYS[4], batch) then
+local applied_at = batch ~= '' and redis.call('ZSCORE', KEYS[4], batch)
+if applied_at then
   pass_turn()
-  return answer('done')
+  local offset = 0  -- (the ids a merge issued moved by it)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], applied_at, applied_at)) do
+    if string.sub(member, 1, #batch + 1) == batch .. '+' then
+      offset = tonumber(string.sub(member, #batch + 2))
+    end
+  end
+  local done = answer('done')
+  done[5] = offset
+  return done
 end
 if expected == 'turn' then
   if not mine then return wait_in_line() end
@@ -270,7 +283,7 @@ if expected == 'merge' then
   if #unsaid > 0 and said ~= '' then  -- (a JSON object: its first member goes first)
     said = '{"unsaid": [' .. table.concat(unsaid, ', ') .. '], ' .. string.sub(said, 2)
   end
-  written({'next', string.format('%d', math.max(stored_next, mine_next))})
+  written({'next', string.format('%d', math.max(stored_next, mine_next))}, offset)
   local due = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')[2] or ''
   return {exact and 'ok' or 'merged', version, now[1], now[2], offset, due, values, alike}
 end

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import coredis
 import pytest
 
 import redis_worker
@@ -320,6 +321,13 @@ class TestStoreObject:
         assert repr(again) == f"RedisStore({redis_url!r}, prefix={prefix!r})"
         async with treasurer.open_budget(name="c", tokens=10, store=again) as budget:
             assert budget.snapshot().tokens_used == 4
+
+    async def test_a_client_that_does_not_decode_replies_is_refused(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        async with coredis.Redis.from_url(redis_url) as redis:  # (bytes replies: the default)
+            with pytest.raises(InvalidOption, match="decode_responses=True"):
+                RedisStore.from_client(redis, prefix=prefix)
 
     async def test_the_store_protocol_needs_its_task(self, redis_url: str, prefix: str) -> None:
         store = RedisStore(redis_url, prefix=prefix)

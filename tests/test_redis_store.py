@@ -284,6 +284,9 @@ class TestConfiguration:
     def test_bad_options(self) -> None:
         with pytest.raises(InvalidOption, match="URL"):
             RedisStore("http://127.0.0.1:6379")
+        for url in ("redis://127.0.0.1:notaport/0", "redis://127.0.0.1:6379/zero"):
+            with pytest.raises(InvalidOption, match="not a Redis URL"):
+                RedisStore(url)
         with pytest.raises(InvalidOption, match="prefix"):
             RedisStore(prefix="")
         with pytest.raises(InvalidOption, match="timeout"):

@@ -51,8 +51,18 @@ async def redis_errors(where: str) -> AsyncIterator[None]:
 
 
 def check_url(url: object) -> None:
+    """Refuse, when the store is made, a URL no client could connect to: another
+    scheme, a port that is not a number, a database that is not one."""
     if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
         raise InvalidOption(f"url must be a redis://, rediss:// or unix:// URL, not {url!r}")
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (parsing it raises ValueError)
+    except ValueError as error:
+        raise InvalidOption(f"url {url!r} is not a Redis URL: {error}") from None
+    database = parts.path.strip("/") if parts.scheme != "unix" else ""
+    if database and not database.isdigit():
+        raise InvalidOption(f"url {url!r} is not a Redis URL: database {database!r}")
 
 
 def client(url: str, timeout: float, cluster: bool = False) -> Any:

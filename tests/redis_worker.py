@@ -2,9 +2,10 @@
 
 ``python redis_worker.py spend URL PREFIX NAME BACKEND TASKS ROUNDS SEED`` runs
 TASKS tasks that each, as one of TENANTS tenants (each capped at TENANT_CAP),
-ROUNDS times, reserve an estimate (refused past a cap) and commit at most that,
-release it, or are cancelled while they reserve or hold; it prints the tokens it
-committed, in all and by tenant, as JSON. ``hold URL PREFIX NAME N`` reserves N times 10
+ROUNDS times, reserve an estimate (refused past a cap) and commit less than
+that or now and then more, release it, or are cancelled while they reserve or
+hold; it prints the tokens it committed, in all and by tenant, and by how
+much its commits overran their estimates, as JSON. ``hold URL PREFIX NAME N`` reserves N times 10
 tokens (a 1 s TTL), prints ``held``, and sleeps until killed. ``edge URL PREFIX
 EDGE_AT BACKEND TASKS SEED`` spends across the end of an hour (see :func:`edge`).
 """
@@ -29,12 +30,11 @@ TENANT_CAP = 45_000  # five of them pass CAP: both caps are reached
 
 
 async def spend(url: str, prefix: str, name: str, tasks: int, rounds: int, seed: int) -> None:
-    committed = 0
-    refused = 0
+    committed = refused = overrun = 0
     by_tenant: dict[str, int] = {}
 
     async def one(number: int, rng: random.Random) -> None:
-        nonlocal committed, refused
+        nonlocal committed, refused, overrun
         tenant = budget.tenant(f"t{number % TENANTS}")  # made by whichever process is first
         for _ in range(rounds):
             estimate = rng.randint(50, 400)
@@ -50,7 +50,11 @@ async def spend(url: str, prefix: str, name: str, tasks: int, rounds: int, seed:
                     if choice < 0.3:
                         held.release()
                     else:
-                        used = rng.randint(estimate // 2, estimate)
+                        # One commit in ten uses more than its estimate (charged all
+                        # the same, even past a cap: that spend happened).
+                        high = estimate * 3 // 2 if choice > 0.93 else estimate
+                        used = rng.randint(estimate // 2, high)
+                        overrun += max(0, used - estimate)
                         held.commit(tokens=used)
                         committed += used
                         by_tenant[tenant.tenant_name] = by_tenant.get(tenant.tenant_name, 0) + used
@@ -65,7 +69,12 @@ async def spend(url: str, prefix: str, name: str, tasks: int, rounds: int, seed:
         async with anyio.create_task_group() as group:
             for number in range(tasks):
                 group.start_soon(one, number, random.Random(seed * 1000 + number))
-    report = {"committed": committed, "refused": refused, "by_tenant": by_tenant}
+    report = {
+        "committed": committed,
+        "refused": refused,
+        "overrun": overrun,
+        "by_tenant": by_tenant,
+    }
     print(json.dumps(report), flush=True)
 
 

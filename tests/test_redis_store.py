@@ -1564,9 +1564,10 @@ class TestOtherServers:
 class TestProcesses:
     def test_four_processes_share_one_cap(self, redis_url: str, prefix: str) -> None:
         """4 OS processes (two on asyncio, two on trio) x 100 tasks reserve, commit
-        below their estimates, release and are cancelled on one budget, as five
-        tenants each process makes as it first meets them; sampled all along, used
-        plus reserved never passes the budget's cap or a tenant's, and the final
+        below their estimates and now and then above, release and are cancelled on
+        one budget, as five tenants each process makes as it first meets them;
+        sampled all along, used plus reserved never passes the budget's cap or a
+        tenant's by more than the commits overran their estimates, and the final
         usage, in all and by tenant, is exactly what the workers committed."""
         cap, tenant_cap, tenants = 200_000, 45_000, [f"t{n}" for n in range(5)]
         workers = [
@@ -1589,6 +1590,7 @@ class TestProcesses:
             for seed, backend in enumerate(["asyncio", "trio", "asyncio", "trio"])
         ]
         samples = 0
+        most: dict[str | None, int] = {}  # the most used plus reserved seen, by scope
 
         async def sample() -> int:
             nonlocal samples
@@ -1596,11 +1598,11 @@ class TestProcesses:
             options = {"name": "fleet", "tokens": cap, "tenant_defaults": caps}
             async with shared(redis_url, prefix, **options) as budget:
                 while any(worker.poll() is None for worker in workers):
-                    figures = await budget.refresh()
-                    assert figures.tokens_used + figures.tokens_reserved <= cap
-                    for name in tenants:
-                        figures = await budget.tenant(name).refresh()
-                        assert figures.tokens_used + figures.tokens_reserved <= tenant_cap
+                    for name in (None, *tenants):
+                        handle = budget if name is None else budget.tenant(name)
+                        figures = await handle.refresh()
+                        seen = figures.tokens_used + figures.tokens_reserved
+                        most[name] = max(most.get(name, 0), seen)
                     samples += 1
                     await anyio.sleep(0.01)
                 final = await budget.refresh()
@@ -1617,6 +1619,10 @@ class TestProcesses:
             name: sum(report["by_tenant"].get(name, 0) for report in reports) for name in tenants
         }
         assert used_by_tenant == committed
+        overrun = sum(report["overrun"] for report in reports)
+        assert overrun > 0
+        assert most[None] <= cap + overrun
+        assert all(most[name] <= tenant_cap + overrun for name in tenants)
         assert samples > 10
         assert sum(report["refused"] for report in reports) > 0  # the cap was reached
 

@@ -1268,7 +1268,87 @@ class TestClock:
             assert abs(budget.snapshot().at - real.now(UTC)) < timedelta(minutes=1)
 
 
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 to a Redis server that, once armed, lets the next
+    script call through and cuts the connection when the server's reply comes
+    back, before the client reads it: the call was applied, its answer lost."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self.armed = False
+        self.cuts = 0
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        task_status.started()
+        await listener.serve(self._relay)
+
+    async def _relay(self, downstream: anyio.abc.SocketStream) -> None:
+        upstream = await anyio.connect_tcp(*self.upstream)
+        script_sent = anyio.Event()
+        async with downstream, upstream, anyio.create_task_group() as group:
+
+            async def to_server() -> None:
+                async for data in downstream:
+                    if self.armed and b"EVALSHA" in data.upper():
+                        self.armed = False
+                        script_sent.set()
+                    await upstream.send(data)
+                group.cancel_scope.cancel()
+
+            async def to_client() -> None:
+                async for data in upstream:
+                    if script_sent.is_set():  # the script's answer: it never arrives
+                        self.cuts += 1
+                        group.cancel_scope.cancel()
+                        return
+                    await downstream.send(data)
+                group.cancel_scope.cancel()
+
+            group.start_soon(to_server)
+            group.start_soon(to_client)
+
+
 class TestFaults:
+    async def test_an_answer_cut_off_is_not_applied_twice_and_keeps_the_ids(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """The connection drops after the server ran a merge and before its answer
+        arrived: the store connects again and sends the same batch, which the
+        script answers ``done``. Nothing is applied twice, and the caller gets the
+        reservation id that was stored, past the ids another process issued."""
+        proxy = CuttingProxy(redis_url)
+        async with anyio.create_task_group() as group:
+            await group.start(proxy.serve)
+            options: dict[str, Any] = {"name": "cut", "tokens": 1000, "thresholds": []}
+            async with (
+                shared(redis_url, prefix, **options) as other,
+                shared(proxy.url, prefix, **options) as budget,
+            ):
+                others = []
+                for _ in range(3):
+                    async with other.reserve(tokens=10, ttl=timedelta(hours=1)) as held:
+                        others.append(held.detach())
+                proxy.armed = True
+                async with budget.reserve(tokens=100, ttl=timedelta(hours=1)) as held:
+                    mine = held.detach()
+                assert proxy.cuts == 1
+                assert mine not in others
+                assert (await budget.refresh()).tokens_reserved == 130  # once, not twice
+                await budget.settle(mine, tokens=60)
+                for rid in others:
+                    await other.settle(rid, tokens=5)  # each still open, and its own
+                figures = await other.refresh()
+                assert (figures.tokens_used, figures.tokens_reserved) == (75, 0)
+            group.cancel_scope.cancel()
+
     async def test_unreachable_at_open(self, prefix: str) -> None:
         store = RedisStore(f"redis://127.0.0.1:{_closed_port()}/0", prefix=prefix, timeout=1)
         start = time.monotonic()

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 
 import treasurer
+from treasurer._core.axes import INDEX
 from treasurer.redis import RedisStore
 
 CAP = 200_000
@@ -105,15 +106,20 @@ def edge_options(edge_at: float) -> dict[str, Any]:
 async def edge(url: str, prefix: str, tasks: int, seed: int, edge_at: float) -> None:
     """Spends as EDGE_TENANTS tenants across the end of an hour; prints each commit
     (tenant, when its reservation was asked for and when the commit returned, in
-    host seconds, tokens), the refusals before and after the end, and the
-    roll-overs it heard of."""
+    host seconds, tokens), the refusals before and after the end, the
+    roll-overs it heard of, and the usage its batches recorded (tenant, the
+    batch's time on the budget's clock, tokens)."""
     commits: list[tuple[str, float, float, int]] = []
     refused = {"before": 0, "after": 0}
     rolled: dict[str, int] = {}  # roll-overs heard, by tenant ("": the budget's own)
+    charged: list[tuple[str, str, int]] = []  # each commit: tenant, its batch's time, tokens
 
     def heard(event: treasurer.Event) -> None:
         if isinstance(event, treasurer.WindowRolledOver):
             rolled[event.tenant or ""] = rolled.get(event.tenant or "", 0) + 1
+        elif isinstance(event, treasurer.UsageRecorded):
+            tokens = event.amount[INDEX["tokens"]]
+            charged.append((event.tenant or "", event.at.isoformat(), tokens))
 
     async def one(number: int, rng: random.Random) -> None:
         while time.time() < edge_at + AFTER_EDGE:
@@ -136,7 +142,8 @@ async def edge(url: str, prefix: str, tasks: int, seed: int, edge_at: float) -> 
         async with anyio.create_task_group() as group:
             for number in range(tasks):
                 group.start_soon(one, number, random.Random(seed * 1000 + number))
-    print(json.dumps({"commits": commits, "refused": refused, "rolled": rolled}), flush=True)
+    report = {"commits": commits, "refused": refused, "rolled": rolled, "charged": charged}
+    print(json.dumps(report), flush=True)
 
 
 async def hold(url: str, prefix: str, name: str, count: int) -> None:

@@ -1714,8 +1714,9 @@ class TestProcesses:
         Sampled all along, no tenant's hour holds more than its cap. After it, each
         tenant's new hour holds the commits of every pair begun half a second after
         the hour ended and of none that returned half a second before it; the
-        tenants' hours add up to the budget's; lifetime usage is every commit; each
-        process heard of each scope's roll-over once."""
+        tenants' hours add up to the budget's, and each is exactly what the batches
+        stamped in the hour charged it (their UsageRecorded events); lifetime usage
+        is every commit; each process heard of each scope's roll-over once."""
         edge_at = time.time() + 3.0  # (the workers start, then spend for a second or more)
         command = [sys.executable, WORKER, "edge", redis_url, prefix, repr(edge_at)]
         workers = [
@@ -1769,6 +1770,12 @@ class TestProcesses:
             assert begun_after <= hours[name] <= ended_after, name
             assert begun_after > 0
         assert sum(hours.values()) == hour
+        # Exactly: each tenant's hour is what the batches of the hour charged it.
+        charged = [entry for report in reports for entry in report["charged"]]
+        assert sum(tokens for *_, tokens in charged) == used
+        for name in tenants:
+            mine = [(datetime.fromisoformat(at), t) for n, at, t in charged if n == name]
+            assert hours[name] == sum(t for at, t in mine if at >= redis_worker.EDGE), name
         for report in reports:
             assert report["rolled"] == dict.fromkeys(["", *tenants], 1)
         assert min(samples.values()) > 2

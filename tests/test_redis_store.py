@@ -654,6 +654,40 @@ class TestMerge:
             figures = await second.refresh()
             assert (figures.tokens_used, figures.tokens_reserved, figures.calls) == (200, 0, 2)
 
+    async def test_ids_moved_by_fewer_than_the_batch_issued_keep_their_holds(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """The second's copy is two ids behind when it reserves five in one batch:
+        the script moves its ids two up, onto ids the batch itself issued. Each
+        hold keeps its own amount and deadline under its new id (they were taken
+        from the copy one by one, overwriting each other)."""
+        async with two_openers(redis_url, prefix, tokens=10_000) as (first, second, tags):
+            assert await second.consume(1)  # the second's copy: ids from 1 on
+            for _ in range(2):
+                async with first.reserve(tokens=10, ttl=timedelta(hours=1)) as held:
+                    held.detach()  # ids 1 and 2
+            amounts = [100, 200, 300, 400, 500]
+            ids: dict[int, int] = {}
+
+            async def hold(amount: int) -> None:
+                ttl = timedelta(hours=1 + amount // 100)
+                async with second.reserve(tokens=amount, ttl=ttl) as held:
+                    ids[amount] = held.detach()
+
+            tags.clear()
+            async with anyio.create_task_group() as group:
+                for amount in amounts:
+                    group.start_soon(hold, amount)
+            assert tags == ["merged"]  # one batch, its ids moved
+            assert sorted(ids.values()) == [3, 4, 5, 6, 7]
+            reserved = 20 + sum(amounts)
+            assert second.snapshot().tokens_reserved == reserved
+            for amount in amounts:  # each settles what it holds, on either copy
+                await second.settle(ids[amount], release=True)
+                reserved -= amount
+                assert (await first.refresh()).tokens_reserved == reserved
+                assert second.snapshot().tokens_reserved == reserved
+
     async def test_the_last_of_a_cap_is_never_spent_twice(
         self, redis_url: str, prefix: str
     ) -> None:

@@ -76,8 +76,14 @@ class Reservations:
         """Give the open reservations numbered from ``first`` on, and every later one,
         ids ``offset`` higher (ids no other process will issue); returns old -> new."""
         moved = {rid: rid + offset for rid in self.open if rid >= first}
-        for old, new in moved.items():
-            self.restore(new, self.open.pop(old))
+        # All taken out before any is put back: a new id may be another's old one.
+        held = [self.open.pop(rid) for rid in moved]
+        self.open.update(zip(moved.values(), held, strict=True))
+        # Every id from ``first`` on moves, open or not, so no deadline comes to
+        # name another reservation than its own.
+        self._deadlines = [(at, rid + offset * (rid >= first)) for at, rid in self._deadlines]
+        heapq.heapify(self._deadlines)
+        self.changed = {rid + offset * (rid >= first) for rid in self.changed}
         self._next += offset
         return moved
 

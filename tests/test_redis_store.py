@@ -1270,6 +1270,8 @@ class TestClock:
     async def test_a_skewed_host_reckons_the_servers_time(
         self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        """A host whose wall clock is three hours off, then steps three more while
+        the budget is open: the budget's time stays the server's."""
         store = RedisStore(redis_url, prefix=prefix)
         skew = timedelta(hours=3)
         real = datetime
@@ -1279,12 +1281,51 @@ class TestClock:
             def now(cls, tz: Any = None) -> Any:
                 return real.now(tz) + skew
 
-        monkeypatch.setattr("treasurer._stores.redis_task.datetime", Skewed)
+        for module in ("redis", "redis_task"):
+            monkeypatch.setattr(f"treasurer._stores.{module}.datetime", Skewed)
         async with treasurer.open_budget(name="skew", tokens=10, store=store) as budget:
             await budget.consume(1)
             # Off by a round trip at most, not by the host's three hours (a loose bound:
             # a loaded machine may stall a call).
             assert abs(budget.snapshot().at - real.now(UTC)) < timedelta(minutes=1)
+            skew += timedelta(hours=3)  # the host's clock is stepped
+            await budget.consume(1)
+            assert abs(budget.snapshot().at - real.now(UTC)) < timedelta(minutes=1)
+
+    async def test_the_servers_clock_is_measured_again_each_minute(
+        self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The store reckons the server's time on the host's monotonic clock; one
+        that ran 90 s ahead of the server (days of a fast crystal) is caught at
+        the first batch a minute after the last measure, and the budget's time
+        never goes back."""
+        clocks = treasurer._stores.redis_task
+
+        class Drifting:
+            ahead = 0.0
+
+            def monotonic(self) -> float:
+                return time.monotonic() + self.ahead
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(time, name)
+
+        drifting = Drifting()
+        monkeypatch.setattr(clocks, "time", drifting)
+        store = RedisStore(redis_url, prefix=prefix)
+        async with treasurer.open_budget(name="drift", tokens=10, store=store) as budget:
+            await budget.consume(1)
+            first = budget.snapshot().at
+            drifting.ahead = 40.0  # before the minute is up: not measured yet
+            await budget.consume(1)
+            assert budget.snapshot().at - first > timedelta(seconds=39)
+            drifting.ahead = 90.0
+            await budget.consume(1)  # measured again first
+            async with client(redis_url, 2.0) as redis:
+                server = (await redis.time()).replace(tzinfo=UTC)
+            assert abs(store_clock(budget) - server) < timedelta(seconds=2)
+            assert budget.snapshot().at >= first + timedelta(seconds=39)  # not back
+            assert (await budget.refresh()).tokens_used == 3
 
 
 class CuttingProxy:

@@ -22,11 +22,12 @@ processes are served again when one comes.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import anyio
@@ -48,7 +49,7 @@ from .redis_merge import plan
 from .redis_outage import Outage, Unstored, begin, merged, renumbered, warn
 from .redis_read import READ, StoredBudgets, pairs
 from .redis_script import SCRIPT
-from .redis_task import StoreTask
+from .redis_task import Reckoning, StoreTask
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX: Final = "treasurer"
@@ -117,7 +118,8 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         self._writer = uuid.uuid4().hex  # names this store's writes on the channel
         self._config: BudgetConfig | None = None
         self._clock: Clock | None = None
-        self._offset = timedelta(0)  # the server's clock minus this host's
+        self._reckoning = Reckoning(datetime.now(UTC), time.monotonic())  # until open
+        self._reckon_due = math.inf
         self._ledger: Ledger | None = None
         self._version = ""  # the stored version the cached ledger is at
         self._known = redis_rows.Known()  # the stored shapes and counts the copy is built on
@@ -195,7 +197,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
                 # A client lives in the task that entered it: open() uses its own,
                 # run() the one the budget's batches go through.
                 await self._talk_through(redis)
-                self._offset = await self._measure_offset()
+                await self._reckon()
                 self._clock = self.server_clock if clock is system_clock else clock
                 ledger = await self._open_budget(config, self._clock, reconfigure)
         finally:
@@ -258,6 +260,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
             return self._outage.serve(
                 self._unstored, clock, Work(batch, waiting, new_from, verbose)
             )
+        await self._reckon_again_if_due()
         sent, settled = self._unstored.translate(batch) if self._unstored.held else (batch, {})
         result = await self._apply(config, clock, Work(sent, waiting, new_from, verbose))
         return merged(batch, settled, result)

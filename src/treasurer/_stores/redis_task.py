@@ -4,6 +4,7 @@ the server's clock, as this host reckons it."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
+import attrs
 
 from .._core.events import Event
 from .._errors import StoreUnavailable
@@ -20,6 +22,7 @@ from . import shared_events
 from .redis_client import redis_errors
 
 _RESUBSCRIBE: Final = 1.0  # seconds before a lost subscription is made again
+RECKON_AGAIN = 60.0  # seconds between measures of the server's clock
 
 
 class StoreTask:
@@ -32,7 +35,9 @@ class StoreTask:
 
         _channel: str
         _writer: str
-        _offset: timedelta
+        _reckoning: Reckoning
+        _reckon_due: float
+        _clock: Any
         _turn: anyio.Event | None
         _turn_of: str
         _redis: Any
@@ -100,25 +105,46 @@ class StoreTask:
                         if events and deliver is not None:
                             deliver(events)
 
-    async def _measure_offset(self) -> timedelta:
-        """The server's clock minus this host's, from the quickest of three ``TIME``
-        calls (through a script: coredis's ``time()`` drops the microseconds)."""
+    async def _reckon(self) -> None:
+        """Measures the server's clock (the quickest of three ``TIME`` calls, through
+        a script: coredis's ``time()`` drops the microseconds) against this host's
+        monotonic clock, which no step of the host's wall clock moves."""
+        self._reckon_due = time.monotonic() + RECKON_AGAIN
         server_time = self._redis.register_script("return redis.call('TIME')")
-        best: tuple[float, timedelta] | None = None
+        best: tuple[float, Reckoning] | None = None
         for _ in range(3):
-            start = time.perf_counter()
-            before = datetime.now(UTC)
+            start = time.monotonic()
             seconds, microseconds = await server_time()
-            took = time.perf_counter() - start
+            took = time.monotonic() - start
             server = datetime.fromtimestamp(int(seconds), UTC) + timedelta(
                 microseconds=int(microseconds)
             )
-            offset = server - (before + timedelta(seconds=took / 2))
             if best is None or took < best[0]:
-                best = (took, offset)
+                best = (took, Reckoning(server, start + took / 2))
         assert best is not None
-        return best[1]
+        self._reckoning = best[1]
+
+    async def _reckon_again_if_due(self) -> None:
+        """Measures the server's clock again once it was last measured RECKON_AGAIN
+        seconds ago (a host's monotonic clock may run apart from the server's by a
+        few seconds a day); if the server does not answer, the batch will tell."""
+        if self._clock != self.server_clock or time.monotonic() < self._reckon_due:
+            return  # (a clock given to open_budget is not the server's)
+        with contextlib.suppress(StoreUnavailable):
+            async with redis_errors(self._where):
+                await self._reckon()
 
     def server_clock(self) -> datetime:
         """The server's time now, as this host reckons it."""
-        return datetime.now(UTC) + self._offset
+        return self._reckoning.now()
+
+
+@attrs.frozen
+class Reckoning:
+    """The server's time at a moment of this host's monotonic clock."""
+
+    server: datetime
+    at: float  # time.monotonic() when the server's clock read ``server``
+
+    def now(self) -> datetime:
+        return self.server + timedelta(seconds=time.monotonic() - self.at)

@@ -8,6 +8,8 @@ hold; it prints the tokens it committed, in all and by tenant, and by how
 much its commits overran their estimates, as JSON. ``hold URL PREFIX NAME N`` reserves N times 10
 tokens (a 1 s TTL), prints ``held``, and sleeps until killed. ``edge URL PREFIX
 EDGE_AT BACKEND TASKS SEED`` spends across the end of an hour (see :func:`edge`).
+``restart URL PREFIX UNTIL BACKEND TASKS SEED`` spends until UNTIL while the
+server is restarted (see :func:`through_restart`).
 """
 
 from __future__ import annotations
@@ -146,6 +148,42 @@ async def edge(url: str, prefix: str, tasks: int, seed: int, edge_at: float) -> 
     print(json.dumps(report), flush=True)
 
 
+RESTART_TTL = timedelta(seconds=1)  # what a lost reserve strands, at most
+
+
+async def through_restart(url: str, prefix: str, tasks: int, seed: int, until: float) -> None:
+    """Reserves and commits until ``until`` (seconds since the epoch) while the
+    server goes away and comes back; prints, as JSON, the tokens of the commits
+    that returned, of those that failed (applied or not: their answer was lost),
+    the reserves that failed, and the time of the last commit that returned."""
+    report = {"committed": 0, "unknown": 0, "failed_reserves": 0, "last_commit": 0.0}
+
+    async def one(rng: random.Random) -> None:
+        while time.time() < until:
+            estimate = rng.randint(50, 400)
+            used = rng.randint(estimate // 2, estimate)
+            entered = False
+            try:
+                async with budget.reserve(tokens=estimate, ttl=RESTART_TTL) as held:
+                    entered = True
+                    await anyio.sleep(rng.random() / 1000)
+                    held.commit(tokens=used)
+                report["committed"] += used
+                report["last_commit"] = time.time()
+            except treasurer.StoreUnavailable:
+                report["unknown" if entered else "failed_reserves"] += used if entered else 1
+                await anyio.sleep(rng.random() / 10)
+
+    # Quick to give up (a call is made again for 0.3 s), so the outage is seen.
+    store = RedisStore(url, prefix=prefix, timeout=0.5, retry_for=0.3)
+    async with treasurer.open_budget(name="restart", tokens=10**9, store=store) as budget:
+        print("open", flush=True)
+        async with anyio.create_task_group() as group:
+            for number in range(tasks):
+                group.start_soon(one, random.Random(seed * 1000 + number))
+    print(json.dumps(report), flush=True)
+
+
 async def hold(url: str, prefix: str, name: str, count: int) -> None:
     store = RedisStore(url, prefix=prefix)
     async with treasurer.open_budget(name=name, tokens=CAP, store=store) as budget:
@@ -161,6 +199,10 @@ if __name__ == "__main__":
     if what == "spend":
         backend, tasks, rounds, seed = rest
         anyio.run(spend, url, prefix, name, int(tasks), int(rounds), int(seed), backend=backend)
+    elif what == "restart":  # (NAME is when to stop: seconds since the epoch)
+        backend, tasks, seed = rest
+        until = float(name)
+        anyio.run(through_restart, url, prefix, int(tasks), int(seed), until, backend=backend)
     elif what == "edge":  # (NAME is the edge: seconds since the epoch)
         backend, tasks, seed = rest
         anyio.run(edge, url, prefix, int(tasks), int(seed), float(name), backend=backend)

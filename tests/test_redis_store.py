@@ -1712,6 +1712,25 @@ class TestOtherServers:
         if how == "no authority":  # the reason, from beneath the client's own error
             assert "certificate verify failed" in str(raised.value)
 
+    async def test_an_applications_cluster_client(
+        self, redis_cluster_url: str, prefix: str
+    ) -> None:
+        """``from_client`` with a ``coredis.RedisCluster`` the application entered: its
+        budget is the one a ``cluster=True`` store opens, and it hears the other's
+        writes."""
+        async with client(redis_cluster_url, 2.0, cluster=True) as redis:
+            assert isinstance(redis, coredis.RedisCluster)
+            store = RedisStore.from_client(redis, prefix=prefix)
+            async with (
+                treasurer.open_budget(name="shared", tokens=1000, store=store) as first,
+                shared(redis_cluster_url, prefix, cluster=True) as second,
+            ):
+                # The application's client holds the wait: the settle wakes it (pub/sub).
+                async with waiting_for_room(second, first) as (rid, _):
+                    await second.settle(rid, tokens=400)
+                assert (await first.refresh()).tokens_used == 400
+            assert await redis.ping()  # the application's client is still open
+
     def test_a_budgets_keys_share_one_slot_on_the_cluster(self, redis_cluster_url: str) -> None:
         slots = {
             command(urlsplit(redis_cluster_url).port or 0, "CLUSTER", "KEYSLOT", key)
@@ -1784,6 +1803,56 @@ class TestProcesses:
         assert all(most[name] <= tenant_cap + overrun for name in tenants)
         assert samples > 10
         assert sum(report["refused"] for report in reports) > 0  # the cap was reached
+
+    def test_four_processes_through_a_restart_charge_each_commit_once(self, prefix: str) -> None:
+        """4 OS processes (two on asyncio, two on trio) x 50 tasks reserve and commit
+        while the server is killed (SIGKILL; an append-only file written through
+        at every write) and started again 1.5 s later: every process gets
+        StoreUnavailable while it is away and commits again after; the usage
+        stored holds every commit that returned, and of those whose answer was
+        lost no more than their sum (none twice); no reservation is left once
+        their TTL has passed."""
+        server = RedisServer(persist=True)
+        server.start()
+        try:
+            until = time.time() + 9.0
+            arguments = [sys.executable, WORKER, "restart", server.url, prefix, str(until)]
+            workers = [
+                subprocess.Popen(
+                    [*arguments, backend, "50", str(seed)], stdout=subprocess.PIPE, text=True
+                )
+                for seed, backend in enumerate(["asyncio", "trio", "asyncio", "trio"])
+            ]
+            for worker in workers:
+                assert worker.stdout is not None
+                assert worker.stdout.readline().strip() == "open"
+            time.sleep(0.5)  # spending
+            assert server.process is not None
+            server.process.kill()
+            server.process.wait(10)
+            server.process = None
+            time.sleep(1.5)
+            server.start()
+            back = time.time()
+            assert until - back > 2  # time left to spend again
+            reports = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
+            assert all(worker.returncode == 0 for worker in workers)
+
+            async def stored() -> treasurer.Snapshot:
+                async with shared(server.url, prefix, name="restart", tokens=10**9) as budget:
+                    await anyio.sleep(redis_worker.RESTART_TTL.total_seconds() + 0.2)
+                    assert await budget.consume(1)  # any batch reclaims what expired
+                    return budget.snapshot()
+
+            figures = anyio.run(stored)
+        finally:
+            server.close()
+        assert figures.tokens_reserved == 0
+        committed = sum(report["committed"] for report in reports)
+        unknown = sum(report["unknown"] for report in reports)
+        assert committed <= figures.tokens_used - 1 <= committed + unknown
+        assert all(report["failed_reserves"] > 0 for report in reports)  # each saw it
+        assert all(report["last_commit"] > back for report in reports)  # and came back
 
     def test_four_processes_across_the_end_of_an_hour(self, redis_url: str, prefix: str) -> None:
         """4 OS processes (two on asyncio, two on trio) x 100 tasks spend as 20

@@ -9,7 +9,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from .drivers import Backend, ProtocolDriver
 from .machine import ConformanceMachine
-from .stores import STORES, StoreFactory, examples
+from .stores import PROTOCOL_ONLY, STORES, StoreFactory, examples
 
 SETTINGS = settings(
     max_examples=80,
@@ -23,7 +23,7 @@ SETTINGS = settings(
 
 
 class TestStoreProtocol:
-    @pytest.mark.parametrize("factory", STORES)
+    @pytest.mark.parametrize("factory", STORES + PROTOCOL_ONLY)
     def test_every_store_conforms(self, factory: StoreFactory, anyio_backend: Backend) -> None:
         """Every batch answers as the model of the specification does, every published
         view shows the model's figures, and nothing is admitted over a limit."""

@@ -45,7 +45,7 @@ from . import redis_rows, rows
 from .base import BatchResult, Clock, Health, Work, system_clock
 from .redis_calls import ScriptCalls
 from .redis_client import check_url, client, redis_errors
-from .redis_merge import plan
+from .redis_merge import plan, settles_unseen
 from .redis_outage import Outage, Unstored, begin, merged, renumbered, warn
 from .redis_read import READ, StoredBudgets, pairs
 from .redis_script import SCRIPT
@@ -287,7 +287,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
             await self._take_turn(config, clock, deadline)
         while True:
             ledger = self._ledger
-            if ledger is None:
+            if ledger is None or settles_unseen(work.commands, ledger):
                 answer = await self._call(READ)
                 ledger = self._take_rows(answer, config, clock())
             self._ledger = None  # it holds what is not stored until the answer says so
@@ -372,7 +372,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         ledger, _ = self._ledger_in(answer, config, now)
         ledger.advance(max(now, ledger.now))  # as the next batch will see it
         found = ledger.tree.scopes.get(scope)
-        return None if found is None else view(found, ledger.now)
+        return None if found is None else rows.view_now(ledger, found)
 
     async def health(self) -> Health:
         """Healthy when the server answers ``PING`` within ``timeout``."""

@@ -155,6 +155,14 @@ class Merge:
         return replies
 
 
+def settles_unseen(commands: Sequence[Any], ledger: Ledger) -> bool:
+    """Whether a command settles a reservation issued since ``ledger`` (a copy) was
+    read, by another process: the copy would take it for one the batch itself
+    issues under the same id, so the rows must be read first."""
+    unseen = ledger.reservations.next_id
+    return any(isinstance(c, Commit | Release) and c.reservation >= unseen for c in commands)
+
+
 def plan(
     known: Known,
     ledger: Ledger,

@@ -18,7 +18,9 @@ import attrs
 from .._core import state
 from .._core.config import BudgetConfig
 from .._core.ledger import Ledger
+from .._core.outcomes import ScopeView
 from .._core.reads import view
+from .._core.scope import Scope
 from .._core.scopes import ScopePath, tenant_of
 from .._core.values import Snapshot
 
@@ -92,6 +94,14 @@ def figures(ledger: Ledger, now: datetime) -> dict[str | None, Snapshot]:
         for path, scope in ledger.tree.scopes.items()
         if len(path) == 1 and tenant_of(path) is not None
     )
-    found: dict[str | None, Snapshot] = {None: view(ledger.root, ledger.now).snapshot()}
-    found.update({tenant_of(path): view(scope, ledger.now).snapshot() for path, scope in scopes})
+    found: dict[str | None, Snapshot] = {None: view_now(ledger, ledger.root).snapshot()}
+    found.update({tenant_of(path): view_now(ledger, scope).snapshot() for path, scope in scopes})
     return found
+
+
+def view_now(ledger: Ledger, scope: Scope) -> ScopeView:
+    """The view of ``scope`` in a ledger read only to be shown, its windows (and
+    those above it) in the periods that hold the ledger's time: a scope no batch
+    touched since a period ended still counts that period until one does."""
+    ledger.tree.catch_up(scope, ledger.now, [])
+    return view(scope, ledger.now)

@@ -87,14 +87,23 @@ EDGE_HOUR_CAP = 10**7  # a tenant's, an hour: not reached (a refusal is no merge
 AFTER_EDGE = 1.5  # seconds the workers go on after the hour ends
 
 
-def edge_options(edge_at: float) -> dict[str, Any]:
-    """The budget of an ``edge`` run: the host's clock moved so that the hour ends
-    at ``edge_at`` (seconds since the epoch), an hourly window for the budget and
-    one for each tenant."""
+class EdgeClock:
+    """The host's clock moved so that the hour ends at ``edge_at`` (seconds since
+    the epoch); half an hour before the end until ``edge_at`` is set, so that a
+    process can open, however late it starts, before the end is fixed."""
 
-    def clock() -> datetime:
-        return EDGE + timedelta(seconds=time.time() - edge_at)
+    def __init__(self, edge_at: float | None = None) -> None:
+        self.edge_at = edge_at
 
+    def __call__(self) -> datetime:
+        if self.edge_at is None:
+            return EDGE - timedelta(minutes=30)
+        return EDGE + timedelta(seconds=time.time() - self.edge_at)
+
+
+def edge_options(clock: EdgeClock) -> dict[str, Any]:
+    """The budget of an ``edge`` run: on ``clock``, an hourly window for the budget
+    and one for each tenant."""
     hourly = treasurer.TenantCaps(windows=[treasurer.Window.hour(tokens=EDGE_HOUR_CAP)])
     return {
         "name": "edge",
@@ -105,8 +114,9 @@ def edge_options(edge_at: float) -> dict[str, Any]:
     }
 
 
-async def edge(url: str, prefix: str, tasks: int, seed: int, edge_at: float) -> None:
-    """Spends as EDGE_TENANTS tenants across the end of an hour; prints each commit
+async def edge(url: str, prefix: str, tasks: int, seed: int) -> None:
+    """Opens, prints "open", reads the end of the hour (seconds since the epoch)
+    from stdin, then spends as EDGE_TENANTS tenants across it; prints each commit
     (tenant, when its reservation was asked for and when the commit returned, in
     host seconds, tokens), the refusals before and after the end, the
     roll-overs it heard of, and the usage its batches recorded (tenant, the
@@ -139,8 +149,10 @@ async def edge(url: str, prefix: str, tasks: int, seed: int, edge_at: float) -> 
                 await anyio.sleep(rng.random() / 100)
 
     store = RedisStore(url, prefix=prefix)
-    options = edge_options(edge_at)
-    async with treasurer.open_budget(store=store, on_event=heard, **options) as budget:
+    clock = EdgeClock()
+    async with treasurer.open_budget(store=store, on_event=heard, **edge_options(clock)) as budget:
+        print("open", flush=True)
+        edge_at = clock.edge_at = float(await anyio.to_thread.run_sync(sys.stdin.readline))
         async with anyio.create_task_group() as group:
             for number in range(tasks):
                 group.start_soon(one, number, random.Random(seed * 1000 + number))
@@ -203,8 +215,8 @@ if __name__ == "__main__":
         backend, tasks, seed = rest
         until = float(name)
         anyio.run(through_restart, url, prefix, int(tasks), int(seed), until, backend=backend)
-    elif what == "edge":  # (NAME is the edge: seconds since the epoch)
+    elif what == "edge":  # (NAME is unused: the edge comes on stdin)
         backend, tasks, seed = rest
-        anyio.run(edge, url, prefix, int(tasks), int(seed), float(name), backend=backend)
+        anyio.run(edge, url, prefix, int(tasks), int(seed), backend=backend)
     else:
         anyio.run(hold, url, prefix, name, int(rest[0]))

@@ -1865,19 +1865,27 @@ class TestProcesses:
         the budget's, and each is exactly what the batches stamped in the hour
         charged it (their UsageRecorded events); lifetime usage is every commit,
         each tenant's its own; each process heard of each scope's roll-over once."""
-        edge_at = time.time() + 3.0  # (the workers start, then spend for a second or more)
-        command = [sys.executable, WORKER, "edge", redis_url, prefix, repr(edge_at)]
+        command = [sys.executable, WORKER, "edge", redis_url, prefix, "-"]
         workers = [
             subprocess.Popen(
                 [*command, backend, "100", str(seed)],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             )
             for seed, backend in enumerate(["asyncio", "trio", "asyncio", "trio"])
         ]
+        for worker in workers:  # (the end is fixed once all are open: none starts too late)
+            assert worker.stdout is not None
+            assert worker.stdout.readline() == "open\n"
+        edge_at = time.time() + 2.0  # (they spend for two seconds first)
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write(f"{edge_at!r}\n")
+            worker.stdin.flush()
         tenants = [f"t{n}" for n in range(redis_worker.EDGE_TENANTS)]
         samples = {"before": 0, "after": 0}
-        options = redis_worker.edge_options(edge_at)
+        options = redis_worker.edge_options(redis_worker.EdgeClock(edge_at))
 
         async def sample() -> None:  # (until the workers stop spending: they print then)
             async with shared(redis_url, prefix, **options) as budget:

@@ -179,6 +179,37 @@ class RedisCluster:
         for node in self.nodes:
             node.close()
 
+    def owner(self, key: str) -> RedisServer:
+        """The node serving ``key``'s hash slot (the others answer MOVED)."""
+        (node,) = (n for n in self.nodes if not n.command("TYPE", key).startswith("-MOVED"))
+        return node
+
+    def move_slot(self, key: str, pause: float) -> tuple[RedisServer, RedisServer]:
+        """Reshards ``key``'s hash slot to another node as ``redis-cli --cluster
+        reshard`` does (importing and migrating, the keys moved, then the new owner
+        announced), ``pause`` seconds in each state; returns the old owner and the
+        new one."""
+        source = self.owner(key)
+        slot = int(source.command("CLUSTER", "KEYSLOT", key)[1:])
+        target = next(node for node in self.nodes if node is not source)
+        source_id, target_id = (_bulk(n.command("CLUSTER", "MYID")) for n in (source, target))
+        assert target.command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id) == "+OK\r\n"
+        assert source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id) == "+OK\r\n"
+        time.sleep(pause)
+        listed = source.command("CLUSTER", "GETKEYSINSLOT", slot, 1000).split("\r\n")
+        keys = listed[2::2][: int(listed[0][1:])]
+        migrate = ("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        assert source.command(*migrate) == "+OK\r\n"
+        time.sleep(pause)
+        for node in [target, source, *(n for n in self.nodes if n not in (source, target))]:
+            assert node.command("CLUSTER", "SETSLOT", slot, "NODE", target_id) == "+OK\r\n"
+        return source, target
+
+
+def _bulk(answer: str) -> str:
+    """A bulk string answer's text."""
+    return answer.split("\r\n")[1]
+
 
 def _serves_every_slot(node: RedisServer) -> bool:
     info = node.command("CLUSTER", "INFO")

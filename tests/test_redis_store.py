@@ -38,7 +38,7 @@ import treasurer._stores.redis
 import treasurer._stores.redis_calls
 import treasurer._stores.rows
 import treasurer.sync
-from redis_server import RedisServer, command
+from redis_server import RedisCluster, RedisServer, command
 from treasurer import (
     InvalidOption,
     ReservationError,
@@ -1737,6 +1737,56 @@ class TestOtherServers:
             for key in budget_keys("treasurer", "orchestrator-1")
         }
         assert len(slots) == 1  # one answer, ":<slot>", for all four keys
+
+
+class TestResharding:
+    """A Redis Cluster that moves a budget's hash slot to another node while two
+    processes spend in it (a cluster of the test's own)."""
+
+    @pytest.fixture
+    def cluster(self) -> Iterator[RedisCluster]:
+        cluster = RedisCluster()
+        cluster.start()
+        yield cluster
+        cluster.close()
+
+    async def test_a_budget_whose_slot_moves_while_it_spends(
+        self, cluster: RedisCluster, prefix: str
+    ) -> None:
+        """While the slot migrates (its keys on the old node, then on the new one)
+        a batch is refused with TRYAGAIN and tried again; once the new owner is
+        announced, batches go there. No call fails, every commit is charged once,
+        and a settle still wakes the other process's waiter."""
+        key = budget_keys(prefix, "shared")[0]
+        made: list[float] = []  # when each commit returned
+        spending = True
+
+        async def spend(budget: treasurer.Budget) -> None:
+            while spending:
+                async with budget.reserve(tokens=10) as held:
+                    await anyio.sleep(0.001)
+                    held.commit(tokens=5)
+                made.append(time.monotonic())
+
+        async with (
+            shared(cluster.url, prefix, cluster=True, tokens=10**9) as first,
+            shared(cluster.url, prefix, cluster=True, tokens=10**9) as second,
+        ):
+            async with anyio.create_task_group() as group:
+                for budget in [first, second] * 10:
+                    group.start_soon(spend, budget)
+                await anyio.sleep(0.3)
+                old, new = await anyio.to_thread.run_sync(cluster.move_slot, key, 0.3)
+                moved = time.monotonic()
+                await anyio.sleep(0.3)
+                spending = False
+            assert cluster.owner(key) is new
+            assert old.command("EXISTS", key).startswith("-MOVED")
+            assert any(at > moved for at in made)  # and batches went on after it
+            assert (await second.refresh()).tokens_used == 5 * len(made)
+            await first.consume(10**9 - 5 * len(made) - 1000)  # 1000 tokens left
+            async with waiting_for_room(first, second) as (rid, _):
+                await first.settle(rid, tokens=400)  # wakes the waiter (pub/sub)
 
 
 class TestProcesses:

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -73,6 +73,7 @@ class RedisServer:
         binary: str | None = None,
         cluster: bool = False,
         tls: bool = False,
+        options: Sequence[str] = (),
     ) -> None:
         self.persist = persist  # an append-only file, so a restart keeps the data
         self.binary = binary or server_binary()
@@ -83,6 +84,7 @@ class RedisServer:
         self.directory = Path(tempfile.mkdtemp(prefix="treasurer-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
         self.tls_options = self._certify() if tls else []
+        self.options = list(options)  # more of the server's own
 
     @property
     def url(self) -> str:
@@ -122,7 +124,7 @@ class RedisServer:
         ]
         if self.bus_port is not None:
             command += ["--cluster-enabled", "yes", "--cluster-port", str(self.bus_port)]
-        command += self.tls_options
+        command += [*self.tls_options, *self.options]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -151,8 +153,13 @@ class RedisCluster:
     """A Redis Cluster of three primaries (no replicas), each serving a third of
     the hash slots, on 127.0.0.1."""
 
+    # A node is failed 1 s after it stops answering, and a new replica gets its
+    # primary's data at once (Valkey waits 5 s for more replicas by default).
+    OPTIONS = ("--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0")
+
     def __init__(self) -> None:
-        self.nodes = [RedisServer(cluster=True) for _ in range(3)]
+        self.nodes = [RedisServer(cluster=True, options=self.OPTIONS) for _ in range(3)]
+        self.replicas: list[RedisServer] = []
 
     @property
     def url(self) -> str:
@@ -176,12 +183,32 @@ class RedisCluster:
         raise RuntimeError("the Redis Cluster did not come up")
 
     def close(self) -> None:
-        for node in self.nodes:
+        for node in [*self.nodes, *self.replicas]:
             node.close()
 
+    def add_replica(self, key: str) -> RedisServer:
+        """A new node that replicates the one serving ``key`` (once it has its data)."""
+        replica = RedisServer(cluster=True, options=self.OPTIONS)
+        self.replicas.append(replica)
+        replica.start()
+        meet = ("CLUSTER", "MEET", "127.0.0.1", replica.port, replica.bus_port)
+        assert self.nodes[0].command(*meet).startswith("+OK")
+        primary = _bulk(self.owner(key).command("CLUSTER", "MYID"))
+        deadline = time.monotonic() + 20
+        # (it can replicate once it has heard of the primary, then sync)
+        while not replica.command("CLUSTER", "REPLICATE", primary).startswith("+OK"):
+            assert time.monotonic() < deadline, "the replica never heard of its primary"
+            time.sleep(0.05)
+        while "master_link_status:up" not in replica.command("INFO", "replication"):
+            assert time.monotonic() < deadline, "the replica never synced"
+            time.sleep(0.05)
+        return replica
+
     def owner(self, key: str) -> RedisServer:
-        """The node serving ``key``'s hash slot (the others answer MOVED)."""
-        (node,) = (n for n in self.nodes if not n.command("TYPE", key).startswith("-MOVED"))
+        """The primary serving ``key``'s hash slot (the others answer MOVED, or an
+        error while they learn of a failover)."""
+        alive = [n for n in [*self.nodes, *self.replicas] if n.process is not None]
+        (node,) = (n for n in alive if n.command("TYPE", key).startswith("+"))
         return node
 
     def move_slot(self, key: str, pause: float) -> tuple[RedisServer, RedisServer]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import signal
 import socket
@@ -1739,9 +1740,10 @@ class TestOtherServers:
         assert len(slots) == 1  # one answer, ":<slot>", for all four keys
 
 
-class TestResharding:
-    """A Redis Cluster that moves a budget's hash slot to another node while two
-    processes spend in it (a cluster of the test's own)."""
+class TestClusterChanges:
+    """A Redis Cluster that moves a budget's hash slot to another node, or whose
+    node serving it fails over to a replica, while two processes spend in it (a
+    cluster of the test's own)."""
 
     @pytest.fixture
     def cluster(self) -> Iterator[RedisCluster]:
@@ -1785,6 +1787,55 @@ class TestResharding:
             assert any(at > moved for at in made)  # and batches went on after it
             assert (await second.refresh()).tokens_used == 5 * len(made)
             await first.consume(10**9 - 5 * len(made) - 1000)  # 1000 tokens left
+            async with waiting_for_room(first, second) as (rid, _):
+                await first.settle(rid, tokens=400)  # wakes the waiter (pub/sub)
+
+    async def test_a_budget_whose_node_fails_over(self, cluster: RedisCluster, prefix: str) -> None:
+        """The node serving the budget (the one the stores were given) is killed
+        (SIGKILL) while two processes spend; its replica is promoted (the node is
+        failed after 1 s). The calls are tried again until the clients map the
+        cluster anew and reach the promoted node: none fails, and the batches go
+        on. Replication is asynchronous, so what the old node acknowledged but
+        had not sent its replica is lost: never more than the commits of the last
+        moment before the kill, and nothing is charged twice."""
+        key = budget_keys(prefix, "shared")[0]
+        made: list[float] = []
+        spending = True
+        killed = math.inf
+        back = anyio.Event()  # set by a commit that returns 0.1 s after the kill
+
+        async def spend(budget: treasurer.Budget) -> None:
+            while spending:
+                async with budget.reserve(tokens=10) as held:
+                    await anyio.sleep(0.001)
+                    held.commit(tokens=5)
+                made.append(time.monotonic())
+                if made[-1] > killed + 0.1:
+                    back.set()
+
+        async with (
+            shared(cluster.url, prefix, cluster=True, tokens=10**9) as first,
+            shared(cluster.url, prefix, cluster=True, tokens=10**9) as second,
+        ):
+            replica = await anyio.to_thread.run_sync(cluster.add_replica, key)
+            primary = cluster.owner(key)
+            assert primary.url == cluster.url  # (the one node the clients knew at first)
+            async with anyio.create_task_group() as group:
+                for budget in [first, second] * 10:
+                    group.start_soon(spend, budget)
+                await anyio.sleep(0.3)
+                assert primary.process is not None
+                primary.process.kill()
+                killed = time.monotonic()
+                primary.process.wait()
+                primary.process = None
+                with anyio.fail_after(10):
+                    await back.wait()
+                await anyio.sleep(0.3)
+                spending = False
+            assert cluster.owner(key) is replica
+            lost = 5 * len(made) - (await second.refresh()).tokens_used
+            assert 0 <= lost <= 5 * sum(killed - 0.05 < at <= killed for at in made)
             async with waiting_for_room(first, second) as (rid, _):
                 await first.settle(rid, tokens=400)  # wakes the waiter (pub/sub)
 

@@ -139,7 +139,9 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
     def from_client(cls, redis: Any, **options: Any) -> RedisStore:
         """A store that talks through ``redis``, a coredis client the application
         has entered (``async with``) and closes itself. It must decode replies
-        (``decode_responses=True``), as the store's own clients do."""
+        (``decode_responses=True``), as the store's own clients do; a
+        ``coredis.RedisCluster`` should retry ``ConnectionError`` once, or it
+        never learns of a failover (docs/deployment.md)."""
         if getattr(redis, "decode_responses", True) is not True:
             raise InvalidOption("the Redis store needs a client made with decode_responses=True")
         return cls(redis=redis, **options)

@@ -88,7 +88,12 @@ def client(url: str, timeout: float, cluster: bool = False) -> Any:
     if not cluster:
         return coredis.Redis.from_url(url, **options)
     from coredis.connection import TCPLocation
+    from coredis.exceptions import ConnectionError as NodeUnreachable
 
+    # A node that cannot be reached is asked once more at once: the cluster client
+    # learns of a failure only from a call it tries again, and after two it maps
+    # the cluster's slots anew (a replica promoted in a failover serves them).
+    options["retry_policy"] = coredis.retry.ConstantRetryPolicy((NodeUnreachable,), 1, delay=0)
     # Named here: the node coredis would make from the URL is a deprecated kind.
     where = urlsplit(url)
     node = TCPLocation(where.hostname or "localhost", where.port or 6379)

@@ -18,6 +18,9 @@ warm-up; pairs/s counts the pairs finished inside the measured window. Designs:
   same coredis client, a Lua check-and-deduct on a hash per reserve (cap check,
   then HINCRBY of what is held) and one per commit (give back the hold, add
   the spend): two round trips per pair, the books still exact.
+- ``memory store``: the same pairs through the same actor and core on the
+  memory store (no server): what group commit would make if its store cost
+  nothing, so the bound on its ratio to one call per request.
 - ``ceiling``: the most a client of this kind gets from the server: 100 tasks,
   each making one EVALSHA of ``return 1`` after another, through the same
   coredis client; with 4 processes, 4 such clients. On 2 cores this is the
@@ -385,6 +388,25 @@ async def per_request(url: str, plan: Plan) -> dict[str, Any]:
     return figures | {"books_ok": int(used) == span.made * COMMIT and int(held) == 0}
 
 
+async def memory_store(url: str, plan: Plan) -> dict[str, Any]:
+    """The same pairs through the same actor and core on the memory store: no
+    server, no copy to write out. What group commit would make if its store cost
+    nothing, so the bound on its ratio to one call per request."""
+    async with (
+        client(url, 5.0) as monitor,
+        treasurer.open_budget(name="bench", tokens=CAP) as budget,
+    ):
+
+        async def pair(_: int) -> None:
+            async with budget.reserve(tokens=RESERVE) as r:
+                r.commit(tokens=COMMIT)
+
+        span = await drive(pair, plan, monitor)
+        used = budget.snapshot().tokens_used
+    figures = rates(span.window, span.seconds, span.whole)
+    return figures | {"books_ok": used == span.made * COMMIT}
+
+
 async def ceiling(url: str, plan: Plan) -> dict[str, Any]:
     async with client(url, 5.0) as redis, client(url, 5.0) as monitor:
         script = redis.register_script(TRIVIAL)
@@ -599,6 +621,7 @@ DESIGNS: dict[str, Callable[[str, Plan], Awaitable[dict[str, Any]]]] = {
     "ceiling": ceiling,
     "group commit": group_commit,
     "per request": per_request,
+    "memory store": memory_store,
 }
 
 
@@ -666,6 +689,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "many": many,
             "latency": lat,
             "group_vs_per_request": one["group commit"]["rate"] / one["per request"]["rate"],
+            "memory_vs_per_request": one["memory store"]["rate"] / one["per request"]["rate"],
+            "group_vs_memory": one["group commit"]["rate"] / one["memory store"]["rate"],
             "shared_vs_own": many[WINDOWS_TENANTS]["rate"] / many[OWN_BUDGETS]["rate"],
         }
     return out
@@ -795,6 +820,32 @@ def sharing(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def bound(summary: dict[str, Any]) -> list[str]:
+    """How far group commit can go against one call per request: no further than
+    the memory store, which runs the same actor and core with no store to pay.
+    The target's room: what the Redis store's own work may add to the memory
+    store's time per pair, against what it adds now."""
+
+    def one(backend: str, s: dict[str, Any]) -> str:
+        room = s["memory_vs_per_request"] / GROUP_VS_PER_REQUEST - 1
+        adds = 1 / s["group_vs_memory"] - 1
+        return (
+            f"{backend}: {s['one']['memory store']['rate']:,.0f} pairs/s, "
+            f"{_x(s['memory_vs_per_request'])} one call per request; "
+            f"{GROUP_VS_PER_REQUEST:g}x leaves the Redis store's own work "
+            f"{100 * room:+.0f} % of the memory store's time per pair, and it takes "
+            f"{100 * adds:+.0f} %"
+        )
+
+    figures = "; ".join(one(backend, s) for backend, s in summary.items())
+    return [
+        f"The bound: the memory store, 1 x {TASKS} in the same run (the same actor and "
+        f"core, no server). Group commit cannot pass its rate, so its ratio to one "
+        f"call per request bounds the group commit target's. {figures} (the copy's "
+        "rows and arguments, the call and its answer)."
+    ]
+
+
 def cpu_line(meta: dict[str, Any]) -> str:
     wall, cpu, load = meta["duration_s"], meta["cpu_s"], meta["load_average"]
     line = f"this run (with its server and workers) used {cpu['this_run']:.0f} s of CPU in "
@@ -879,6 +930,7 @@ def write(
     tool = meta["server"]["tool"] or {}
     server = tool.get("P1")
     lines += ["", "## Throughput", "", *table(summary, server), "", *sharing(summary), ""]
+    lines += [*bound(summary), ""]
     lines += [
         "Rates are pairs (one reserve and one commit: two requests) per second, the "
         "ceiling's EVALSHA calls per second; `vs ceiling` divides either by the ceiling "
@@ -946,7 +998,7 @@ def write(
     if problems:
         lines += ["", "Problems:", *[f"- {problem}" for problem in problems]]
     (folder / "REDIS.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    printed = [*table(summary, server), "", *sharing(summary), ""]
+    printed = [*table(summary, server), "", *sharing(summary), "", *bound(summary), ""]
     printed += [f"Server ceiling: {tool_line(tool or None)}.", ""]
     for t in targets:
         verdict = "met" if t["met"] else "MISSED"

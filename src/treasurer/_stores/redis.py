@@ -140,8 +140,8 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
         """A store that talks through ``redis``, a coredis client the application
         has entered (``async with``) and closes itself. It must decode replies
         (``decode_responses=True``), as the store's own clients do; a
-        ``coredis.RedisCluster`` should retry ``ConnectionError`` once, or it
-        never learns of a failover (docs/deployment.md)."""
+        ``coredis.RedisCluster`` must retry ``ConnectionError`` (coredis's
+        default policy does), or it never learns of a failover."""
         if getattr(redis, "decode_responses", True) is not True:
             raise InvalidOption("the Redis store needs a client made with decode_responses=True")
         return cls(redis=redis, **options)

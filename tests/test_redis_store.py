@@ -519,19 +519,23 @@ class TestLine:
         store = RedisStore(redis_url, prefix=prefix, timeout=0.2, retry_for=0)
         async with treasurer.open_budget(name="shared", tokens=1000, store=store) as budget:
             assert await budget.consume(100)
+            done = anyio.Event()
             async with anyio.create_task_group() as group:
 
                 async def hold_the_turn() -> None:  # another writer, renewing its turn
-                    while True:
+                    while not done.is_set():
                         await as_writer(redis_url, prefix, "other", "turn")
-                        await anyio.sleep(0.05)
+                        with anyio.move_on_after(0.05):
+                            await done.wait()
 
                 group.start_soon(hold_the_turn)
                 await line_is(redis_url, prefix, lambda line: line == ["other"])
                 with pytest.raises(StoreUnavailable, match="other writers in line"):
                     await (budget.refund(50, 100) if refund else budget.consume(10))
                 assert await line_of(redis_url, prefix) == ["other"]
-                group.cancel_scope.cancel()
+                # Stopped, not cancelled: coredis turns a cancelled connect into a
+                # ConnectionError (seen once in CI, under load).
+                done.set()
             assert (await budget.refresh()).tokens_used == 100  # nothing written
 
     async def test_a_writer_outrun_twice_takes_a_turn(self, redis_url: str, prefix: str) -> None:

@@ -33,9 +33,10 @@ every scope must show; the machines (``machine.py``) compare a store with it.
   usage late (to its scope, or the nearest scope above that still exists),
   releasing it changes nothing. A refund matches an outstanding consume of its
   estimate in its scope, gives the difference back to the lifetime only (or
-  charges the excess); a take-back undoes one call exactly. A reset zeroes
-  usage (all scopes from the budget, one tenant's own, or one window's period)
-  and keeps open reservations.
+  charges the excess; a child's carve grows back by what it gave back, so the
+  windows above the child may show it twice, and may be over their caps); a
+  take-back undoes one call exactly. A reset zeroes usage (all scopes from the
+  budget, one tenant's own, or one window's period) and keeps open reservations.
 * **Waiting.** Waiting requests are served after each batch in arrival order.
   One refused by a scope (not finally) holds up every later request that must
   fit that scope; a request held up is not looked at, except that one which
@@ -646,6 +647,15 @@ class Model:
             for member in scope.chain():
                 member.used = take(member.used, credit)
             self.given_back(scope, credit, "refund", None)
+            # Windows keep counting what a refund gives back, while a child's carve
+            # grows back by it in every scope above the child: their windows may
+            # then show more used and held than their caps (the tokens twice).
+            carved = False
+            for member in scope.chain():
+                if carved:
+                    for index in range(len(member.windows)):
+                        self.excuse([member], [TOKENS], index)
+                carved = carved or member.carve is not None
         elif difference < 0:
             self.charge(scope, on_axis(TOKENS, -difference), "refund", calls=0, overrun=[TOKENS])
         return None

@@ -1744,6 +1744,27 @@ class TestOtherServers:
         assert len(slots) == 1  # one answer, ":<slot>", for all four keys
 
 
+class Spending:
+    """Tasks making reserve+commit pairs (10 held, 5 charged) until ``going`` is
+    false: when each commit returned, and an event set by the first to return
+    more than 0.1 s after ``mark``."""
+
+    def __init__(self) -> None:
+        self.made: list[float] = []
+        self.going = True
+        self.mark = math.inf
+        self.past_mark = anyio.Event()
+
+    async def spend(self, budget: treasurer.Budget) -> None:
+        while self.going:
+            async with budget.reserve(tokens=10) as held:
+                await anyio.sleep(0.001)
+                held.commit(tokens=5)
+            self.made.append(time.monotonic())
+            if self.made[-1] > self.mark + 0.1:
+                self.past_mark.set()
+
+
 class TestClusterChanges:
     """A Redis Cluster that moves a budget's hash slot to another node, or whose
     node serving it fails over to a replica, while two processes spend in it (a
@@ -1764,33 +1785,24 @@ class TestClusterChanges:
         announced, batches go there. No call fails, every commit is charged once,
         and a settle still wakes the other process's waiter."""
         key = budget_keys(prefix, "shared")[0]
-        made: list[float] = []  # when each commit returned
-        spending = True
-
-        async def spend(budget: treasurer.Budget) -> None:
-            while spending:
-                async with budget.reserve(tokens=10) as held:
-                    await anyio.sleep(0.001)
-                    held.commit(tokens=5)
-                made.append(time.monotonic())
-
+        spending = Spending()
         async with (
             shared(cluster.url, prefix, cluster=True, tokens=10**9) as first,
             shared(cluster.url, prefix, cluster=True, tokens=10**9) as second,
         ):
             async with anyio.create_task_group() as group:
                 for budget in [first, second] * 10:
-                    group.start_soon(spend, budget)
+                    group.start_soon(spending.spend, budget)
                 await anyio.sleep(0.3)
                 old, new = await anyio.to_thread.run_sync(cluster.move_slot, key, 0.3)
                 moved = time.monotonic()
                 await anyio.sleep(0.3)
-                spending = False
+                spending.going = False
             assert cluster.owner(key) is new
             assert old.command("EXISTS", key).startswith("-MOVED")
-            assert any(at > moved for at in made)  # and batches went on after it
-            assert (await second.refresh()).tokens_used == 5 * len(made)
-            await first.consume(10**9 - 5 * len(made) - 1000)  # 1000 tokens left
+            assert any(at > moved for at in spending.made)  # and batches went on after it
+            assert (await second.refresh()).tokens_used == 5 * len(spending.made)
+            await first.consume(10**9 - 5 * len(spending.made) - 1000)  # 1000 tokens left
             async with waiting_for_room(first, second) as (rid, _):
                 await first.settle(rid, tokens=400)  # wakes the waiter (pub/sub)
 
@@ -1803,20 +1815,7 @@ class TestClusterChanges:
         had not sent its replica is lost: never more than the commits of the last
         moment before the kill, and nothing is charged twice."""
         key = budget_keys(prefix, "shared")[0]
-        made: list[float] = []
-        spending = True
-        killed = math.inf
-        back = anyio.Event()  # set by a commit that returns 0.1 s after the kill
-
-        async def spend(budget: treasurer.Budget) -> None:
-            while spending:
-                async with budget.reserve(tokens=10) as held:
-                    await anyio.sleep(0.001)
-                    held.commit(tokens=5)
-                made.append(time.monotonic())
-                if made[-1] > killed + 0.1:
-                    back.set()
-
+        spending = Spending()
         async with (
             shared(cluster.url, prefix, cluster=True, tokens=10**9) as first,
             shared(cluster.url, prefix, cluster=True, tokens=10**9) as second,
@@ -1826,20 +1825,20 @@ class TestClusterChanges:
             assert primary.url == cluster.url  # (the one node the clients knew at first)
             async with anyio.create_task_group() as group:
                 for budget in [first, second] * 10:
-                    group.start_soon(spend, budget)
+                    group.start_soon(spending.spend, budget)
                 await anyio.sleep(0.3)
                 assert primary.process is not None
                 primary.process.kill()
-                killed = time.monotonic()
+                killed = spending.mark = time.monotonic()
                 primary.process.wait()
                 primary.process = None
                 with anyio.fail_after(10):
-                    await back.wait()
+                    await spending.past_mark.wait()
                 await anyio.sleep(0.3)
-                spending = False
+                spending.going = False
             assert cluster.owner(key) is replica
-            lost = 5 * len(made) - (await second.refresh()).tokens_used
-            assert 0 <= lost <= 5 * sum(killed - 0.05 < at <= killed for at in made)
+            lost = 5 * len(spending.made) - (await second.refresh()).tokens_used
+            assert 0 <= lost <= 5 * sum(killed - 0.05 < at <= killed for at in spending.made)
             async with waiting_for_room(first, second) as (rid, _):
                 await first.settle(rid, tokens=400)  # wakes the waiter (pub/sub)
 

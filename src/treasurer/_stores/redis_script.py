@@ -140,8 +140,12 @@ local function stale()
 end
 -- Fields of the budget hash to set with the version; a merge's offset is kept
 -- with its batch id (a member "<id>+<offset>" of the same score), for ``done``.
+-- A version is the count of writes, the server's time and the writer: a count
+-- alone repeats when a failover loses the last writes (replication is
+-- asynchronous), and a copy computed before the loss would pass for the rows.
 local function written(fields, offset)
-  version = tostring((tonumber(version) or 0) + 1)
+  local count = tonumber(string.match(version or '', '^%d+')) or 0
+  version = string.format('%d:%s.%s:%s', count + 1, now[1], now[2], writer)
   redis.call('HSET', KEYS[1], 'version', version, unpack(fields))
   if batch ~= '' then
     redis.call('ZADD', KEYS[4], ms, batch)

@@ -141,7 +141,11 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(10)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
             self.process = None
 
     def close(self) -> None:
@@ -153,12 +157,15 @@ class RedisCluster:
     """A Redis Cluster of three primaries (no replicas), each serving a third of
     the hash slots, on 127.0.0.1."""
 
-    # A node is failed 1 s after it stops answering, and a new replica gets its
-    # primary's data at once (Valkey waits 5 s for more replicas by default).
-    OPTIONS = ("--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0")
+    # For failovers: a node is failed 1 s after it stops answering, and a new
+    # replica gets its primary's data at once (Valkey waits 5 s for more
+    # replicas by default). Not for a cluster shared by many tests, where a node
+    # stalled for a second under load would fail it.
+    FAILOVER = ("--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0")
 
-    def __init__(self) -> None:
-        self.nodes = [RedisServer(cluster=True, options=self.OPTIONS) for _ in range(3)]
+    def __init__(self, options: tuple[str, ...] = ()) -> None:
+        self.options = options
+        self.nodes = [RedisServer(cluster=True, options=options) for _ in range(3)]
         self.replicas: list[RedisServer] = []
 
     @property
@@ -188,7 +195,7 @@ class RedisCluster:
 
     def add_replica(self, key: str) -> RedisServer:
         """A new node that replicates the one serving ``key`` (once it has its data)."""
-        replica = RedisServer(cluster=True, options=self.OPTIONS)
+        replica = RedisServer(cluster=True, options=self.options)
         self.replicas.append(replica)
         replica.start()
         meet = ("CLUSTER", "MEET", "127.0.0.1", replica.port, replica.bus_port)
@@ -244,9 +251,9 @@ def _serves_every_slot(node: RedisServer) -> bool:
 
 
 def serving(server: RedisServer | RedisCluster) -> Iterator[str]:
-    """Start ``server``, yield its URL, and close it after."""
-    server.start()
+    """Start ``server``, yield its URL, and close it after (if it failed to start too)."""
     try:
+        server.start()
         yield server.url
     finally:
         server.close()

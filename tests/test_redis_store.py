@@ -39,7 +39,7 @@ import treasurer._stores.redis
 import treasurer._stores.redis_calls
 import treasurer._stores.rows
 import treasurer.sync
-from redis_server import RedisCluster, RedisServer, command
+from redis_server import RedisCluster, RedisServer, command, serving
 from treasurer import (
     InvalidOption,
     ReservationError,
@@ -1808,10 +1808,9 @@ class TestClusterChanges:
 
     @pytest.fixture
     def cluster(self) -> Iterator[RedisCluster]:
-        cluster = RedisCluster()
-        cluster.start()
-        yield cluster
-        cluster.close()
+        cluster = RedisCluster(options=RedisCluster.FAILOVER)
+        for _ in serving(cluster):
+            yield cluster
 
     async def test_a_budget_whose_slot_moves_while_it_spends(
         self, cluster: RedisCluster, prefix: str
@@ -1838,7 +1837,7 @@ class TestClusterChanges:
             assert old.command("EXISTS", key).startswith("-MOVED")
             assert any(at > moved for at in spending.made)  # and batches went on after it
             assert (await second.refresh()).tokens_used == 5 * len(spending.made)
-            await first.consume(10**9 - 5 * len(spending.made) - 1000)  # 1000 tokens left
+            assert await first.consume(10**9 - 5 * len(spending.made) - 1000)  # 1000 left
             async with waiting_for_room(first, second) as (rid, _):
                 await first.settle(rid, tokens=400)  # wakes the waiter (pub/sub)
 
@@ -1866,15 +1865,20 @@ class TestClusterChanges:
                 assert primary.process is not None
                 primary.process.kill()
                 killed = spending.mark = time.monotonic()
-                primary.process.wait()
+                await anyio.to_thread.run_sync(primary.process.wait)
                 primary.process = None
                 with anyio.fail_after(10):
                     await spending.past_mark.wait()
                 await anyio.sleep(0.3)
                 spending.going = False
             assert cluster.owner(key) is replica
-            lost = 5 * len(spending.made) - (await second.refresh()).tokens_used
-            assert 0 <= lost <= 5 * sum(killed - 0.05 < at <= killed for at in spending.made)
+            used = (await second.refresh()).tokens_used
+            # Lost: commits the old node acknowledged and had not sent its replica.
+            # A task may resume after the kill from a commit acknowledged before it;
+            # the promoted node acknowledges nothing before the node timeout (1 s).
+            last = sum(killed - 0.25 < at < killed + 0.9 for at in spending.made)
+            assert 0 <= 5 * len(spending.made) - used <= 5 * last
+            assert await first.consume(10**9 - used - 1000)  # 1000 tokens left
             async with waiting_for_room(first, second) as (rid, _):
                 await first.settle(rid, tokens=400)  # wakes the waiter (pub/sub)
 
@@ -2099,6 +2103,7 @@ async def waiting_for_room(
     async with anyio.create_task_group() as group:
         group.start_soon(wait_for_room)
         await anyio.sleep(0.1)
+        assert not granted.is_set()  # (the budget must have had 1000 tokens left)
         yield rid, granted
         with anyio.fail_after(5):
             await granted.wait()

@@ -1835,6 +1835,8 @@ class TestClusterChanges:
                 spending.going = False
             assert cluster.owner(key) is new
             assert old.command("EXISTS", key).startswith("-MOVED")
+            redirected = old.command("INFO", "errorstats")
+            assert "errorstat_TRYAGAIN" in redirected or "errorstat_ASK" in redirected
             assert any(at > moved for at in spending.made)  # and batches went on after it
             assert (await second.refresh()).tokens_used == 5 * len(spending.made)
             assert await first.consume(10**9 - 5 * len(spending.made) - 1000)  # 1000 left

@@ -644,18 +644,22 @@ class Model:
         difference = estimated - actual
         if difference > 0:
             credit = on_axis(TOKENS, difference)
+            carves = [member for member in scope.chain() if member.carve is not None]
+            held = [member.holding()[TOKENS] for member in carves]
             for member in scope.chain():
                 member.used = take(member.used, credit)
             self.given_back(scope, credit, "refund", None)
-            # Windows keep counting what a refund gives back, while a child's carve
-            # grows back by it in every scope above the child: their windows may
-            # then show more used and held than their caps (the tokens twice).
-            carved = False
+            # Windows keep counting what a refund gives back, while an open child's
+            # carve may grow back by it in every scope above the child: their
+            # windows may then show more used and held than their caps (the tokens
+            # twice). Excused only where a carve did grow.
+            grew = [m for m, h in zip(carves, held, strict=True) if m.holding()[TOKENS] > h]
+            above = False
             for member in scope.chain():
-                if carved:
+                if above:
                     for index in range(len(member.windows)):
                         self.excuse([member], [TOKENS], index)
-                carved = carved or member.carve is not None
+                above = above or any(member is child for child in grew)
         elif difference < 0:
             self.charge(scope, on_axis(TOKENS, -difference), "refund", calls=0, overrun=[TOKENS])
         return None

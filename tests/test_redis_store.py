@@ -76,6 +76,23 @@ def prefix() -> str:
     return f"t-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Starts worker processes (text pipes); any still running when the test
+    ends (one that failed while they waited on it) is killed."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(arguments: list[str], **options: Any) -> subprocess.Popen[str]:
+        started.append(subprocess.Popen(arguments, text=True, **options))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
 @asynccontextmanager
 async def shared(url: str, prefix: str, **options: Any) -> AsyncIterator[treasurer.Budget]:
     """One more opener of budget "shared", as another process would be."""
@@ -1886,7 +1903,9 @@ class TestClusterChanges:
 
 
 class TestProcesses:
-    def test_four_processes_share_one_cap(self, redis_url: str, prefix: str) -> None:
+    def test_four_processes_share_one_cap(
+        self, redis_url: str, prefix: str, spawn: Callable[..., subprocess.Popen[str]]
+    ) -> None:
         """4 OS processes (two on asyncio, two on trio) x 100 tasks reserve, commit
         below their estimates and now and then above, release and are cancelled on
         one budget, as five tenants each process makes as it first meets them;
@@ -1895,7 +1914,7 @@ class TestProcesses:
         usage, in all and by tenant, is exactly what the workers committed."""
         cap, tenant_cap, tenants = 200_000, 45_000, [f"t{n}" for n in range(5)]
         workers = [
-            subprocess.Popen(
+            spawn(
                 [
                     sys.executable,
                     WORKER,
@@ -1909,7 +1928,6 @@ class TestProcesses:
                     str(seed),
                 ],
                 stdout=subprocess.PIPE,
-                text=True,
             )
             for seed, backend in enumerate(["asyncio", "trio", "asyncio", "trio"])
         ]
@@ -1950,7 +1968,9 @@ class TestProcesses:
         assert samples > 10
         assert sum(report["refused"] for report in reports) > 0  # the cap was reached
 
-    def test_four_processes_through_a_restart_charge_each_commit_once(self, prefix: str) -> None:
+    def test_four_processes_through_a_restart_charge_each_commit_once(
+        self, prefix: str, spawn: Callable[..., subprocess.Popen[str]]
+    ) -> None:
         """4 OS processes (two on asyncio, two on trio) x 50 tasks reserve and commit
         while the server is killed (SIGKILL; an append-only file written through
         at every write) and started again 1.5 s later: every process gets
@@ -1964,9 +1984,7 @@ class TestProcesses:
             until = time.time() + 9.0
             arguments = [sys.executable, WORKER, "restart", server.url, prefix, str(until)]
             workers = [
-                subprocess.Popen(
-                    [*arguments, backend, "50", str(seed)], stdout=subprocess.PIPE, text=True
-                )
+                spawn([*arguments, backend, "50", str(seed)], stdout=subprocess.PIPE)
                 for seed, backend in enumerate(["asyncio", "trio", "asyncio", "trio"])
             ]
             for worker in workers:
@@ -2000,7 +2018,9 @@ class TestProcesses:
         assert all(report["failed_reserves"] > 0 for report in reports)  # each saw it
         assert all(report["last_commit"] > back for report in reports)  # and came back
 
-    def test_four_processes_across_the_end_of_an_hour(self, redis_url: str, prefix: str) -> None:
+    def test_four_processes_across_the_end_of_an_hour(
+        self, redis_url: str, prefix: str, spawn: Callable[..., subprocess.Popen[str]]
+    ) -> None:
         """4 OS processes (two on asyncio, two on trio) x 100 tasks spend as 20
         tenants, each with an hourly cap, while the hour ends: every process rolls
         the tenants over, most finding them rolled over alike by another already
@@ -2013,11 +2033,10 @@ class TestProcesses:
         each tenant's its own; each process heard of each scope's roll-over once."""
         command = [sys.executable, WORKER, "edge", redis_url, prefix, "-"]
         workers = [
-            subprocess.Popen(
+            spawn(
                 [*command, backend, "100", str(seed)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                text=True,
             )
             for seed, backend in enumerate(["asyncio", "trio", "asyncio", "trio"])
         ]

@@ -1802,17 +1802,25 @@ class Spending:
     false: when each commit returned, and an event set by the first to return
     more than 0.1 s after ``mark``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, failing: bool = False) -> None:
         self.made: list[float] = []
+        self.failed: list[float] = []  # when a pair failed (``failing``: else it raises)
+        self.failing = failing
         self.going = True
         self.mark = math.inf
         self.past_mark = anyio.Event()
 
     async def spend(self, budget: treasurer.Budget) -> None:
         while self.going:
-            async with budget.reserve(tokens=10) as held:
-                await anyio.sleep(0.001)
-                held.commit(tokens=5)
+            try:
+                async with budget.reserve(tokens=10) as held:
+                    await anyio.sleep(0.001)
+                    held.commit(tokens=5)
+            except StoreUnavailable:
+                if not self.failing:
+                    raise
+                self.failed.append(time.monotonic())
+                continue
             self.made.append(time.monotonic())
             if self.made[-1] > self.mark + 0.1:
                 self.past_mark.set()
@@ -1900,6 +1908,42 @@ class TestClusterChanges:
             assert await first.consume(10**9 - used - 1000)  # 1000 tokens left
             async with waiting_for_room(first, second) as (rid, _):
                 await first.settle(rid, tokens=400)  # wakes the waiter (pub/sub)
+
+    async def test_a_budget_whose_node_hangs(self, cluster: RedisCluster, prefix: str) -> None:
+        """The node serving the budget stops answering (SIGSTOP: its port still
+        accepts connections) while two processes spend; its replica is promoted.
+        The calls time out (2 s); the store tells the cluster client each time,
+        as coredis counts no timeout as a failure and would keep the slots at the
+        silent node for ever (it did: no batch went through in 40 s). Batches
+        whose ``retry_for`` (10 s) runs out fail with StoreUnavailable; then the
+        batches go on at the promoted node, and nothing is charged twice."""
+        key = budget_keys(prefix, "shared")[0]
+        spending = Spending(failing=True)
+        async with (
+            shared(cluster.url, prefix, cluster=True, tokens=10**9) as first,
+            shared(cluster.url, prefix, cluster=True, tokens=10**9) as second,
+        ):
+            replica = await anyio.to_thread.run_sync(cluster.add_replica, key)
+            primary = cluster.owner(key)
+            assert primary.process is not None
+            try:
+                async with anyio.create_task_group() as group:
+                    for budget in [first, second] * 10:
+                        group.start_soon(spending.spend, budget)
+                    await anyio.sleep(0.3)
+                    primary.process.send_signal(signal.SIGSTOP)
+                    stopped = spending.mark = time.monotonic()
+                    with anyio.fail_after(30):
+                        await spending.past_mark.wait()
+                    await anyio.sleep(0.3)
+                    spending.going = False
+                assert "role:master" in replica.command("INFO", "replication")
+            finally:
+                primary.process.send_signal(signal.SIGCONT)
+            assert all(at > stopped for at in spending.failed)
+            used = (await second.refresh()).tokens_used
+            last = sum(stopped - 0.25 < at < stopped + 0.9 for at in spending.made)
+            assert 0 <= 5 * len(spending.made) - used <= 5 * last
 
 
 class TestProcesses:

@@ -13,7 +13,7 @@ from .._core.events import Event
 from .._core.ledger import Ledger
 from .._errors import InvalidOption, StoreUnavailable
 from . import shared_events
-from .redis_client import redis_errors
+from .redis_client import redis_errors, unanswered
 from .redis_script import TURN_LEASE_MS
 
 _BACKOFF: Final = (0.02, 1.0)  # first and longest pause between attempts of a call
@@ -57,7 +57,9 @@ class ScriptCalls:
                 async with redis_errors(self._where):
                     answer: list[Any] = await self._script(keys=self._keys, args=args)
                     return answer
-            except StoreUnavailable:
+            except StoreUnavailable as failure:
+                if isinstance(failure.__cause__, TimeoutError):
+                    unanswered(self._redis)
                 if anyio.current_time() + pause > deadline:
                     raise
                 await anyio.sleep(pause)

@@ -98,3 +98,15 @@ def client(url: str, timeout: float, cluster: bool = False) -> Any:
     where = urlsplit(url)
     node = TCPLocation(where.hostname or "localhost", where.port or 6379)
     return coredis.RedisCluster.from_url(url, startup_nodes=[node], **options)
+
+
+def unanswered(redis: Any) -> None:
+    """Tells a cluster client that a node did not answer in time, as if it could
+    not be reached: coredis maps the slots anew only after such errors, and does
+    not count a timeout as one, so a node that hangs (not one that is gone)
+    would keep its slots in this client for ever. (A client of one server: nothing.)"""
+    layout = getattr(getattr(redis, "connection_pool", None), "cluster_layout", None)
+    if layout is not None:
+        from coredis.exceptions import ConnectionError as Unreachable
+
+        layout.report_errors(None, Unreachable("no answer within the timeout"))

@@ -90,14 +90,15 @@ def client(url: str, timeout: float, cluster: bool = False) -> Any:
     from coredis.connection import TCPLocation
     from coredis.exceptions import ConnectionError as NodeUnreachable
 
-    # A node that cannot be reached is asked once more at once: the cluster client
-    # learns of a failure only from a call it tries again, and after two it maps
-    # the cluster's slots anew (a replica promoted in a failover serves them).
+    # The cluster client learns that a node cannot be reached only from a call it
+    # tries again, so such a call is tried once more at once; after the first
+    # such error (coredis's default waits for two) it maps the cluster's slots
+    # anew, and the store's next attempt finds a replica promoted in a failover.
     options["retry_policy"] = coredis.retry.ConstantRetryPolicy((NodeUnreachable,), 1, delay=0)
     # Named here: the node coredis would make from the URL is a deprecated kind.
     where = urlsplit(url)
     node = TCPLocation(where.hostname or "localhost", where.port or 6379)
-    return coredis.RedisCluster.from_url(url, startup_nodes=[node], **options)
+    return coredis.RedisCluster.from_url(url, startup_nodes=[node], reinitialize_steps=1, **options)
 
 
 def unanswered(redis: Any) -> None:

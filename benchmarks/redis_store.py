@@ -306,8 +306,9 @@ def rates(
     }
     if "batches" in whole:
         figures["batches"] = whole["batches"]
-        figures["calls_per_batch"] = calls / whole["batches"]
         figures["requests_per_batch"] = 2 * made / whole["batches"]
+    if "client_calls" in whole:
+        figures["calls_per_batch"] = calls / whole["batches"]
         figures["client_calls"] = whole["client_calls"]
         figures["stale"] = whole["stale"]
         figures["stale_share"] = whole["stale"] / max(1, whole["client_calls"])
@@ -403,7 +404,10 @@ async def memory_store(url: str, plan: Plan) -> dict[str, Any]:
             async with budget.reserve(tokens=RESERVE) as r:
                 r.commit(tokens=COMMIT)
 
-        span = await drive(pair, plan, monitor)
+        def batches() -> dict[str, int]:
+            return {"batches": budget.statistics().batches_served}
+
+        span = await drive(pair, plan, monitor, batches)
         used = budget.snapshot().tokens_used
     figures = rates(span.window, span.seconds, span.whole)
     return figures | {"books_ok": used == span.made * COMMIT}

@@ -10,6 +10,7 @@ are in ``tests/conformance``.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from decimal import Decimal
 
@@ -44,6 +45,7 @@ from treasurer import (
     Window,
 )
 from treasurer._core.axes import parse
+from treasurer._core.books import _tokens
 from treasurer._core.commands import (
     Charge,
     Commit,
@@ -365,7 +367,9 @@ class TestExpiry:
         """At its deadline (not a microsecond before) a reservation is released, with an event."""
         ledger = make_ledger({"tokens": 100}, reservation_ttl=timedelta(minutes=15))
         granted = apply(ledger, Reserve(ROOT, tokens(60)))
-        assert granted == Granted(1, T0 + timedelta(minutes=15))
+        assert isinstance(granted, Granted)
+        assert granted.token > 0
+        assert granted[:2] == (1, T0 + timedelta(minutes=15))
         assert ledger.next_wakeup() == T0 + timedelta(minutes=15)
         assert ledger.advance(T0 + timedelta(minutes=15, microseconds=-1)) == []
         assert state(ledger)[1][TOKENS] == 60
@@ -396,7 +400,8 @@ class TestExpiry:
         """A reservation's TTL is its own, else the budget's; timedelta.max or None: never."""
         ledger = make_ledger(reservation_ttl=config_ttl)
         reply = apply(ledger, Reserve(ROOT, tokens(1), ttl))
-        assert reply == Granted(1, deadline)  # type: ignore[arg-type]
+        assert isinstance(reply, Granted)
+        assert reply[:2] == (1, deadline)
 
     def test_a_late_commit_is_recorded_past_the_cap(self) -> None:
         """A commit after expiry records its usage all the same, past the cap, as late."""
@@ -409,6 +414,54 @@ class TestExpiry:
         assert state(ledger) == ((0, 0, 70, 0, 1), (0, 0, 100, 0, 1), 1, 1)
         assert isinstance(outcome.events[0], UsageRecorded)
         assert outcome.events[0].source == "late_commit"
+
+    def test_a_settle_leaves_another_reservation_given_its_id(self) -> None:
+        """A shared store that lost its last writes can issue an id again: the
+        handle of the lost reservation settles as a late one (its commit charged
+        past the cap) and leaves the reservation that now has the id open; a
+        settle by id alone, or by the new one's token, ends it."""
+        ledger = make_ledger({"tokens": 100})
+        lost = apply(ledger, Reserve(ROOT, tokens(60)))
+        assert isinstance(lost, Granted)
+        held = ledger.reservations.open[lost.reservation]
+        ledger.reservations.open[lost.reservation] = held._replace(token=lost.token + 1)
+        before = everything(ledger)
+        for command in (
+            Release(ROOT, lost.reservation, lost.token),
+            Commit(ROOT, lost.reservation, None, None, lost.token),
+        ):
+            assert apply(ledger, command) == Settled(lost.reservation, expired=True)
+            assert everything(ledger) == before
+        reply = apply(ledger, Commit(ROOT, lost.reservation, tokens(30), None, lost.token))
+        assert reply == Settled(lost.reservation, expired=True)
+        assert state(ledger) == ((0, 0, 30, 0, 1), (0, 0, 60, 0, 1), 1, 1)  # still held
+        assert apply(ledger, Release(ROOT, lost.reservation, lost.token + 1)) == Settled(1)
+        assert state(ledger)[1] == ZERO
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+    def test_a_forked_process_draws_its_own_tokens(self) -> None:
+        """Forked workers (a preloading server's) would otherwise count the same
+        tokens from the same start."""
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child)
+            os.write(write, str(_tokens.next()).encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(child, 0)
+        with os.fdopen(read) as answer:
+            assert int(answer.read()) != _tokens.next()
+
+    def test_a_record_stored_before_tokens_is_settled_by_any_handle(self) -> None:
+        """A reservation read from a store without a token (0) ends at its id."""
+        ledger = make_ledger({"tokens": 100})
+        granted = apply(ledger, Reserve(ROOT, tokens(60)))
+        assert isinstance(granted, Granted)
+        held = ledger.reservations.open[granted.reservation]
+        ledger.reservations.open[granted.reservation] = held._replace(token=0)
+        reply = apply(ledger, Commit(ROOT, granted.reservation, tokens(10), None, granted.token))
+        assert reply == Settled(granted.reservation)
+        assert state(ledger) == ((0, 0, 10, 0, 1), ZERO, 1, 0)
 
     def test_a_late_release_changes_nothing(self) -> None:
         """Releasing an expired reservation is answered as expired and changes nothing."""

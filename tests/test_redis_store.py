@@ -1467,6 +1467,38 @@ class TestFaults:
             stored = await first.refresh()
             assert (stored.tokens_used, stored.tokens_reserved) == (65, 0)
 
+    async def test_a_reservation_lost_by_the_server_leaves_the_one_given_its_id(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """After a failover that lost a write, the id of a reservation it made is
+        issued again (to another process, which had not seen it). Settling the
+        lost reservation's handle must not end the other's reservation: it is
+        a late commit (charged, as the call did happen), and the other's
+        reservation stays held until its own handle settles it."""
+        keys = budget_keys(prefix, "shared")
+        async with (
+            coredis.Redis.from_url(redis_url, decode_responses=False) as raw,
+            shared(redis_url, prefix, tokens=10_000) as first,
+            shared(redis_url, prefix, tokens=10_000) as second,
+        ):
+            assert await first.consume(10)
+            before = [await raw.dump(key) for key in keys]
+            async with first.reserve(tokens=100) as lost:  # acknowledged, then lost
+                for key, dumped in zip(keys, before, strict=True):
+                    await raw.delete([key])
+                    if dumped is not None:
+                        await raw.restore(key, 0, dumped)
+                async with second.reserve(tokens=200) as other:
+                    assert other.id == lost.id  # issued again
+                    lost.commit(tokens=30)
+                    with pytest.raises(ReservationExpired, match="lost it in a failover"):
+                        await lost.applied()
+                    stored = await second.refresh()
+                    assert (stored.tokens_used, stored.tokens_reserved) == (40, 200)
+                    other.commit(tokens=50)
+            stored = await first.refresh()
+            assert (stored.tokens_used, stored.tokens_reserved) == (90, 0)
+
     async def test_unreachable_at_open(self, prefix: str) -> None:
         store = RedisStore(f"redis://127.0.0.1:{_closed_port()}/0", prefix=prefix, timeout=1)
         start = time.monotonic()

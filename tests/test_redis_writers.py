@@ -82,6 +82,11 @@ def batch(
     return commands
 
 
+def untokened(replies: Sequence[object]) -> list[object]:
+    """The replies with the grants' tokens left out: each store draws its own."""
+    return [r._replace(token=0) if isinstance(r, Granted) else r for r in replies]
+
+
 async def run(url: str, steps: Sequence[tuple[int, list[tuple[str, int, int]], int]]) -> None:
     now = datetime(2026, 12, 4, 10, 40, tzinfo=UTC)
 
@@ -103,7 +108,7 @@ async def run(url: str, steps: Sequence[tuple[int, list[tuple[str, int, int]], i
             commands = batch(operations, open_ids)
             expected = await memory.apply(commands)
             got = await writers[chosen].apply(commands)
-            assert got.replies == expected.replies, f"step {number}"
+            assert untokened(got.replies) == untokened(expected.replies), f"step {number}"
             for command, reply in zip(commands, expected.replies, strict=True):
                 if isinstance(reply, Granted):
                     open_ids.append((reply.reservation, command.scope))

@@ -7,8 +7,11 @@ entries settled before their time are dropped when they reach the top.
 from __future__ import annotations
 
 import heapq
+import itertools
+import os
+import secrets
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .axes import Vector
 from .commands import Meta
@@ -16,14 +19,42 @@ from .events import Override
 from .scopes import ScopePath
 from .windows import later
 
+_TOKENS: Final = 2**62
+
+
+class _Tokens:
+    """Reservation tokens: a count from a random start drawn in each process (again
+    in a forked child), so no two processes hand out the same token in practice,
+    at the cost of a count, not of a draw from the OS, per reservation."""
+
+    def __init__(self) -> None:
+        self.draw()
+        if hasattr(os, "register_at_fork"):  # pragma: no branch (not on Windows)
+            os.register_at_fork(after_in_child=self.draw)
+
+    def draw(self) -> None:
+        self._start, self._count = secrets.randbelow(_TOKENS), itertools.count()
+
+    def next(self) -> int:
+        return (self._start + next(self._count)) % _TOKENS + 1
+
+
+_tokens = _Tokens()
+
 
 class Held(NamedTuple):
-    """An open reservation: where, how much, until when, and what it said about itself."""
+    """An open reservation: where, how much, until when, and what it said about itself.
+
+    ``token`` tells it from another reservation given the same id: a shared store
+    that loses its last writes (a Redis failover) can issue their ids again, and
+    a handle must not settle the reservation that now has its id (0: a record
+    stored before tokens, which any settle of its id may end)."""
 
     scope: ScopePath
     amount: Vector
     deadline: datetime | None
     meta: Meta | None
+    token: int = 0
 
 
 class Reservations:
@@ -49,11 +80,14 @@ class Reservations:
         if held.deadline is not None:
             heapq.heappush(self._deadlines, (held.deadline, reservation))
 
-    def take(self, reservation: int) -> Held | None:
-        """End an open reservation: what it held (``None``: not open)."""
-        held = self.open.pop(reservation, None)
-        if held is not None:
-            self.changed.add(reservation)
+    def take(self, reservation: int, token: int | None = None) -> Held | None:
+        """End an open reservation: what it held (``None``: not open, or, given the
+        ``token`` of the one its settler holds, open as another reservation)."""
+        held = self.open.get(reservation)
+        if held is None or (token is not None and held.token not in (token, 0)):
+            return None
+        del self.open[reservation]
+        self.changed.add(reservation)
         return held
 
     def add(
@@ -63,14 +97,15 @@ class Reservations:
         ttl: timedelta | None,
         meta: Meta | None,
         now: datetime,
-    ) -> tuple[int, datetime | None]:
+    ) -> tuple[int, Held]:
         """Register a reservation; ``ttl`` of ``None`` or ``timedelta.max`` never expires."""
         reservation = self._next
         self._next += 1
         deadline = None if ttl is None or ttl == timedelta.max else later(now, ttl)
-        self.restore(reservation, Held(scope, amount, deadline, meta))
+        held = Held(scope, amount, deadline, meta, _tokens.next())
+        self.restore(reservation, held)
         self.changed.add(reservation)
-        return reservation, deadline
+        return reservation, held
 
     def move_ids(self, first: int, offset: int) -> dict[int, int]:
         """Give the open reservations numbered from ``first`` on, and every later one,

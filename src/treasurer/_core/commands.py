@@ -97,19 +97,23 @@ class Reserve(NamedTuple):
 
 
 class Commit(NamedTuple):
-    """End a reservation, charging what was used (``None``: what it holds), even past a cap."""
+    """End a reservation, charging what was used (``None``: what it holds), even past a cap.
+
+    ``token``: the one its handle was granted (``None``: settled by id alone)."""
 
     scope: ScopePath
     reservation: int
     actual: Vector | None
     meta: Meta | None = None
+    token: int | None = None
 
 
 class Release(NamedTuple):
-    """End a reservation without charging anything."""
+    """End a reservation without charging anything (``token``: as for :class:`Commit`)."""
 
     scope: ScopePath
     reservation: int
+    token: int | None = None
 
 
 class Record(NamedTuple):

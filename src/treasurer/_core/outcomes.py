@@ -121,10 +121,11 @@ class Rejected:
 
 
 class Granted(NamedTuple):
-    """A reservation was made."""
+    """A reservation was made; its settler names it by id and ``token``."""
 
     reservation: int
     deadline: datetime | None
+    token: int = 0
 
 
 class Settled(NamedTuple):

@@ -22,7 +22,7 @@ def reserve(ledger: Ledger, command: Reserve) -> Reply:
     if not isinstance(scope, Scope):
         return scope
     ttl = ledger.config.reservation_ttl if command.ttl is None else command.ttl
-    reservation, deadline = ledger.reservations.add(
+    reservation, held = ledger.reservations.add(
         scope.path, command.amount, ttl, command.meta, ledger.now
     )
     ledger.tree.hold(scope, command.amount)
@@ -34,7 +34,7 @@ def reserve(ledger: Ledger, command: Reserve) -> Reply:
             amount=Usage.of(command.amount),
             model=command.meta.model if command.meta else None,
         )
-    return Granted(reservation, deadline)
+    return Granted(reservation, held.deadline, held.token)
 
 
 def _never_made(ledger: Ledger, reservation: int) -> Rejected | None:
@@ -45,10 +45,11 @@ def _never_made(ledger: Ledger, reservation: int) -> Rejected | None:
 
 
 def commit(ledger: Ledger, command: Commit) -> Reply:
-    held = ledger.reservations.take(command.reservation)
+    held = ledger.reservations.take(command.reservation, command.token)
     if held is None:
-        # Handles settle once, so an issued id no longer open has expired. Its
-        # usage happened: it is recorded all the same, past any cap.
+        # Handles settle once, so an issued id no longer open (or open as another
+        # reservation) has expired. Its usage happened: it is recorded all the
+        # same, past any cap.
         if (rejected := _never_made(ledger, command.reservation)) is not None:
             return rejected
         if command.actual is not None:  # (what it held is not known any more)
@@ -72,7 +73,7 @@ def commit(ledger: Ledger, command: Commit) -> Reply:
 
 
 def release(ledger: Ledger, command: Release) -> Reply:
-    held = ledger.reservations.take(command.reservation)
+    held = ledger.reservations.take(command.reservation, command.token)
     if held is None:
         return _never_made(ledger, command.reservation) or Settled(command.reservation, True)
     scope = ledger.end(held)

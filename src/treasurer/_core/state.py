@@ -240,8 +240,11 @@ def load_counters(scope: Scope, record: Record) -> None:
 
 
 def dump_held(held: Held) -> Record:
+    """A reservation's record; the token comes first (the Redis script checks the
+    text begins ``{"token": <token>,``)."""
     meta = held.meta
     return {
+        "token": held.token,
         "scope": list(held.scope),
         "amount": list(held.amount),
         "deadline": _time(held.deadline),
@@ -270,6 +273,7 @@ def load_held(record: Record) -> Held:
             meta["session_id"],
             tuple(sorted(meta["tags"].items())),
         ),
+        record.get("token", 0),  # (0: stored before reservations had tokens)
     )
 
 

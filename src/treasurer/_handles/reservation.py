@@ -48,6 +48,7 @@ class Reservation:
         "_report_late",
         "_scope",
         "_state",
+        "_token",
         "_ttl",
         "_wait",
     )
@@ -68,6 +69,7 @@ class Reservation:
         self._ttl = ttl
         self._wait = wait
         self._id = 0
+        self._token: int | None = None  # names it apart from a reservation given its id again
         self._deadline: datetime | None = None
         self._state = _NEW
         self._pending: Slot | None = None  # the settlement posted, until it is applied
@@ -111,7 +113,7 @@ class Reservation:
         if isinstance(reply, Refusal | Rejected):
             raise reply.error()
         assert isinstance(reply, Granted)
-        self._id, self._deadline = reply.reservation, reply.deadline
+        self._id, self._deadline, self._token = reply.reservation, reply.deadline, reply.token
         self._state = _OPEN
         return self
 
@@ -141,7 +143,9 @@ class Reservation:
         if actor.finished:
             raise actor.closed_error()
         actual, meta = usage
-        self._pending = actor.post_awaitable(Commit(self._scope, self._id, actual, meta))
+        self._pending = actor.post_awaitable(
+            Commit(self._scope, self._id, actual, meta, self._token)
+        )
         self._state = _SETTLED
         self._report_late = True
 
@@ -162,7 +166,7 @@ class Reservation:
         self._state = _SETTLED
         actor = self._core.actor
         if not actor.finished:  # a budget that has stopped holds nothing any more
-            self._pending = actor.post_awaitable(Release(self._scope, self._id))
+            self._pending = actor.post_awaitable(Release(self._scope, self._id, self._token))
 
     def detach(self) -> int:
         """Leave the reservation open when the block ends and return its id: it is
@@ -207,8 +211,9 @@ class Reservation:
         late, self._report_late = self._report_late, False
         if isinstance(reply, Settled) and reply.expired and late and raise_late:
             raise ReservationExpired(
-                f"reservation {self._id} expired before it was committed; "
-                "its usage was recorded all the same"
+                f"reservation {self._id} was no longer held when it was committed (it "
+                "expired, or a shared store lost it in a failover); its usage was "
+                "recorded all the same"
             )
 
     def __del__(self) -> None:

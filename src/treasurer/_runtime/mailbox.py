@@ -157,7 +157,7 @@ class Mailbox:
     def undo(self, command: Command, reply: object) -> None:
         """Hand back what a caller who gave up was granted."""
         if isinstance(reply, Granted) and isinstance(command, Reserve):
-            self.post(Release(command.scope, reply.reservation))
+            self.post(Release(command.scope, reply.reservation, reply.token))
         elif isinstance(reply, Charged) and isinstance(command, Record | Consume):
             meta = command.meta if isinstance(command, Record) else None
             consumed = isinstance(command, Consume)

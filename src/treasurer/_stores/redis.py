@@ -294,7 +294,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
                 ledger = self._take_rows(answer, config, clock())
             self._ledger = None  # it holds what is not stored until the answer says so
             counters = state.dump_meta(ledger)
-            held_before = set(ledger.reservations.open)
+            held_before = {rid: held.token for rid, held in ledger.reservations.open.items()}
             first = ledger.reservations.next_id  # the first id this batch issues
             now = max(clock(), ledger.now)  # hosts' clocks may differ by a round trip
             ledger.tree.room = {}
@@ -305,7 +305,7 @@ class RedisStore(StoredBudgets, StoreTask, ScriptCalls):
                 mode, checked, meta, written = "merge", self._config_text, self._version, merge.args
             else:
                 merge = None
-                write = redis_rows.write(self._known, ledger, result.views, held_before)
+                write = redis_rows.write(self._known, ledger, result.views, held_before.keys())
                 unchanged = write.empty and state.dump_meta(ledger) == counters
                 mode, checked, written = self._version, "", write.args
                 meta = "" if unchanged else rows.meta(ledger)

@@ -169,7 +169,7 @@ def plan(
     work: Work,
     result: BatchResult,
     room: Room,
-    held_before: set[int],
+    held_before: dict[int, int],
     first_id: int,
 ) -> Merge | None:
     """The merge of a batch just applied to the copy, or ``None`` if it is not one
@@ -238,7 +238,7 @@ def plan(
         conditions.append((fields, left + sum(before.get(f, 0) for f in fields)))
     held = ledger.reservations.open
     made = sorted(rid for rid in held if rid >= first_id)
-    ended = sorted(held_before - held.keys())
+    ended = sorted(held_before.keys() - held.keys())
     args = [str(now_ms(ledger.now)), str(len(shapes) // 2), *shapes, str(len(rolls) // 5)]
     args += [*rolls, str(len(new_shapes))]
     for key, text in new_shapes.items():
@@ -247,7 +247,9 @@ def plan(
     # reporting the resets it knows (TakeBack): those must still be stored.
     assert known.meta is not None or not (new_shapes or charged)
     args.append(caps_part(known.meta) if known.meta and (new_shapes or charged) else "")
-    args += [str(len(ended)), *map(str, ended)]
+    args.append(str(len(ended)))
+    for rid in ended:  # each with its token: open as this one, not one given its id again
+        args += [str(rid), str(held_before[rid])]
     args.append(str(len(conditions) + len(quiet)))
     for fields, limit in conditions + quiet:
         if not -_EXACT < limit < _EXACT:

@@ -14,7 +14,7 @@ holds, so both load alike.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -228,7 +228,7 @@ class Write:
 
 
 def write(
-    known: Known, ledger: Ledger, touched: Iterable[ScopePath], held_before: set[int]
+    known: Known, ledger: Ledger, touched: Iterable[ScopePath], held_before: Set[int]
 ) -> Write:
     """The groups of a compare-and-set after a batch that touched ``touched`` (a path
     no longer in the ledger was forgotten) and began with ``held_before`` open."""

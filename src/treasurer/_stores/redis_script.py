@@ -33,7 +33,8 @@ indexes of those events, which that writer told already), the scopes it
 made (key, shape: each must be absent, then it is stored, or stored as it
 is), the tail of the meta record from ``"resets"`` on (the
 resets and the tenant caps set at run time: ``''``, no matter; else the stored
-one must end so), the reservations it ends (each must be open), the conditions
+one must end so), the reservations it ends (id, token: each must be open, its
+record beginning with its token unless that is ``0``), the conditions
 (each a count of count fields, the fields, and the most their stored sum may
 be; a field of a period the batch ends counts as zero), the additions
 (field, amount), the first id it issued and the reservations it made (id,
@@ -242,9 +243,12 @@ if expected == 'merge' then
       return stale()
     end
   end
-  local ended = items(1)  -- what it ends is still open
-  for _, record in ipairs(all('HMGET', KEYS[3], ended)) do
+  local held, ended = items(2)  -- what it ends is still open, as the one it held
+  for i, record in ipairs(all('HMGET', KEYS[3], ended)) do
     if not record then return stale() end
+    local token = held[2 * i]
+    local begins = '{"token": ' .. token .. ','
+    if token ~= '0' and string.sub(record, 1, #begins) ~= begins then return stale() end
   end
   -- Reservations past their deadline end in a batch computed on every row.
   local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ARGV[10], 'LIMIT', 0, 1)

@@ -1499,6 +1499,28 @@ class TestFaults:
             stored = await first.refresh()
             assert (stored.tokens_used, stored.tokens_reserved) == (90, 0)
 
+    async def test_a_reservation_lost_by_the_server_is_committed_late(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """Its handle commits before anyone reserves again (so its id is not issued
+        in the stored rows): a late commit, its usage recorded, not dropped."""
+        keys = budget_keys(prefix, "shared")
+        async with (
+            coredis.Redis.from_url(redis_url, decode_responses=False) as raw,
+            shared(redis_url, prefix, tokens=10_000) as first,
+        ):
+            assert await first.consume(10)
+            before = [await raw.dump(key) for key in keys]
+            with pytest.raises(ReservationExpired, match="lost it in a failover"):
+                async with first.reserve(tokens=100) as lost:  # acknowledged, then lost
+                    for key, dumped in zip(keys, before, strict=True):
+                        await raw.delete([key])
+                        if dumped is not None:
+                            await raw.restore(key, 0, dumped)
+                    lost.commit(tokens=30)
+            stored = await first.refresh()
+            assert (stored.tokens_used, stored.tokens_reserved) == (40, 0)
+
     async def test_unreachable_at_open(self, prefix: str) -> None:
         store = RedisStore(f"redis://127.0.0.1:{_closed_port()}/0", prefix=prefix, timeout=1)
         start = time.monotonic()

@@ -37,9 +37,11 @@ def reserve(ledger: Ledger, command: Reserve) -> Reply:
     return Granted(reservation, held.deadline, held.token)
 
 
-def _never_made(ledger: Ledger, reservation: int) -> Rejected | None:
-    """``None`` if the id was issued (so it was settled or it expired), else why not."""
-    if ledger.reservations.issued(reservation):
+def _never_made(ledger: Ledger, reservation: int, token: int | None) -> Rejected | None:
+    """``None`` if the id was issued (so it was settled or it expired), else why not.
+    A handle's id (it has a token) was granted: a shared store that lost the
+    write which made it may not count it as issued any more."""
+    if token is not None or ledger.reservations.issued(reservation):
         return None
     return Rejected("reservation", f"reservation {reservation} was never made by {ledger.name!r}")
 
@@ -50,7 +52,7 @@ def commit(ledger: Ledger, command: Commit) -> Reply:
         # Handles settle once, so an issued id no longer open (or open as another
         # reservation) has expired. Its usage happened: it is recorded all the
         # same, past any cap.
-        if (rejected := _never_made(ledger, command.reservation)) is not None:
+        if (rejected := _never_made(ledger, command.reservation, command.token)) is not None:
             return rejected
         if command.actual is not None:  # (what it held is not known any more)
             scope = ledger.nearest(command.scope)
@@ -75,7 +77,8 @@ def commit(ledger: Ledger, command: Commit) -> Reply:
 def release(ledger: Ledger, command: Release) -> Reply:
     held = ledger.reservations.take(command.reservation, command.token)
     if held is None:
-        return _never_made(ledger, command.reservation) or Settled(command.reservation, True)
+        never = _never_made(ledger, command.reservation, command.token)
+        return never or Settled(command.reservation, True)
     scope = ledger.end(held)
     if ledger.verbose:
         ledger.emit(ReservationReleased, scope, reservation=command.reservation)

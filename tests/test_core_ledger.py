@@ -438,7 +438,6 @@ class TestExpiry:
         assert apply(ledger, Release(ROOT, lost.reservation, lost.token + 1)) == Settled(1)
         assert state(ledger)[1] == ZERO
 
-    @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
     def test_a_forked_process_draws_its_own_tokens(self) -> None:
         """Forked workers (a preloading server's) would otherwise count the same
         tokens from the same start."""
